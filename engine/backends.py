@@ -1,0 +1,246 @@
+"""Backends of :class:`ntkflow.engine.operators.KernelOperator`: each computes Y = K(x, y) V.
+
+Layout: V is (m·p_in, k) with row index j·p_in + b; each backend views it as (m, p_in·k) per point
+and returns (n·p_out, k). The kernel supplies the per-backend formula (dense / jax_block /
+keops_apply); the backend does the tiling, dtype handling and distribution.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# dense (reference)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DenseBackend:
+    """Forms the matrix with the kernel's NumPy reference; small problems and tests only."""
+
+    name: str = "dense"
+
+    def apply(self, op, V):
+        from .operators import DENSE_MAX_ENTRIES, _dense_matrix
+
+        rows, cols = op.shape
+        if rows * cols > DENSE_MAX_ENTRIES:
+            raise MemoryError(
+                f"backend='dense' would form a {rows}×{cols} matrix ({rows * cols:.3g} entries), above "
+                f"DENSE_MAX_ENTRIES={DENSE_MAX_ENTRIES:.3g}; use backend='keops' or 'jax'."
+            )
+        K = _dense_matrix(op.kernel, op.x.raw, op.y.raw)
+        return K @ V
+
+
+# --------------------------------------------------------------------------------------------
+# KeOps
+# --------------------------------------------------------------------------------------------
+
+
+class KeOpsCompileError(RuntimeError):
+    """A KeOps formula failed to compile or run."""
+
+
+def _to_point_major(V, m, p_in, complex_output):
+    """(m·p_in, k) -> (m, p_in·k) [real]  or  (m, 2·p_in·k) = [Re, Im] for complex kernels."""
+    k = V.shape[1]
+    Vp = V.reshape(m, p_in * k)
+    if complex_output:
+        Vc = Vp.astype(np.complex128 if Vp.dtype in (np.float64, np.complex128) else np.complex64)
+        Vp = np.concatenate([Vc.real, Vc.imag], axis=1)
+    return Vp
+
+
+def _from_point_major(R, n, p_out, k, complex_output):
+    if complex_output:
+        h = p_out * k
+        R = R[:, :h] + 1j * R[:, h:]
+    return R.reshape(n * p_out, k)
+
+
+@dataclass(frozen=True)
+class KeOpsBackend:
+    """pykeops LazyTensor reduction Σ_j K(x_i, y_j) v_j: fused, never an n×m array.
+
+    Runs on the GPU where KeOps finds CUDA, else on the CPU (each new formula compiles once, ~5 s,
+    cached under ~/.cache/keops*).
+    """
+
+    name: str = "keops"
+
+    def apply(self, op, V):
+        try:
+            from pykeops.numpy import LazyTensor
+        except Exception as exc:  # pragma: no cover - depends on the machine
+            raise KeOpsCompileError(
+                f"backend='keops': pykeops could not be imported ({exc!r}); install pykeops and a C++ "
+                f"compiler (g++), or use backend='jax'."
+            ) from exc
+        kernel = op.kernel
+        p_out, p_in = kernel.block_shape
+        n, m = op.x.real.shape[0], op.y.real.shape[0]
+        k = V.shape[1]
+        cplx = kernel.output_kind == "complex"
+        dtype = op.x.real.dtype
+        Vp = np.ascontiguousarray(_to_point_major(V, m, p_in, cplx), dtype=dtype)
+        Xi = LazyTensor(op.x.real[:, None, :])
+        Yj = LazyTensor(op.y.real[None, :, :])
+        Vj = LazyTensor(Vp[None, :, :])
+        try:
+            R = kernel.keops_apply(Xi, Yj, Vj, k).sum(axis=1)
+        except Exception as exc:
+            raise KeOpsCompileError(
+                f"backend='keops': the KeOps formula of {kernel!r} failed to compile or run "
+                f"({type(exc).__name__}: {str(exc)[:400]}). Check that g++ and the Python headers are "
+                f"installed, clear ~/.cache/keops* if a previous build was interrupted, or use backend='jax'."
+            ) from exc
+        return _from_point_major(np.asarray(R), n, p_out, k, cplx)
+
+
+# --------------------------------------------------------------------------------------------
+# JAX, tiled
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=128)
+def _jax_tiled_fn(kernel, tile: int):
+    import jax
+    import jax.numpy as jnp
+
+    p_out, p_in = kernel.block_shape
+
+    def apply(xr, yr, V):  # xr (n, d), yr (m, d), V (m, p_in, k)
+        n = xr.shape[0]
+        n_tiles = -(-n // tile)
+        pad = n_tiles * tile - n
+        xp = jnp.concatenate([xr, jnp.repeat(xr[:1], pad, axis=0)], axis=0) if pad else xr
+        xt = xp.reshape(n_tiles, tile, xr.shape[1])
+
+        def one(xb):
+            K = kernel.jax_block(xb, yr)
+            if kernel.is_scalar:
+                return (K @ V[:, 0, :])[:, None, :]  # (tile, 1, k)
+            return jnp.einsum("imab,mbr->iar", K, V)  # (tile, p_out, k)
+
+        out = jax.lax.map(one, xt)  # (n_tiles, tile, p_out, k)
+        return out.reshape(n_tiles * tile, p_out, -1)[:n]
+
+    return jax.jit(apply)
+
+
+@dataclass(frozen=True)
+class JaxBackend:
+    """Row-tiled jit matvec: memory O(tile · m · p_out · p_in); runs on CPU and GPU.
+
+    ``tile=None`` picks the largest tile whose kernel block stays under ``block_entries``.
+    """
+
+    tile: int | None = None
+    block_entries: int = 8_000_000
+    name: str = "jax"
+
+    def apply(self, op, V):
+        import jax.numpy as jnp
+
+        kernel = op.kernel
+        p_out, p_in = kernel.block_shape
+        n, m = op.x.real.shape[0], op.y.real.shape[0]
+        k = V.shape[1]
+        tile = self.tile or max(8, min(1024, self.block_entries // max(1, m * p_out * p_in)))
+        tile = int(min(tile, max(n, 1)))
+        fn = _jax_tiled_fn(kernel, tile)
+        Vj = jnp.asarray(V.reshape(m, p_in, k))
+        out = fn(jnp.asarray(op.x.real), jnp.asarray(op.y.real), Vj)
+        return np.asarray(out).reshape(n * p_out, k)
+
+
+# --------------------------------------------------------------------------------------------
+# dask.distributed
+# --------------------------------------------------------------------------------------------
+
+
+def _dask_block(kernel, inner: str, xb, y, V, dtype_name: str):
+    """Runs on a worker: K(x_block, y) V with an inner single-process backend."""
+    import ntkflow  # noqa: F401  (enables float64 in JAX on the worker)
+    from ntkflow.engine.operators import kernel_operator
+
+    op = kernel_operator(kernel, xb, y, backend=inner, dtype=np.dtype(dtype_name))
+    return op.backend.apply(op, V)
+
+
+@dataclass(frozen=True)
+class DaskBackend:
+    """Row blocks of an inner backend on a dask.distributed cluster; results concatenated.
+
+    The points are scattered to the workers once per operator; each application broadcasts V.
+    ``scheduler="tcp://host:port"`` joins an existing cluster, ``client=`` uses an existing
+    ``distributed.Client``; otherwise an embedded ``LocalCluster`` (``n_workers`` processes, one
+    thread each) is started on first use and closed by :meth:`close` (or at interpreter exit).
+    """
+
+    inner: str = "keops"
+    n_blocks: int | None = None
+    scheduler: str | None = None
+    client: Any = None
+    n_workers: int = 2
+    name: str = "dask"
+    _state: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __post_init__(self):
+        if self.inner not in ("keops", "jax", "dense"):
+            raise ValueError(f"inner: expected 'keops', 'jax' or 'dense', received {self.inner!r}.")
+
+    def _client(self):
+        st = self._state
+        if "client" in st:
+            return st["client"]
+        from distributed import Client, LocalCluster
+
+        if self.client is not None:
+            client = self.client
+        elif self.scheduler is not None:
+            client = Client(self.scheduler)
+            st["owned"] = [client]
+        else:
+            cluster = LocalCluster(
+                n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+            )
+            client = Client(cluster)
+            st["owned"] = [client, cluster]
+        st["client"] = client
+        return client
+
+    def apply(self, op, V):
+        client = self._client()
+        n = op.x.raw.shape[0]
+        nb = self.n_blocks or max(1, len(client.scheduler_info()["workers"]))
+        nb = min(nb, n)
+        key = (id(op.x), id(op.y))
+        if self._state.get("scattered_key") != key:
+            bounds = np.linspace(0, n, nb + 1).astype(int)
+            blocks = [op.x.raw[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
+            xf = client.scatter(blocks)
+            yf = client.scatter(op.y.raw, broadcast=True)
+            self._state.update(scattered_key=key, xf=xf, yf=yf, keep=(op.x, op.y))
+        Vf = client.scatter(V, broadcast=True)
+        dname = np.dtype(op.x.real.dtype).name
+        futs = [
+            client.submit(_dask_block, op.kernel, self.inner, xb, self._state["yf"], Vf, dname, pure=False)
+            for xb in self._state["xf"]
+        ]
+        parts = client.gather(futs)
+        return np.concatenate(parts, axis=0)
+
+    def close(self):
+        for obj in self._state.pop("owned", []):
+            try:
+                obj.close()
+            except Exception:  # pragma: no cover
+                pass
+        self._state.clear()
