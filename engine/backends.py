@@ -225,10 +225,10 @@ class DaskBackend:
         if self._state.get("scattered_key") != key:
             bounds = np.linspace(0, n, nb + 1).astype(int)
             blocks = [op.x.raw[s:e] for s, e in zip(bounds[:-1], bounds[1:])]
-            xf = client.scatter(blocks)
-            yf = client.scatter(op.y.raw, broadcast=True)
+            xf = client.scatter(blocks, hash=False)
+            yf = client.scatter(op.y.raw, broadcast=True, hash=False)
             self._state.update(scattered_key=key, xf=xf, yf=yf, keep=(op.x, op.y))
-        Vf = client.scatter(V, broadcast=True)
+        Vf = client.scatter(V, broadcast=True, hash=False)
         dname = np.dtype(op.x.real.dtype).name
         futs = [
             client.submit(_dask_block, op.kernel, self.inner, xb, self._state["yf"], Vf, dname, pure=False)
@@ -238,6 +238,9 @@ class DaskBackend:
         return np.concatenate(parts, axis=0)
 
     def close(self):
+        """Release the scattered points and close the client/cluster this backend started."""
+        for key in ("xf", "yf", "keep", "scattered_key"):
+            self._state.pop(key, None)
         for obj in self._state.pop("owned", []):
             try:
                 obj.close()
