@@ -1,0 +1,50 @@
+"""ntkflow.manifolds: Calabi–Yau hypersurfaces, line-intersection sampling with exact Monte-Carlo
+weights, Fubini–Study geometry, accuracy measures (η, κ, σ) and curvature (Ricci, ∫c_m) by JAX
+autodiff. Conventions: ../shared/reference/cy-geometry.md.
+
+>>> from ntkflow.manifolds import preset, sample, fs_det, sigma
+>>> m = preset("fermat-quintic")
+>>> ps = sample(m, 10_000, seed=0)          # exactly 10 000 points
+>>> round(sigma(ps, fs_det(ps)), 1)         # σ of the FS metric ≈ 0.373
+0.4
+"""
+from .charts import build_jacobian, chart_data
+from .curvature import (
+    Curvature,
+    curvature,
+    euler_characteristic,
+    fs_potential,
+    make_curvature_fn,
+    metric_from_potential,
+    ricci_measure,
+    ricci_scalar,
+)
+from .geometry import (
+    chart_jacobian,
+    eta,
+    fs_det,
+    fs_metric,
+    fs_pullback,
+    integrate,
+    kappa,
+    mean_stderr,
+    pullback,
+    sigma,
+    to_chart,
+    volume_cy,
+    volume_kahler,
+)
+from .hypersurface import Hypersurface, Manifold, SingularityWarning, SingularManifoldError
+from .pointset import PointSet, load_points, pointset_from_points, save_points
+from .presets import EULER_CHARACTERISTIC, PRESETS, preset
+from .sampling import roots_of_lines, sample, sample_reference
+
+__all__ = [
+    "Manifold", "Hypersurface", "SingularityWarning", "SingularManifoldError",
+    "preset", "PRESETS", "EULER_CHARACTERISTIC",
+    "PointSet", "sample", "sample_reference", "roots_of_lines", "save_points", "load_points", "pointset_from_points",
+    "chart_data", "build_jacobian",
+    "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "kappa", "volume_cy", "volume_kahler",
+    "integrate", "mean_stderr", "to_chart", "chart_jacobian",
+    "Curvature", "curvature", "make_curvature_fn", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
+]
