@@ -114,6 +114,7 @@ def _jax_tiled_fn(kernel, tile: int):
     import jax.numpy as jnp
 
     p_out, p_in = kernel.block_shape
+    jax_apply = getattr(kernel, "jax_apply", None)  # kernels that apply blocks without forming them
 
     def apply(xr, yr, V):  # xr (n, d), yr (m, d), V (m, p_in, k)
         n = xr.shape[0]
@@ -123,6 +124,8 @@ def _jax_tiled_fn(kernel, tile: int):
         xt = xp.reshape(n_tiles, tile, xr.shape[1])
 
         def one(xb):
+            if jax_apply is not None:
+                return jax_apply(xb, yr, V)  # (tile, p_out, k)
             K = kernel.jax_block(xb, yr)
             if kernel.is_scalar:
                 return (K @ V[:, 0, :])[:, None, :]  # (tile, 1, k)
