@@ -1,0 +1,174 @@
+"""Nyström/Falkon KRR, RPCholesky and the Nyström preconditioner against dense NumPy references."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ntkflow.engine import Gaussian
+from ntkflow.solvers import (
+    FalkonPreconditioner,
+    NystromGram,
+    krr_exact,
+    nystrom_krr,
+    nystrom_preconditioner,
+    rpcholesky,
+    select_centers,
+)
+from ntkflow.solvers.nystrom import _PreconditionedNystrom
+
+
+@pytest.fixture(scope="module")
+def problem():
+    rng = np.random.default_rng(0)
+    n, d = 600, 3
+    x = rng.normal(size=(n, d))
+    y = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * rng.normal(size=n)
+    return x, y, Gaussian(1.2)
+
+
+def _dense_nystrom(kernel, x, y, C, lam):
+    Knm = kernel.dense(x, C)
+    Kmm = kernel.dense(C, C)
+    H = Knm.T @ Knm + lam * len(x) * Kmm
+    b = Knm.T @ y
+    return H, b, np.linalg.solve(H, b)
+
+
+@pytest.mark.parametrize("backend", ["jax", pytest.param("keops", marks=pytest.mark.slow), "dense"])
+def test_nystrom_krr_equals_dense_solve_of_the_same_system(problem, backend):
+    x, y, k = problem
+    lam = 1e-3
+    res = nystrom_krr(k, x, y, centers=60, reg=lam, backend=backend, seed=3, rtol=1e-11, maxiter=300)
+    assert res.converged, res.cg.message
+    H, b, beta = _dense_nystrom(k, x, y, res.centers, lam)
+    # the reported relative residual is the true one of the ORIGINAL system
+    rel = np.linalg.norm(H @ res.coefficients - b) / np.linalg.norm(b)
+    assert res.relative_residual == pytest.approx(rel, rel=1e-2, abs=1e-13)
+    assert rel <= 1e-11
+    Knm = k.dense(x, res.centers)
+    np.testing.assert_allclose(Knm @ res.coefficients, Knm @ beta, rtol=0, atol=1e-8 * np.abs(Knm @ beta).max())
+    np.testing.assert_allclose(res.predict(x[:7]), Knm[:7] @ res.coefficients, rtol=1e-10)
+    assert np.array_equal(res.centers, x[res.center_indices])
+
+
+def test_nystrom_krr_multi_output_and_given_centers(problem):
+    x, y, k = problem
+    Y = np.column_stack([y, np.cos(x[:, 0])])
+    C = x[::15]
+    res = nystrom_krr(k, x, Y, centers=C, reg=1e-3, backend="jax", rtol=1e-10, maxiter=300)
+    assert res.coefficients.shape == (len(C), 2) and res.converged
+    for j in range(2):
+        _, _, beta = _dense_nystrom(k, x, Y[:, j], C, 1e-3)
+        np.testing.assert_allclose(k.dense(x, C) @ res.coefficients[:, j], k.dense(x, C) @ beta, atol=1e-7)
+    assert res.center_indices is None and res.predict(x[:3]).shape == (3, 2)
+
+
+def test_falkon_preconditioner_is_exact_when_centres_are_all_points():
+    """m = n: K_nmᵀK_nm/n + λK_mm = Tᵀ(TTᵀ/n + λI)T exactly, so Bᵀ H' B = I (up to the jitter)."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(120, 2))
+    k = Gaussian(0.2)  # K_mm well conditioned (λ_min ≈ 1e-4 ≫ the jitter)
+    lam = 1e-2
+    pre = FalkonPreconditioner.build(k, x, lam)
+    W = _PreconditionedNystrom(NystromGram(k, x, x, backend="jax"), pre, len(x), lam).to_dense()
+    np.testing.assert_allclose(W, np.eye(120), atol=1e-6)
+    res = nystrom_krr(k, x, np.sin(x[:, 0]), centers=x, reg=lam, backend="jax", rtol=1e-8)
+    assert res.converged and res.cg.iterations <= 2
+    # T and A are the two upper Cholesky factors
+    Kmm = k.dense(x, x) + pre.jitter * np.eye(120)
+    np.testing.assert_allclose(pre.T.T @ pre.T, Kmm, atol=1e-10)
+    np.testing.assert_allclose(pre.A.T @ pre.A, pre.T @ pre.T.T / 120 + lam * np.eye(120), atol=1e-10)
+
+
+def _clustered(rng, n=1500, d=2):
+    """One big cluster with 90 % of the points, 30 tiny far-away clusters (non-uniform data)."""
+    big = rng.normal(scale=0.3, size=(int(0.9 * n), d))
+    centres = rng.uniform(-20, 20, size=(30, d))
+    small = centres[rng.integers(0, 30, size=n - len(big))] + rng.normal(scale=0.3, size=(n - len(big), d))
+    return np.concatenate([big, small])
+
+
+def _nystrom_error(K, S):
+    """tr(K − K[:, S] K[S, S]⁺ K[S, :]) (≥ 0, Nyström approximation error)."""
+    Ks = K[:, S]
+    return float(np.trace(K - Ks @ np.linalg.pinv(K[np.ix_(S, S)], rcond=1e-12) @ Ks.T))
+
+
+@pytest.mark.parametrize("block_size", [1, 8])
+def test_rpcholesky_beats_uniform_on_clustered_data(block_size):
+    rng = np.random.default_rng(2)
+    x = _clustered(rng)
+    k = Gaussian(1.0)
+    K = k.dense(x, x)
+    m = 40
+    err_rpc = np.mean([
+        _nystrom_error(K, select_centers(k, x, m, method="rpcholesky", seed=s, block_size=block_size)) for s in range(3)
+    ])
+    err_uni = np.mean([_nystrom_error(K, select_centers(k, x, m, method="uniform", seed=s)) for s in range(3)])
+    assert err_rpc < 0.5 * err_uni, (err_rpc, err_uni)
+
+
+def test_rpcholesky_factor_is_the_nystrom_approximation_of_its_pivots():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(300, 3))
+    k = Gaussian(1.5)
+    res = rpcholesky(k, x, 25, seed=np.random.default_rng(5))
+    S = res.pivots
+    assert len(set(S.tolist())) == 25 and res.factor.shape == (300, 25)
+    K = k.dense(x, x)
+    approx = K[:, S] @ np.linalg.solve(K[np.ix_(S, S)], K[S, :])
+    np.testing.assert_allclose(res.factor @ res.factor.T, approx, atol=1e-8)
+    assert res.trace_error[-1] == pytest.approx(np.trace(K - approx), abs=1e-8)
+    assert np.all(np.diff(res.trace_error) <= 1e-12)
+    # explicit randomness: same seed, same pivots
+    assert np.array_equal(rpcholesky(k, x, 25, seed=7).pivots, rpcholesky(k, x, 25, seed=7).pivots)
+
+
+def test_nystrom_preconditioner_is_woodbury_of_the_nystrom_approximation(problem):
+    x, y, k = problem
+    x = x[:200]
+    lam = 1e-4
+    P = nystrom_preconditioner(k, x, lam, m=30, backend="jax", seed=0)
+    K = k.dense(x, x)
+    C = P.centers
+    Knm = k.dense(x, C)
+    Khat = Knm @ np.linalg.solve(k.dense(C, C), Knm.T)
+    ref = np.linalg.inv(Khat + lam * len(x) * np.eye(len(x)))
+    np.testing.assert_allclose(P.to_dense(), ref, rtol=1e-6, atol=1e-8 * np.abs(ref).max())
+    assert np.all(np.linalg.eigvalsh(0.5 * (P.to_dense() + P.to_dense().T)) > 0)
+
+
+def test_nystrom_preconditioned_exact_krr_converges_in_far_fewer_iterations(problem):
+    x, y, k = problem
+    lam = 1e-6
+    pre = krr_exact(k, x, y, lam, precond="nystrom", m=120, centers_method="rpcholesky", backend="jax", seed=0, rtol=1e-8)
+    plain = krr_exact(k, x, y, lam, precond=None, backend="jax", rtol=1e-8, maxiter=5000)
+    assert pre.converged and plain.converged
+    assert pre.cg.iterations * 5 <= plain.cg.iterations, (pre.cg.iterations, plain.cg.iterations)
+    A = k.dense(x, x) + lam * len(x) * np.eye(len(x))
+    alpha = np.linalg.solve(A, y)
+    cond = np.linalg.cond(A)
+    assert np.linalg.norm(pre.coefficients - alpha) <= 1e-8 * cond * np.linalg.norm(alpha)
+    np.testing.assert_allclose(pre.predict(x[:5]), A[:5] @ pre.coefficients - lam * len(x) * pre.coefficients[:5], rtol=1e-9)
+
+
+def test_bad_inputs_raise_clear_errors(problem):
+    x, y, k = problem
+    with pytest.raises(ValueError, match="reg: must be finite and >= 0"):
+        nystrom_krr(k, x, y, centers=10, reg=-1.0)
+    with pytest.raises(ValueError, match=r"m: cannot pick 700 centres among n = 600"):
+        nystrom_krr(k, x, y, centers=700, reg=1e-3)
+    with pytest.raises(ValueError, match=r"y: expected 600 rows"):
+        nystrom_krr(k, x, y[:5], centers=10, reg=1e-3)
+    with pytest.raises(ValueError, match="centers_method"):
+        nystrom_krr(k, x, y, centers=10, reg=1e-3, centers_method="kmeans")
+    with pytest.raises(ValueError, match="backend"):
+        nystrom_krr(k, x, y, centers=10, reg=1e-3, backend="gpu")
+    xb = x.copy()
+    xb[3, 1] = np.nan
+    with pytest.raises(ValueError, match="x: contains 1 NaN/inf"):
+        nystrom_krr(k, xb, y, centers=10, reg=1e-3)
+    with pytest.raises(ValueError, match="precond"):
+        krr_exact(k, x, y, 1e-3, precond="jacobi")
+    with pytest.raises(TypeError, match="seed"):
+        select_centers(k, x, 5, seed="zero")
