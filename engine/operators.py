@@ -23,8 +23,8 @@ from ntkflow._checks import finite_array, nonneg_float
 
 from .kernels.base import Kernel, realify
 
-#: the dense backend refuses operators with more entries than this (8·10⁷ float64 = 640 MB)
-DENSE_MAX_ENTRIES = 80_000_000
+#: the dense backend refuses operators with more entries than this (2.5·10⁸ float64 = 2 GB)
+DENSE_MAX_ENTRIES = 250_000_000
 
 BACKENDS = ("dense", "keops", "jax", "dask")
 

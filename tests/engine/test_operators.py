@@ -152,11 +152,11 @@ def test_bad_inputs_give_clear_errors(data):
 
 
 def test_dense_backend_refuses_large_problems():
-    x = np.zeros((10_000, 2))
+    x = np.zeros((20_000, 2))
     op = kernel_operator(Gaussian(1.0), x, backend="dense")
     with pytest.raises(MemoryError, match="DENSE_MAX_ENTRIES"):
-        op.mv(np.ones(10_000))
-    assert DENSE_MAX_ENTRIES < 10_000**2
+        op.mv(np.ones(20_000))
+    assert DENSE_MAX_ENTRIES < 20_000**2
 
 
 def test_keops_failure_is_reported_clearly(data):
