@@ -1,0 +1,23 @@
+"""ntkflow.flows: Kähler potential flows to Calabi–Yau metrics in the frozen (infinite-width) kernel
+function space.
+
+Main entry points:
+
+- :func:`run_cy` / ``ntkflow cy``: Gauss–Newton (Levenberg–Marquardt) on the Monge–Ampère residual in
+  the symmetric Bergman (u^k) function space; Donaldson and finite-network baselines.
+- :func:`load` / ``ntkflow.load(DIR)``: a saved model with ``.metric(points)``, ``.potential(points)``,
+  ``.eta(points)``; ``ntkflow eval DIR POINTS.npz``.
+- :mod:`ntkflow.flows.basis`, :mod:`ntkflow.flows.algebra`: invariant (k,k) function spaces and the
+  closed-form pulled-back Hessians; :mod:`ntkflow.flows.gauss_newton`: the LM solver.
+"""
+from ntkflow.flows.basis import PairBasis, Symmetry, detect_symmetry, full_basis, invariant_basis, monomials
+from ntkflow.flows.cy import CYConfig, CYResult, evaluate_model, random_quintic, run_cy
+from ntkflow.flows.gauss_newton import LMConfig, LMResult, LMState, MAProblem, levenberg_marquardt, whitening
+from ntkflow.flows.model import BergmanModel, DonaldsonModel, load
+
+__all__ = [
+    "run_cy", "CYConfig", "CYResult", "evaluate_model", "random_quintic",
+    "load", "BergmanModel", "DonaldsonModel",
+    "PairBasis", "Symmetry", "detect_symmetry", "invariant_basis", "full_basis", "monomials",
+    "MAProblem", "LMConfig", "LMState", "LMResult", "levenberg_marquardt", "whitening",
+]

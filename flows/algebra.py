@@ -1,0 +1,296 @@
+"""Closed-form pulled-back metrics of Kähler potentials built from (k,k) functions.
+
+Conventions (../shared/reference/cy-geometry.md): the ambient Fubini–Study metric is
+g_FS = (1/π) ∂∂̄ log|z|², G_{IJ̄} = (1/π)(δ_IJ/|z|² − z̄_I z_J/|z|⁴), and a metric on X is pulled back
+with the Jacobian P (dim × N) of the patch: g = P G P†, g_{ab̄} = Σ P_{aI} G_{IJ̄} conj(P_{bJ}).
+
+The Kähler potential of the learned metric is
+
+    K = (1/π) [ log|z|² + φ ],      φ = Σ_a c_a f_a,   f_a = s† H^{(a)} s / |z|^{2k}  (Hermitian H^{(a)}),
+
+so g_φ = g_FS + (1/π) ∂∂̄φ (pulled back).  For one pair, with s_α = z^{I_α},
+
+    ∂_I ∂̄_J (s_α s̄_β / |z|^{2k}) = |z|^{-2k} [ A_{αI} conj(A_{βJ}) − k s_α s̄_β ∂_I∂̄_J log|z|² ],
+    A_α = ∇s_α − k s_α z̄ / |z|²,
+
+hence pulled back:  (1/π) ∂∂̄ f_a = |z|^{-2k} [ X H^{(a)} X† / π − k (s^T H^{(a)} s̄) g_FS ] with
+X = P A (columns X_α = P A_α).  Only the pairs of H^{(a)} are visited (sparse half-pair form,
+see :mod:`ntkflow.flows.basis`).
+
+Hermitian dim × dim matrices are stored *packed* as dim² reals: [diag (dim), Re upper (m), Im upper (m)]
+with m = dim(dim−1)/2; then tr(A B) = <pack A, TRACE_WEIGHTS ∘ pack B> for Hermitian A, B.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ntkflow.flows.basis import PairBasis
+
+__all__ = [
+    "fs_ambient",
+    "fs_pulled",
+    "pack",
+    "unpack",
+    "trace_weights",
+    "section_features",
+    "pair_hessians",
+    "metric_from_packed",
+    "logdet_and_inverse",
+]
+
+
+def _triu(dim):
+    return np.triu_indices(dim, 1)
+
+
+def pack(a: np.ndarray) -> np.ndarray:
+    """(..., d, d) Hermitian complex -> (..., d²) real."""
+    d = a.shape[-1]
+    iu = _triu(d)
+    diag = np.real(np.diagonal(a, axis1=-2, axis2=-1))
+    up = a[..., iu[0], iu[1]]
+    return np.concatenate([diag, up.real, up.imag], axis=-1)
+
+
+def unpack(p: np.ndarray, dim: int) -> np.ndarray:
+    """(..., d²) real -> (..., d, d) Hermitian complex."""
+    p = np.asarray(p)
+    m = dim * (dim - 1) // 2
+    out = np.zeros(p.shape[:-1] + (dim, dim), dtype=np.complex128)
+    idx = np.arange(dim)
+    out[..., idx, idx] = p[..., :dim]
+    iu = _triu(dim)
+    up = p[..., dim:dim + m] + 1j * p[..., dim + m:]
+    out[..., iu[0], iu[1]] = up
+    out[..., iu[1], iu[0]] = np.conj(up)
+    return out
+
+
+def trace_weights(dim: int) -> np.ndarray:
+    """w with tr(A B) = Σ_j w_j pack(A)_j pack(B)_j for Hermitian A, B."""
+    m = dim * (dim - 1) // 2
+    return np.concatenate([np.ones(dim), 2.0 * np.ones(2 * m)])
+
+
+def fs_ambient(z: np.ndarray) -> np.ndarray:
+    """(n, N, N) ambient Fubini–Study metric (1/π)(δ/|z|² − z̄ zᵀ/|z|⁴)."""
+    h = np.sum(np.abs(z) ** 2, axis=-1)
+    n_c = z.shape[-1]
+    g = np.eye(n_c)[None] / h[:, None, None] - np.conj(z)[:, :, None] * z[:, None, :] / h[:, None, None] ** 2
+    return g / np.pi
+
+
+def fs_pulled(z: np.ndarray, jac: np.ndarray) -> np.ndarray:
+    """(n, d, d) pulled-back Fubini–Study metric P G P†."""
+    h = np.sum(np.abs(z) ** 2, axis=-1)
+    pz = np.einsum("nai,ni->na", jac, np.conj(z))  # P z̄
+    g = np.einsum("nai,nbi->nab", jac, np.conj(jac)) / h[:, None, None]
+    g = g - pz[:, :, None] * np.conj(pz)[:, None, :] / h[:, None, None] ** 2
+    return g / np.pi
+
+
+def _powers(z: np.ndarray, k: int) -> np.ndarray:
+    """(n, N, k+1) table z_i^e."""
+    n, nc = z.shape
+    pw = np.empty((n, nc, k + 1), dtype=np.complex128)
+    pw[:, :, 0] = 1.0
+    for e in range(1, k + 1):
+        pw[:, :, e] = pw[:, :, e - 1] * z
+    return pw
+
+
+def section_features(z: np.ndarray, jac: np.ndarray, exponents: np.ndarray, *, shift: bool = True):
+    """Monomials and their pulled-back gradients at the points.
+
+    Returns s (n, N_k), X (n, N_k, d) with X_α = P(∇s_α − k s_α z̄/|z|²) (shift=True) or P∇s_α
+    (shift=False), and h = |z|² (n,).
+    """
+    k = int(exponents[0].sum())
+    n, nc = z.shape
+    pw = _powers(z, k)
+    ar = np.arange(nc)
+    # factors[n, α, i] = z_i^{I_αi}
+    fac = pw[:, ar[None, :], exponents]  # (n, N_k, N)
+    s = np.prod(fac, axis=-1)
+    grad = np.empty(s.shape + (nc,), dtype=np.complex128)
+    lower = np.maximum(exponents - 1, 0)
+    for i in range(nc):
+        # product over j != i of z_j^{I_j}, times I_i z_i^{I_i - 1}
+        others = np.ones_like(s)
+        for j in range(nc):
+            if j != i:
+                others = others * fac[:, :, j]
+        grad[:, :, i] = others * exponents[None, :, i] * pw[:, i, lower[:, i]]
+    h = np.sum(np.abs(z) ** 2, axis=-1)
+    if shift:
+        grad = grad - k * s[:, :, None] * (np.conj(z) / h[:, None])[:, None, :]
+    x = np.einsum("nai,ndi->nad", grad, jac)
+    return s, x, h
+
+
+def pair_hessians(basis: PairBasis, z: np.ndarray, jac: np.ndarray, *, chunk: int = 256,
+                  values: bool = False, backend: str = "jax"):
+    """Pulled-back (1/π)∂∂̄ f_a at every point, packed: (n, n_functions, d²) float64.
+
+    With values=True also returns f_a(z) (n, n_functions).  backend="jax" is the fast jitted path
+    (:func:`pair_hessians_jax`); backend="numpy" is the plain reference implementation below.
+    """
+    if backend == "jax":
+        return pair_hessians_jax(basis, z, jac, values=values)
+    if backend != "numpy":
+        raise ValueError(f"backend: expected 'jax' or 'numpy', received {backend!r}.")
+    z = np.asarray(z, dtype=np.complex128)
+    jac = np.asarray(jac, dtype=np.complex128)
+    n, nc = z.shape
+    dim = jac.shape[1]
+    k = basis.k
+    nf = basis.n_functions
+    out = np.empty((n, nf, dim * dim), dtype=np.float64)
+    vals = np.empty((n, nf), dtype=np.float64) if values else None
+    starts = basis.starts
+    iu = _triu(dim)
+    a_idx, b_idx, w = basis.alpha, basis.beta, basis.weight
+    # functions with no pairs cannot occur (every function owns its orbit)
+    for lo in range(0, n, chunk):
+        hi = min(n, lo + chunk)
+        s, x, h = section_features(z[lo:hi], jac[lo:hi], basis.exponents)
+        gfs = fs_pulled(z[lo:hi], jac[lo:hi])
+        xa = x[:, a_idx, :] * w[None, :, None]  # (c, P, d)
+        xb = np.conj(x[:, b_idx, :])
+        t = xa[:, :, :, None] * xb[:, :, None, :]  # (c, P, d, d)
+        tsum = np.add.reduceat(t, starts, axis=1)  # (c, nf, d, d) = Σ ω X_α X_β†
+        sv = s[:, a_idx] * np.conj(s[:, b_idx]) * w[None, :]
+        fsum = 2.0 * np.real(np.add.reduceat(sv, starts, axis=1))  # (c, nf) = s^T H s̄
+        hk = h ** (-k)
+        herm = tsum + np.conj(np.swapaxes(tsum, -1, -2))
+        m = herm / np.pi - k * fsum[:, :, None, None] * gfs[:, None, :, :]
+        m = m * hk[:, None, None, None]
+        diag = np.real(np.diagonal(m, axis1=-2, axis2=-1))
+        up = m[..., iu[0], iu[1]]
+        out[lo:hi] = np.concatenate([diag, up.real, up.imag], axis=-1)
+        if values:
+            vals[lo:hi] = fsum * hk[:, None]
+    return (out, vals) if values else out
+
+
+def metric_from_packed(g0_packed: np.ndarray, hess: np.ndarray, coeffs: np.ndarray) -> np.ndarray:
+    """Packed g = g0 + Σ_a c_a (1/π)∂∂̄f_a: (n, d²)."""
+    return g0_packed + np.einsum("npk,p->nk", hess, coeffs)
+
+
+def logdet_and_inverse(g: np.ndarray):
+    """log det and inverse of a batch of Hermitian positive matrices (n, d, d) complex.
+
+    Returns (logdet (n,), inverse (n, d, d), ok (n,) bool: positive definite)."""
+    dim = g.shape[-1]
+    if dim == 1:
+        d = np.real(g[:, 0, 0])
+        ok = d > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.log(np.where(ok, d, 1.0)), (1.0 / np.where(ok, d, 1.0))[:, None, None] + 0j, ok
+    sign, ld = np.linalg.slogdet(g)
+    ok = np.real(sign) > 0.5
+    # positive definiteness: all leading minors > 0 is implied by Cholesky; use eigvals min > 0
+    ev = np.linalg.eigvalsh(g)
+    ok = ok & (ev[:, 0] > 0)
+    inv = np.linalg.inv(g)
+    return np.real(ld), inv, ok
+
+
+# ----------------------------------------------------------------------------------------------
+# fast path (JAX, jitted, chunked)
+# ----------------------------------------------------------------------------------------------
+_SUB = 64  # points per lax.map step
+_BLOCK = 2048  # points per jitted call (last block padded)
+
+
+def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool):
+    import jax
+    import jax.numpy as jnp
+
+    def one(z, jac, exps, alpha, beta, w, func):
+        # z (c, N), jac (c, d, N)
+        c, nc = z.shape
+        pw = [jnp.ones_like(z)]
+        for _ in range(k):
+            pw.append(pw[-1] * z)
+        pw = jnp.stack(pw, -1)  # (c, N, k+1)
+        fac = pw[:, jnp.arange(nc)[None, :], exps]  # (c, N_k, N)
+        s = jnp.prod(fac, axis=-1)
+        h = jnp.sum(jnp.abs(z) ** 2, -1)
+        # X_α = P(∇s_α − k s_α z̄/h) = s_α (P diag(1/z) I_α − k P z̄ / h)   (z_i ≠ 0 required)
+        m = jac / z[:, None, :]  # (c, d, N)
+        pz = jnp.einsum("cdi,ci->cd", jac, jnp.conj(z)) / h[:, None]
+        x = s[:, :, None] * (jnp.einsum("cdi,ai->cad", m, exps.astype(z.dtype)) - k * pz[:, None, :])
+        g = (jnp.einsum("cai,cbi->cab", jac, jnp.conj(jac)) / h[:, None, None]
+             - pz[:, :, None] * jnp.conj(pz)[:, None, :]) / jnp.pi
+        xa = x[:, alpha] * w[None, :, None]
+        xb = jnp.conj(x[:, beta])
+        t = xa[:, :, :, None] * xb[:, :, None, :]  # (c, P, d, d)
+        t = jnp.moveaxis(t, 1, 0)
+        ts = jax.ops.segment_sum(t, func, num_segments=nf, indices_are_sorted=True)  # (nf, c, d, d)
+        sv = s[:, alpha] * jnp.conj(s[:, beta]) * w[None, :]
+        fs = 2.0 * jnp.real(jax.ops.segment_sum(sv.T, func, num_segments=nf, indices_are_sorted=True))
+        herm = ts + jnp.conj(jnp.swapaxes(ts, -1, -2))
+        hk = h ** (-k)
+        mm = (herm / jnp.pi - k * fs[:, :, None, None] * g[None]) * hk[None, :, None, None]
+        iu = np.triu_indices(dim, 1)
+        di = np.arange(dim)
+        diag = jnp.real(mm[..., di, di])
+        up = mm[..., iu[0], iu[1]]
+        packed = jnp.concatenate([diag, jnp.real(up), jnp.imag(up)], -1)  # (nf, c, d²)
+        packed = jnp.moveaxis(packed, 0, 1)
+        vals = (fs * hk[None, :]).T
+        return (packed, vals) if want_values else (packed,)
+
+    def block(z, jac, exps, alpha, beta, w, func):
+        nb = z.shape[0] // _SUB
+        zz = z.reshape(nb, _SUB, z.shape[1])
+        jj = jac.reshape(nb, _SUB, jac.shape[1], jac.shape[2])
+        res = jax.lax.map(lambda a: one(a[0], a[1], exps, alpha, beta, w, func), (zz, jj))
+        return tuple(r.reshape((nb * _SUB,) + r.shape[2:]) for r in res)
+
+    return jax.jit(block)
+
+
+_FN_CACHE: dict = {}
+
+
+def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False):
+    """Fast jitted :func:`pair_hessians` (same output).  Points with a coordinate exactly 0 are
+    routed to the NumPy reference (the fast path divides by z_i)."""
+    import jax.numpy as jnp
+
+    z = np.asarray(z, dtype=np.complex128)
+    jac = np.asarray(jac, dtype=np.complex128)
+    n, nc = z.shape
+    dim = jac.shape[1]
+    nf = basis.n_functions
+    key = (basis.k, nf, dim, bool(values))
+    fn = _FN_CACHE.get(key)
+    if fn is None:
+        fn = _FN_CACHE[key] = _make_chunk_fn(basis.k, nf, dim, bool(values))
+    args = (jnp.asarray(basis.exponents), jnp.asarray(basis.alpha), jnp.asarray(basis.beta),
+            jnp.asarray(basis.weight), jnp.asarray(basis.func))
+    out = np.empty((n, nf, dim * dim))
+    vals = np.empty((n, nf)) if values else None
+    block = _BLOCK if n >= _BLOCK else int(-(-n // _SUB) * _SUB)
+    for lo in range(0, n, block):
+        hi = min(n, lo + block)
+        zb = np.ones((block, nc), dtype=np.complex128)
+        jb = np.zeros((block, dim, nc), dtype=np.complex128)
+        zb[: hi - lo] = z[lo:hi]
+        jb[: hi - lo] = jac[lo:hi]
+        res = fn(jnp.asarray(zb), jnp.asarray(jb), *args)
+        out[lo:hi] = np.asarray(res[0])[: hi - lo]
+        if values:
+            vals[lo:hi] = np.asarray(res[1])[: hi - lo]
+    zero = np.any(np.abs(z) == 0, axis=1)
+    if np.any(zero):
+        idx = np.flatnonzero(zero)
+        ref = pair_hessians(basis, z[idx], jac[idx], values=values, backend="numpy")
+        if values:
+            out[idx], vals[idx] = ref
+        else:
+            out[idx] = ref
+    return (out, vals) if values else out

@@ -1,0 +1,351 @@
+"""Function spaces for the Kähler potential: real (k,k)-bihomogeneous functions on P^{N-1}.
+
+Every basis function is
+
+    f(z) = Σ_{(α,β)} H_{αβ} s_α(z) conj(s_β(z)) / |z|^{2k},      H Hermitian (N_k × N_k),
+
+with s_α = z^{I_α} the degree-k monomials.  The span of all of them is the feature space of the
+Bergman-type kernel u^k (u = |<z,w>|²/(|z|²|w|²)); restricting to functions invariant under a
+symmetry group Γ of the hypersurface gives the RKHS of the Γ-averaged kernel.
+
+A basis is stored sparsely: one list of *half pairs* (α ≤ β) with complex weights ω_p and the index of
+the function each pair belongs to, such that
+
+    H^{(a)} = Σ_{p ∈ a} ω_p E_{α_p β_p} + conj(ω_p) E_{β_p α_p}
+
+(diagonal pairs carry half their H entry).  Pairs are sorted by function.
+
+Symmetry detection (:func:`detect_symmetry`) finds, for Q = Σ_m c_m z^{I_m}:
+- the diagonal phase group {a ∈ (Z_d)^N : a·I_m ≡ a·I_0 (mod d) for all monomials m};
+- coordinate permutations σ with Q∘σ = λ Q;
+- whether the coefficients are real up to one common phase (then z ↦ z̄ is a symmetry and the
+  imaginary parts of orbit sums are not needed).
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ntkflow._checks import positive_int
+
+__all__ = [
+    "Symmetry",
+    "PairBasis",
+    "monomials",
+    "detect_symmetry",
+    "no_symmetry",
+    "invariant_basis",
+    "full_basis",
+]
+
+
+def monomials(n_vars: int, k: int) -> np.ndarray:
+    """All exponent vectors of degree k in n_vars variables, lexicographically descending.
+
+    Returns an (N_k, n_vars) int64 array, N_k = C(k + n_vars - 1, n_vars - 1).
+    """
+    n_vars = positive_int("n_vars", n_vars)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k: expected a non-negative integer degree, received {k!r}.")
+    out = []
+
+    def rec(prefix, remaining, slots):
+        if slots == 1:
+            out.append(prefix + [remaining])
+            return
+        for e in range(remaining, -1, -1):
+            rec(prefix + [e], remaining - e, slots - 1)
+
+    rec([], int(k), n_vars)
+    return np.asarray(out, dtype=np.int64).reshape(-1, n_vars)
+
+
+@dataclass(frozen=True)
+class Symmetry:
+    """A symmetry group of a hypersurface acting on the coordinates.
+
+    phases: (n_phase, N) int, the diagonal phase group as exponents of ω = e^{2πi/modulus}
+    modulus: int, the order of the phase roots
+    perms: (n_perm, N) int, the permutation group (each row a permutation of range(N))
+    conjugation: whether z ↦ z̄ (complex conjugation) is a symmetry
+    """
+
+    phases: np.ndarray = field(repr=False)
+    modulus: int
+    perms: np.ndarray = field(repr=False)
+    conjugation: bool
+
+    @property
+    def order(self) -> int:
+        """|group| counted as (phase elements acting effectively) × permutations (upper bound)."""
+        return int(len(self.phases) * len(self.perms))
+
+    @property
+    def trivial(self) -> bool:
+        return len(self.perms) == 1 and self._phase_trivial() and not self.conjugation
+
+    def _phase_trivial(self) -> bool:
+        # elements a = c(1,...,1) act trivially on (k,k) functions
+        return bool(np.all(self.phases == self.phases[:, :1]))
+
+    def describe(self) -> str:
+        n_eff = len(self.phases) // max(1, sum(1 for a in self.phases if np.all(a == a[0])))
+        parts = [f"phases: {n_eff} effective elements of (Z_{self.modulus})^N",
+                 f"permutations: {len(self.perms)}",
+                 f"conjugation: {'yes' if self.conjugation else 'no'}"]
+        return "; ".join(parts)
+
+
+def no_symmetry(n_coords: int) -> Symmetry:
+    """The trivial group (only the phases that act trivially on (k,k) functions)."""
+    return Symmetry(phases=np.zeros((1, n_coords), dtype=np.int64), modulus=1,
+                    perms=np.arange(n_coords, dtype=np.int64)[None, :], conjugation=False)
+
+
+def detect_symmetry(exponents, coefficients, *, rtol: float = 1e-10) -> Symmetry:
+    """Symmetries of Q = Σ_m c_m z^{I_m}: diagonal phases mod deg Q, coordinate permutations with
+    Q∘σ = λQ, and complex conjugation when all c_m are real up to one common phase."""
+    exps = np.asarray(exponents, dtype=np.int64)
+    coefs = np.asarray(coefficients, dtype=np.complex128)
+    if exps.ndim != 2 or coefs.shape != (exps.shape[0],):
+        raise ValueError(
+            f"exponents/coefficients: expected shapes (n_mon, N) and (n_mon,), received "
+            f"{exps.shape} and {coefs.shape}; pass one coefficient per monomial row.")
+    keep = np.abs(coefs) > rtol * np.abs(coefs).max()
+    exps, coefs = exps[keep], coefs[keep]
+    n_mon, n = exps.shape
+    d = int(exps[0].sum())
+    # phase group
+    if d ** n <= 2_000_000:
+        cand = np.asarray(list(itertools.product(range(d), repeat=n)), dtype=np.int64)
+        charges = (cand @ exps.T) % d  # (n_cand, n_mon)
+        ok = np.all(charges == charges[:, :1], axis=1)
+        phases = cand[ok]
+    else:  # too many candidates to enumerate: keep only the trivial elements
+        phases = np.asarray([[c] * n for c in range(d)], dtype=np.int64)
+    # permutation group
+    table = {tuple(e): c for e, c in zip(exps.tolist(), coefs)}
+    perms = []
+    if n <= 7:
+        for perm in itertools.permutations(range(n)):
+            lam = None
+            good = True
+            for e, c in table.items():
+                pe = tuple(e[perm[i]] for i in range(n))
+                c2 = table.get(pe)
+                if c2 is None:
+                    good = False
+                    break
+                r = c2 / c
+                if lam is None:
+                    lam = r
+                elif abs(r - lam) > rtol * max(1.0, abs(lam)):
+                    good = False
+                    break
+            if good:
+                perms.append(perm)
+    else:
+        perms.append(tuple(range(n)))
+    perms = np.asarray(perms, dtype=np.int64)
+    # conjugation (coefficients real up to a common phase)
+    ph = coefs / coefs[np.argmax(np.abs(coefs))]
+    conj = bool(np.all(np.abs(ph.imag) <= rtol * np.abs(ph)))
+    return Symmetry(phases=phases, modulus=d, perms=perms, conjugation=conj)
+
+
+@dataclass(frozen=True)
+class PairBasis:
+    """A basis of real (k,k) functions in sparse half-pair form (see the module docstring).
+
+    exponents: (N_k, N) degree-k monomials s_α = z^{I_α}
+    alpha, beta: (n_pairs,) int, α ≤ β
+    weight: (n_pairs,) complex ω_p
+    func: (n_pairs,) int, nondecreasing, the function each pair belongs to
+    n_functions: number of functions
+    labels: short description of each function (orbit representative)
+    """
+
+    k: int
+    exponents: np.ndarray = field(repr=False)
+    alpha: np.ndarray = field(repr=False)
+    beta: np.ndarray = field(repr=False)
+    weight: np.ndarray = field(repr=False)
+    func: np.ndarray = field(repr=False)
+    n_functions: int
+    labels: tuple = field(repr=False, default=())
+    description: str = ""
+
+    def __post_init__(self):
+        n = len(self.alpha)
+        for name in ("beta", "weight", "func"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"PairBasis.{name}: length {len(getattr(self, name))} != n_pairs {n}.")
+        if n and np.any(np.diff(self.func) < 0):
+            raise ValueError("PairBasis.func: pairs must be sorted by function index.")
+        if n and np.any(self.alpha > self.beta):
+            raise ValueError("PairBasis.alpha/beta: half pairs need alpha <= beta.")
+
+    @property
+    def n_pairs(self) -> int:
+        return int(len(self.alpha))
+
+    @property
+    def n_monomials(self) -> int:
+        return int(self.exponents.shape[0])
+
+    @property
+    def starts(self) -> np.ndarray:
+        """Index of the first pair of each function (for np.add.reduceat)."""
+        s = np.searchsorted(self.func, np.arange(self.n_functions))
+        return s.astype(np.int64)
+
+    def hermitian(self, coeffs) -> np.ndarray:
+        """The dense Hermitian N_k × N_k matrix H of φ = Σ_a c_a f_a."""
+        c = np.asarray(coeffs, dtype=np.float64)
+        if c.shape != (self.n_functions,):
+            raise ValueError(f"coeffs: expected shape ({self.n_functions},), received {c.shape}.")
+        h = np.zeros((self.n_monomials, self.n_monomials), dtype=np.complex128)
+        w = self.weight * c[self.func]
+        np.add.at(h, (self.alpha, self.beta), w)
+        np.add.at(h, (self.beta, self.alpha), np.conj(w))
+        return h
+
+    def combined(self, coeffs) -> "PairBasis":
+        """One-function basis for φ = Σ_a c_a f_a (same pairs, weights ω_p c_{a(p)})."""
+        c = np.asarray(coeffs, dtype=np.float64)
+        if c.shape != (self.n_functions,):
+            raise ValueError(f"coeffs: expected shape ({self.n_functions},), received {c.shape}.")
+        w = self.weight * c[self.func]
+        keep = w != 0
+        return PairBasis(k=self.k, exponents=self.exponents, alpha=self.alpha[keep],
+                         beta=self.beta[keep], weight=w[keep],
+                         func=np.zeros(int(keep.sum()), dtype=np.int64), n_functions=1,
+                         labels=("phi",), description=f"combination of {self.description}")
+
+
+def _encode(rows: np.ndarray, base: int) -> np.ndarray:
+    """Integer code of each row (entries in [0, base)), preserving lexicographic order."""
+    code = np.zeros(rows.shape[:-1], dtype=np.int64)
+    for j in range(rows.shape[-1]):
+        code = code * base + rows[..., j]
+    return code
+
+
+def invariant_basis(n_coords: int, k: int, symmetry: Symmetry | None = None) -> PairBasis:
+    """Basis of the Γ-invariant real (k,k) functions (Γ = ``symmetry``; None = no symmetry).
+
+    Functions are real parts (and, without conjugation symmetry, imaginary parts) of orbit sums
+    Σ_{γ∈Γ} z^{γI} z̄^{γJ} / |z|^{2k} over pairs (I,J) fixed by the phase group.  The constant
+    function and functions vanishing on the hypersurface are NOT removed here: that is done
+    numerically on the sample points (see :func:`ntkflow.flows.algebra.whiten`).
+    """
+    k = positive_int("k", k)
+    n = positive_int("n_coords", n_coords)
+    sym = symmetry if symmetry is not None else no_symmetry(n)
+    mons = monomials(n, k)
+    nk = len(mons)
+    index = {tuple(m): i for i, m in enumerate(mons.tolist())}
+    d = max(1, int(sym.modulus))
+    # phase charges: pairs (α,β) allowed iff charge(α) == charge(β)
+    if d > 1 and len(sym.phases) > 1:
+        ch = (mons @ sym.phases.T) % d  # (N_k, n_phase)
+        _, sig = np.unique(ch, axis=0, return_inverse=True)
+        sig = np.asarray(sig).reshape(-1)
+    else:
+        sig = np.zeros(nk, dtype=np.int64)
+    # all ordered allowed pairs (α, β)
+    order = np.argsort(sig, kind="stable")
+    bounds = np.flatnonzero(np.diff(sig[order])) + 1
+    groups = np.split(order, bounds)
+    a_list, b_list = [], []
+    for g in groups:
+        aa, bb = np.meshgrid(g, g, indexing="ij")
+        a_list.append(aa.ravel())
+        b_list.append(bb.ravel())
+    A = np.concatenate(a_list)
+    B = np.concatenate(b_list)
+    # orbit codes under the permutation group (acting on both I and J simultaneously)
+    base = k + 1
+    perms = sym.perms
+    IA = mons[A]  # (P, n)
+    IB = mons[B]
+    codes = np.empty((len(A), len(perms)), dtype=np.int64)
+    for j, p in enumerate(perms):
+        # (σI)_i = I_{p_i}
+        codes[:, j] = _encode(np.concatenate([IA[:, p], IB[:, p]], axis=1), base)
+    canon = codes.min(axis=1)
+    conj_codes = np.empty_like(codes)
+    for j, p in enumerate(perms):
+        conj_codes[:, j] = _encode(np.concatenate([IB[:, p], IA[:, p]], axis=1), base)
+    canon_conj = conj_codes.min(axis=1)
+    # a real function per unordered {orbit, conjugate orbit}
+    key = np.minimum(canon, canon_conj)
+    uniq, fid = np.unique(key, return_inverse=True)
+    fid = np.asarray(fid).reshape(-1)
+    n_orb = len(uniq)
+    self_conj = np.zeros(n_orb, dtype=bool)
+    np.logical_or.at(self_conj, fid, canon == canon_conj)
+    # Real part: Re Σ_{(I,J) ∈ o} z^I z̄^J = ½ Σ_{o ∪ o*} ... ; with o = o* the sum is real already.
+    # Ordered pair (α,β) in o ∪ o* gets H entry ½ (o ≠ o*) or 1 (o = o*) — summing over both
+    # orderings then reproduces the Hermitian H.  Half pairs α<β carry H_{αβ}, α=β carry H_{αα}/2.
+    funcs_alpha, funcs_beta, funcs_w, funcs_id, labels = [], [], [], [], []
+    half = A <= B
+    h_re = np.where(self_conj[fid], 1.0, 0.5)
+    for part in ("re", "im"):
+        if part == "im" and sym.conjugation:
+            break
+        if part == "re":
+            hval = h_re.astype(np.complex128)
+            valid_f = np.ones(n_orb, dtype=bool)
+            # H_{αβ} for ordered pair in the orbit o (canon==key) or o* (canon_conj==key)
+        else:
+            # Im Σ_o = (Σ_o − Σ_{o*}) / 2i : H_{αβ} = 1/(2i) for (α,β) ∈ o, −1/(2i) for o*
+            in_o = canon == uniq[fid]
+            hval = np.where(in_o, 0.5 / 1j, -0.5 / 1j).astype(np.complex128)
+            valid_f = ~self_conj
+        sel = half & valid_f[fid]
+        a, b = A[sel], B[sel]
+        w = hval[sel].copy()
+        w[a == b] *= 0.5
+        f = fid[sel]
+        funcs_alpha.append(a)
+        funcs_beta.append(b)
+        funcs_w.append(w)
+        offset = sum(len(x) for x in labels)
+        fmap = -np.ones(n_orb, dtype=np.int64)
+        fmap[valid_f] = np.arange(int(valid_f.sum())) + offset
+        funcs_id.append(fmap[f])
+        lab = []
+        for o in np.flatnonzero(valid_f):
+            code = int(uniq[o])
+            ex = []
+            for _ in range(2 * n):
+                ex.append(code % base)
+                code //= base
+            ex = ex[::-1]
+            lab.append(f"{part}:z^{tuple(ex[:n])}zb^{tuple(ex[n:])}")
+        labels.append(lab)
+    alpha = np.concatenate(funcs_alpha)
+    beta = np.concatenate(funcs_beta)
+    weight = np.concatenate(funcs_w)
+    func = np.concatenate(funcs_id)
+    # drop exactly-zero weights (imag part of self-conjugate pairs cannot occur: filtered above)
+    srt = np.lexsort((beta, alpha, func))
+    alpha, beta, weight, func = alpha[srt], beta[srt], weight[srt], func[srt]
+    labs = tuple(x for lab in labels for x in lab)
+    desc = (f"degree-{k} invariant (k,k) functions: {len(labs)} functions, {len(alpha)} half pairs, "
+            f"N_k = {nk}; group {sym.describe()}")
+    return PairBasis(k=k, exponents=mons, alpha=alpha, beta=beta, weight=weight, func=func,
+                     n_functions=len(labs), labels=labs, description=desc)
+
+
+def full_basis(n_coords: int, k: int) -> PairBasis:
+    """All real (k,k) functions (N_k² of them): the feature space of the plain u^k kernel."""
+    return invariant_basis(n_coords, k, no_symmetry(n_coords))
+
+
+def n_monomials(n_vars: int, k: int) -> int:
+    return math.comb(k + n_vars - 1, n_vars - 1)

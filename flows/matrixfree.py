@@ -1,0 +1,247 @@
+"""Matrix-free Gauss–Newton in the primal form of the u^k kernel (manifolds without symmetry).
+
+φ = s† H s / |z|^{2k} with H Hermitian N_k × N_k (all real (k,k) functions: N_k² real parameters).
+Per point, with X = P(∇s − k s z̄/|z|²) (d × N_k) and t = tr(g⁻¹ g_FS):
+
+    J(δH, δc)_x = |z|^{-2k} [ tr(g⁻¹ X δH X†)/π − k t (s^T δH s̄) ] − δc
+    J*(u)       = Σ_x u_x |z|^{-2k} [ X^T g^{-T} X̄ /π − k t s s̄^T ]           (Hermitian N_k × N_k)
+
+so one product costs O(n · d · N_k²) as two GEMMs, whatever the number of points; the Gauss–Newton
+system (JᵀWJ/n + λD) δ = −JᵀW r/n is solved by preconditioned CG (:func:`ntkflow.solvers.cg`, Jacobi
+preconditioner D = diag JᵀWJ/n, computed chunkwise) on the real coordinates
+θ = (diag H, Re H_{α<β}, Im H_{α<β}, c).  Steps are accepted like in :mod:`gauss_newton` (loss decrease
+and positive definiteness at every training point).
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from ntkflow.flows import algebra, basis as basis_mod
+
+__all__ = ["PrimalProblem", "run_matrix_free"]
+
+
+class PrimalProblem:
+    """Monge–Ampère least squares over Hermitian H (see the module docstring)."""
+
+    def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096):
+        self.k = int(k)
+        self.exps = basis_mod.monomials(z.shape[1], self.k)
+        nk = len(self.exps)
+        self.nk = nk
+        n = len(z)
+        self.dim = jac.shape[1]
+        self.X = np.empty((n, self.dim, nk), dtype=np.complex128)
+        self.S = np.empty((n, nk), dtype=np.complex128)
+        for lo in range(0, n, chunk):
+            s, x, h = algebra.section_features(z[lo:lo + chunk], jac[lo:lo + chunk], self.exps)
+            self.S[lo:lo + chunk] = s
+            self.X[lo:lo + chunk] = np.swapaxes(x, 1, 2)
+        h = np.sum(np.abs(z) ** 2, axis=1)
+        self.hk = h ** (-self.k)
+        self.gfs = algebra.fs_pulled(z, jac)
+        self.w = np.asarray(weights) / np.mean(weights)
+        self.log_omega = np.asarray(log_omega)
+        self.n = n
+        iu = np.triu_indices(nk, 1)
+        self.iu = iu
+        self.n_params = nk * nk + 1
+
+    # ---- parameter vectors <-> Hermitian matrices ---------------------------------------
+    def unvec(self, v):
+        nk = self.nk
+        m = len(self.iu[0])
+        H = np.zeros((nk, nk), dtype=np.complex128)
+        H[np.arange(nk), np.arange(nk)] = v[:nk]
+        up = v[nk:nk + m] + 1j * v[nk + m:nk + 2 * m]
+        H[self.iu] = up
+        H[self.iu[1], self.iu[0]] = np.conj(up)
+        return H, v[-1]
+
+    def grad_vec(self, G, c):
+        """Gradient of θ ↦ Σ_αβ H(θ)_αβ G_αβ (G Hermitian) in θ-coordinates, plus the c entry."""
+        up = G[self.iu]
+        return np.concatenate([np.real(np.diag(G)), 2 * np.real(up), -2 * np.imag(up), [c]])
+
+    # ---- metric, residual ----------------------------------------------------------------
+    def _xh(self, H):
+        n, d, nk = self.X.shape
+        return (self.X.reshape(n * d, nk) @ H).reshape(n, d, nk)  # one GEMM
+
+    def metric(self, H):
+        XH = self._xh(H)  # (n, d, N_k)
+        xhx = XH @ np.conj(np.swapaxes(self.X, 1, 2))
+        v = np.real(np.sum((self.S @ H) * np.conj(self.S), axis=1))
+        return self.gfs + self.hk[:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs)
+
+    def residual(self, v):
+        H, c = self.unvec(v)
+        g = self.metric(H)
+        try:
+            ch = np.linalg.cholesky(g)
+        except np.linalg.LinAlgError:
+            return None, None
+        ld = 2 * np.sum(np.log(np.real(np.diagonal(ch, axis1=1, axis2=2))), axis=1)
+        return ld - self.log_omega - c, np.linalg.inv(g)
+
+    def loss(self, v):
+        r, _ = self.residual(v)
+        return np.inf if r is None else float(np.mean(self.w * r * r))
+
+    # ---- Jacobian products at a fixed metric (ginv) ---------------------------------------
+    def linearise(self, ginv):
+        self.ginv = ginv
+        self.t = np.real(np.einsum("nab,nba->n", ginv, self.gfs))
+        # Z0[n, b, α] = Σ_a ginv_ab conj(X_aα): tr(g⁻¹ X H X†) = Σ_{bα} (XH)_{bα} Z0_{bα}
+        self.z0 = np.swapaxes(ginv, 1, 2) @ np.conj(self.X)
+
+    def jvp(self, v):
+        H, c = self.unvec(v)
+        tr = np.real(np.sum(self._xh(H) * self.z0, axis=(1, 2)))
+        val = np.real(np.sum((self.S @ H) * np.conj(self.S), axis=1))
+        return self.hk * (tr / np.pi - self.k * self.t * val) - c
+
+    def vjp(self, u):
+        """J^T u in θ-coordinates."""
+        cx = u * self.hk
+        Z = (cx[:, None, None] / np.pi) * self.z0  # (n, d, N_k)
+        nd = self.n * self.dim
+        G = self.X.reshape(nd, self.nk).T @ Z.reshape(nd, self.nk)
+        G = G - self.S.T @ ((self.k * cx * self.t)[:, None] * np.conj(self.S))
+        G = 0.5 * (G + np.conj(G.T))
+        return self.grad_vec(G, -float(np.sum(u)))
+
+    def jacobi_diag(self, chunk: int = 512):
+        """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise."""
+        nk = self.nk
+        acc = np.zeros((nk, nk))
+        acc_re = np.zeros((nk, nk))
+        acc_im = np.zeros((nk, nk))
+        for lo in range(0, self.n, chunk):
+            sl = slice(lo, lo + chunk)
+            X = self.X[sl]
+            M = np.swapaxes(X, 1, 2) @ np.swapaxes(self.ginv[sl], 1, 2) @ np.conj(X)  # (c, N_k, N_k)
+            A = self.hk[sl, None, None] * (M / np.pi - self.k * self.t[sl, None, None]
+                                          * self.S[sl, :, None] * np.conj(self.S[sl, None, :]))
+            ww = self.w[sl, None, None]
+            acc += np.sum(ww * np.real(A) ** 2, axis=0)
+            acc_im += np.sum(ww * np.imag(A) ** 2, axis=0)
+        acc_re = acc
+        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [np.sum(self.w)]])
+        return d / self.n
+
+
+def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, log=None):
+    """Solve (JᵀWJ/n + λD) δ = −JᵀWr/n matrix-free by Jacobi-preconditioned CG."""
+    from scipy.sparse.linalg import LinearOperator
+
+    from ntkflow.solvers import cg
+
+    r, ginv = prob.residual(v)
+    prob.linearise(ginv)
+    b = -prob.vjp(prob.w * r) / prob.n
+    D = np.maximum(prob.jacobi_diag(), 1e-300)
+    p = prob.n_params
+
+    def mv(x):
+        x = np.asarray(x).reshape(-1)
+        return prob.vjp(prob.w * prob.jvp(x)) / prob.n + lam * D * x
+
+    op = LinearOperator((p, p), matvec=mv, matmat=lambda V: np.stack([mv(V[:, j]) for j in range(V.shape[1])], 1), dtype=np.float64)
+    pre = lambda V: V / (D * (1 + lam))[:, None] if np.ndim(V) == 2 else V / (D * (1 + lam))  # noqa: E731
+    res = cg(op, b, rtol=rtol, maxiter=maxiter, precond=pre)
+    return res, float(np.mean(prob.w * r * r))
+
+
+def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
+    """``ntkflow cy`` on a manifold without usable symmetry: primal matrix-free Gauss–Newton."""
+    from ntkflow.flows.cy import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
+    from ntkflow.flows.model import BergmanModel
+    from ntkflow.manifolds import fs_det, sigma
+
+    t_start = time.perf_counter() if t_start is None else t_start
+    timings = {}
+    t = time.perf_counter()
+    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k)
+    timings["features"] = time.perf_counter() - t
+    log(f"  matrix-free primal Gauss–Newton: H Hermitian {prob.nk}×{prob.nk} ({prob.n_params - 1} real parameters), "
+        f"features {timings['features']:.1f} s")
+    v = np.zeros(prob.n_params)
+    v[-1] = float(np.sum(prob.w * (np.log(fs_det(train)) - prob.log_omega)) / np.sum(prob.w))
+    lam = config.lam0 if config.lam0 > 0 else 1e-3
+    ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint.npz")
+    history = []
+    it0 = 0
+    if resume and ckpt and os.path.exists(ckpt):
+        with np.load(ckpt, allow_pickle=False) as f:
+            if str(f["fingerprint"]) != config.fingerprint():
+                raise ValueError(f"resume: {ckpt} was written with different settings; rerun with the same options.")
+            v, lam, it0 = f["v"], float(f["lam"]), int(f["iteration"])
+        log(f"  resumed at iteration {it0}")
+    loss = prob.loss(v)
+
+    def test_sigma(vv):
+        H, _ = prob.unvec(vv)
+        b = _hermitian_basis(H, prob.exps, config.k)
+        model = BergmanModel(manifold=m, basis=b)
+        d = np.real(np.linalg.det(model.metric(test)))
+        return sigma(test, d), model, d
+
+    fs_te = sigma(test, fs_det(test))
+    log(f"  Fubini–Study: σ held-out {fs_te:.4f}")
+    log(f"  {'iter':>4} {'loss':>11} {'σ train':>10} {'σ held-out':>10} {'λ':>8} {'CG it':>6} {'step s':>7} {'total s':>8}")
+    for it in range(it0, config.max_iter):
+        ts = time.perf_counter()
+        res, loss0 = gn_step(prob, v, lam, rtol=1e-2, maxiter=25)
+        new = v + res.value
+        new_loss = prob.loss(new)
+        accepted = new_loss < loss0
+        if accepted:
+            v, loss, lam = new, new_loss, max(lam * 0.3, 1e-12)
+        else:
+            lam *= 10.0
+        r, _ = prob.residual(v)
+        s_tr = sigma_of(np.exp(r + v[-1]), prob.w)
+        s_te, _, _ = test_sigma(v)
+        rec = {"iteration": it + 1, "loss": loss, "lam": lam, "accepted": bool(accepted), "cg_iterations": res.iterations,
+               "sigma_train": s_tr, "sigma_test": s_te, "step_seconds": time.perf_counter() - ts,
+               "elapsed": time.perf_counter() - t_start}
+        history.append(rec)
+        log(f"  {it + 1:>4} {loss:>11.4e} {s_tr:>10.3e} {s_te:>10.3e} {lam:>8.1e} {res.iterations:>6} "
+            f"{rec['step_seconds']:>7.1f} {rec['elapsed']:>8.1f}{'' if accepted else '  (rejected)'}")
+        if ckpt:
+            _atomic_savez(ckpt, v=v, lam=np.float64(lam), iteration=np.int64(it + 1),
+                          fingerprint=np.array(config.fingerprint()))
+        if accepted and (loss0 - new_loss) < config.gtol * loss0:
+            break
+    s_te, model, d_te = test_sigma(v)
+    model = BergmanModel(manifold=m, basis=model.basis, log_kappa=float(v[-1]), info={"k": config.k, "solver": "matrix-free"})
+    ev = evaluate_model(model, test, n_curvature=config.n_curvature, det_g=d_te, log=log)
+    timings["total"] = time.perf_counter() - t_start
+    metrics = {"manifold": m.name, "method": "bergman", "solver": "matrix-free primal GN", "k": config.k,
+               "sigma_test": s_te, "sigma_train": history[-1]["sigma_train"] if history else None,
+               "kappa": ev["kappa"], "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"),
+               "euler_stderr": ev.get("euler_stderr"), "fs_baseline": {"sigma_test": fs_te},
+               "n_parameters": prob.n_params - 1, "timings": timings, "settings": config.to_json()}
+    if out_dir is not None:
+        finish_outputs(out_dir, model, metrics, history, d_te / test.omega_sq, log=log,
+                       title=f"{m.name}, matrix-free k={config.k}")
+    log(f"  done: held-out σ = {s_te:.3e} (FS {fs_te:.3f}), total {timings['total']:.1f} s")
+    return CYResult(metrics=metrics, model=model, history=tuple(history), out_dir=out_dir)
+
+
+def _hermitian_basis(H, exps, k):
+    """One-function PairBasis for φ = s†Hs/|z|^{2k} (half pairs α ≤ β)."""
+    from ntkflow.flows.basis import PairBasis
+
+    nk = len(exps)
+    a, b = np.triu_indices(nk)
+    w = H[a, b].copy()
+    w[a == b] *= 0.5
+    keep = w != 0
+    return PairBasis(k=k, exponents=exps, alpha=a[keep], beta=b[keep], weight=w[keep],
+                     func=np.zeros(int(keep.sum()), dtype=np.int64), n_functions=1, labels=("phi",),
+                     description=f"dense Hermitian degree-{k} (N_k = {nk})")

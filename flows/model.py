@@ -1,0 +1,303 @@
+"""Learned Kähler metrics on a hypersurface: evaluation, saving and loading.
+
+Every model is a Kähler potential on the ambient projective space restricted to X, so its metric
+g = ∂∂̄K pulled back is in the class of the hyperplane (∫J^dim = deg Q).  Points are always used in
+the reference patch convention (largest coordinate = 1, eliminated coordinate argmax |∂Q/∂z_j|); plain
+arrays are converted with :func:`ntkflow.manifolds.pointset_from_points`.
+
+Kinds
+- ``"bergman"``: K = (1/π)[log|z|² + φ], φ = s†Hs/|z|^{2k} (H Hermitian, sparse half pairs);
+  the frozen u^k-kernel (infinite-width) function space, trained by Gauss–Newton.
+- ``"donaldson"``: K = (1/(kπ)) log(s†Gs) (G Hermitian positive), Donaldson's algebraic metrics.
+- ``"network"``: K = (1/π)[log|z|² + φ_θ] with φ_θ a finite MLP on z z̄ᵀ/|z|² (see network.py).
+
+Files: ``model.json`` (kind, manifold, scalars) + ``model.npz`` (arrays), no pickles.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ntkflow.flows import algebra
+from ntkflow.flows.basis import PairBasis
+
+__all__ = ["BergmanModel", "DonaldsonModel", "load", "as_pointset", "MODEL_FORMAT"]
+
+MODEL_FORMAT = "ntkflow-model"
+MODEL_VERSION = 1
+
+
+def as_pointset(manifold, points):
+    """PointSet from a PointSet (checked) or an (n, N) array of points on ``manifold``."""
+    from ntkflow.manifolds import PointSet, pointset_from_points
+
+    if isinstance(points, PointSet):
+        if points.manifold.n_coords != manifold.n_coords:
+            raise ValueError(f"points: a PointSet of {points.manifold.name} does not match the model's manifold {manifold.name}.")
+        return points
+    arr = np.asarray(points)
+    if arr.ndim == 1:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != manifold.n_coords:
+        raise ValueError(f"points: expected an array (n, {manifold.n_coords}) or a PointSet, received shape {arr.shape}.")
+    return pointset_from_points(manifold, arr)
+
+
+def _sections_jax(z, exps, k):
+    """s (N_k,), ∇s (N_k, N) at one point (explicit products: cheap forward-mode derivatives)."""
+    import jax.numpy as jnp
+
+    nc = z.shape[0]
+    pw = [jnp.ones_like(z)]
+    for _ in range(k):
+        pw.append(pw[-1] * z)
+    pw = jnp.stack(pw, -1)  # (N, k+1)
+    fac = [pw[i][exps[:, i]] for i in range(nc)]  # N × (N_k,)
+    lower = [pw[i][jnp.maximum(exps[:, i] - 1, 0)] * exps[:, i] for i in range(nc)]
+    # prefix / suffix products
+    pre = [jnp.ones_like(fac[0])]
+    for i in range(nc - 1):
+        pre.append(pre[-1] * fac[i])
+    suf = [jnp.ones_like(fac[0])] * nc
+    acc = jnp.ones_like(fac[0])
+    for i in range(nc - 1, -1, -1):
+        suf[i] = acc
+        acc = acc * fac[i]
+    s = acc
+    grads = [pre[i] * suf[i] * lower[i] for i in range(nc)]
+    return s, jnp.stack(grads, -1)
+
+
+class _Model:
+    """Shared evaluation: subclasses provide ``_metric_ps(ps)`` and ``metric_jax``."""
+
+    kind = ""
+
+    def metric(self, points) -> np.ndarray:
+        """(n, d, d) complex128 pulled-back metric g_{ab̄} in each point's reference chart."""
+        return self._metric_ps(as_pointset(self.manifold, points))
+
+    def det(self, points) -> np.ndarray:
+        g = self.metric(points)
+        return np.real(np.linalg.det(g))
+
+    def eta(self, points) -> np.ndarray:
+        """η = det g / |Ω|² (n,): constant (= κ) for the Ricci-flat metric."""
+        ps = as_pointset(self.manifold, points)
+        return np.real(np.linalg.det(self._metric_ps(ps))) / ps.omega_sq
+
+    def potential(self, points) -> np.ndarray:
+        """Kähler potential K (n,) at the patch-normalised representatives."""
+        ps = as_pointset(self.manifold, points)
+        return self._potential_z(ps.points)
+
+    def save(self, directory) -> str:
+        os.makedirs(directory, exist_ok=True)
+        meta, arrays = self._payload()
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind, **meta}
+        spec = self.manifold.spec()
+        arrays = {**arrays, **{f"manifold_{k}": v for k, v in spec.items()}}
+        tmp = os.path.join(directory, ".model.npz.tmp.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, os.path.join(directory, "model.npz"))
+        with open(os.path.join(directory, "model.json"), "w") as f:
+            json.dump(meta, f, indent=2)
+        return os.fspath(directory)
+
+
+@dataclass(frozen=True, eq=False)
+class BergmanModel(_Model):
+    """K = (1/π)[log|z|² + φ], φ = Σ_{pairs} 2Re(ω_p s_α s̄_β)/|z|^{2k} (one combined function).
+
+    basis: a one-function :class:`PairBasis` (``PairBasis.combined``); log_kappa: the fitted constant
+    c₀ with det g ≈ e^{c₀}|Ω|²."""
+
+    manifold: object
+    basis: PairBasis = field(repr=False)
+    log_kappa: float = 0.0
+    info: dict = field(default_factory=dict, repr=False)
+    kind = "bergman"
+
+    def __post_init__(self):
+        if self.basis.n_functions != 1:
+            raise ValueError(f"basis: expected a combined one-function basis, received {self.basis.n_functions} functions; use PairBasis.combined(coeffs).")
+
+    @property
+    def k(self) -> int:
+        return self.basis.k
+
+    def _metric_ps(self, ps):
+        hess = algebra.pair_hessians(self.basis, ps.points, ps.jacobian)[:, 0, :]
+        g0 = algebra.pack(algebra.fs_pulled(ps.points, ps.jacobian))
+        return algebra.unpack(g0 + hess, ps.dim)
+
+    def phi(self, points) -> np.ndarray:
+        ps = as_pointset(self.manifold, points)
+        _, vals = algebra.pair_hessians(self.basis, ps.points, ps.jacobian, values=True)
+        return vals[:, 0]
+
+    def _potential_z(self, z):
+        ps = as_pointset(self.manifold, z)
+        h = np.sum(np.abs(ps.points) ** 2, axis=-1)
+        return (np.log(h) + self.phi(ps)) / np.pi
+
+    def metric_jax(self):
+        """JAX function (z (N,), P (m, N), Ω) → g (m, m) for ntkflow.manifolds.curvature."""
+        import jax.numpy as jnp
+
+        b = self.basis
+        exps = jnp.asarray(b.exponents)
+        al, be, w = jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight)
+        k = b.k
+
+        def g_fn(z, P, omega):
+            s, gs = _sections_jax(z, exps, k)
+            h = jnp.sum(jnp.real(z) ** 2 + jnp.imag(z) ** 2)
+            zb = jnp.conj(z)
+            x = (gs - k * s[:, None] * zb[None, :] / h) @ P.T  # (N_k, m)
+            t = (x[al] * w[:, None]).T @ jnp.conj(x[be])  # Σ ω X_α X_β†
+            f = 2.0 * jnp.real(jnp.sum(w * s[al] * jnp.conj(s[be])))
+            pz = P @ zb
+            gfs = (P @ jnp.conj(P).T / h - jnp.outer(pz, jnp.conj(pz)) / h ** 2) / jnp.pi
+            return gfs + ((t + jnp.conj(t).T) / jnp.pi - k * f * gfs) / h ** k
+
+        return g_fn
+
+    def gfun(self):
+        """Holomorphic extension of the metric (for :mod:`ntkflow.flows.curvature`)."""
+        from ntkflow.flows.curvature import bergman_gfun
+
+        return bergman_gfun(self.basis)
+
+    def _payload(self):
+        b = self.basis
+        meta = {"k": int(b.k), "log_kappa": float(self.log_kappa), "description": b.description,
+                "info": self.info}
+        arrays = {"exponents": b.exponents, "alpha": b.alpha, "beta": b.beta, "weight": b.weight}
+        return meta, arrays
+
+    @classmethod
+    def _from_payload(cls, manifold, meta, arrays):
+        n = len(arrays["alpha"])
+        b = PairBasis(k=int(meta["k"]), exponents=arrays["exponents"], alpha=arrays["alpha"],
+                      beta=arrays["beta"], weight=arrays["weight"], func=np.zeros(n, dtype=np.int64),
+                      n_functions=1, labels=("phi",), description=meta.get("description", ""))
+        return cls(manifold=manifold, basis=b, log_kappa=float(meta.get("log_kappa", 0.0)),
+                   info=meta.get("info", {}))
+
+
+@dataclass(frozen=True, eq=False)
+class DonaldsonModel(_Model):
+    """K = (1/(kπ)) log(s†Gs), G = Σ half pairs ω_p (E_αβ + h.c.) Hermitian positive definite."""
+
+    manifold: object
+    basis: PairBasis = field(repr=False)
+    info: dict = field(default_factory=dict, repr=False)
+    kind = "donaldson"
+
+    @property
+    def k(self) -> int:
+        return self.basis.k
+
+    def _parts(self, z, jac):
+        """F = s†Gs (n,), ∂F (n, m), ∂∂̄F (n, m, m) pulled back (no |z| shift)."""
+        b = self.basis
+        n = len(z)
+        dim = jac.shape[1]
+        out_f = np.empty(n)
+        out_d = np.empty((n, dim), dtype=np.complex128)
+        out_h = np.empty((n, dim, dim), dtype=np.complex128)
+        for lo in range(0, n, 512):
+            hi = min(n, lo + 512)
+            s, x, _ = algebra.section_features(z[lo:hi], jac[lo:hi], b.exponents, shift=False)
+            w = b.weight
+            sa, sb = s[:, b.alpha], s[:, b.beta]
+            out_f[lo:hi] = 2.0 * np.real(np.sum(w * sa * np.conj(sb), axis=1))
+            # ∂_a F = Σ_{αβ} G_αβ X_aα s̄_β  (both orderings of each half pair)
+            out_d[lo:hi] = (np.einsum("cpd,p,cp->cd", x[:, b.alpha], w, np.conj(sb))
+                            + np.einsum("cpd,p,cp->cd", x[:, b.beta], np.conj(w), np.conj(sa)))
+            t = np.einsum("cpd,p,cpe->cde", x[:, b.alpha], w, np.conj(x[:, b.beta]))
+            out_h[lo:hi] = t + np.conj(np.swapaxes(t, -1, -2))
+        return out_f, out_d, out_h
+
+    def _metric_ps(self, ps):
+        f, d, h = self._parts(ps.points, ps.jacobian)
+        g = h / f[:, None, None] - d[:, :, None] * np.conj(d)[:, None, :] / f[:, None, None] ** 2
+        return g / (self.k * np.pi)
+
+    def _potential_z(self, z):
+        ps = as_pointset(self.manifold, z)
+        f, _, _ = self._parts(ps.points, ps.jacobian)
+        return np.log(f) / (self.k * np.pi)
+
+    def metric_jax(self):
+        import jax.numpy as jnp
+
+        b = self.basis
+        exps = jnp.asarray(b.exponents)
+        al, be, w = jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight)
+        k = b.k
+
+        def g_fn(z, P, omega):
+            s, gs = _sections_jax(z, exps, k)
+            x = gs @ P.T  # (N_k, m)
+            f = 2.0 * jnp.real(jnp.sum(w * s[al] * jnp.conj(s[be])))
+            d = (x[al] * (w * jnp.conj(s[be]))[:, None]).sum(0) + (x[be] * (jnp.conj(w) * jnp.conj(s[al]))[:, None]).sum(0)
+            t = (x[al] * w[:, None]).T @ jnp.conj(x[be])
+            hh = t + jnp.conj(t).T
+            return (hh / f - jnp.outer(d, jnp.conj(d)) / f ** 2) / (k * jnp.pi)
+
+        return g_fn
+
+    def gfun(self):
+        from ntkflow.flows.curvature import donaldson_gfun
+
+        return donaldson_gfun(self.basis)
+
+    def _payload(self):
+        b = self.basis
+        return ({"k": int(b.k), "description": b.description, "info": self.info},
+                {"exponents": b.exponents, "alpha": b.alpha, "beta": b.beta, "weight": b.weight})
+
+    @classmethod
+    def _from_payload(cls, manifold, meta, arrays):
+        n = len(arrays["alpha"])
+        b = PairBasis(k=int(meta["k"]), exponents=arrays["exponents"], alpha=arrays["alpha"],
+                      beta=arrays["beta"], weight=arrays["weight"], func=np.zeros(n, dtype=np.int64),
+                      n_functions=1, labels=("G",), description=meta.get("description", ""))
+        return cls(manifold=manifold, basis=b, info=meta.get("info", {}))
+
+
+_KINDS = {"bergman": BergmanModel, "donaldson": DonaldsonModel}
+
+
+def register_kind(name, cls):
+    _KINDS[name] = cls
+
+
+def load(directory):
+    """Load a model saved by ``ntkflow cy`` (any method) from ``directory``."""
+    from ntkflow.manifolds import Hypersurface
+
+    d = os.fspath(directory)
+    jpath, npath = os.path.join(d, "model.json"), os.path.join(d, "model.npz")
+    if not (os.path.exists(jpath) and os.path.exists(npath)):
+        raise FileNotFoundError(
+            f"directory: {d!r} holds no model (model.json + model.npz); write one with `ntkflow cy -o {d}`.")
+    with open(jpath) as f:
+        meta = json.load(f)
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"directory: {jpath} is not an ntkflow model (format {meta.get('format')!r}).")
+    with np.load(npath, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    spec = {k[len("manifold_"):]: v for k, v in arrays.items() if k.startswith("manifold_")}
+    manifold = Hypersurface.from_spec(spec)
+    kind = meta.get("kind")
+    if kind == "network" and kind not in _KINDS:
+        from ntkflow.flows import network  # noqa: F401  (registers the kind)
+    if kind not in _KINDS:
+        raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(_KINDS)}.")
+    return _KINDS[kind]._from_payload(manifold, meta, arrays)

@@ -1,0 +1,167 @@
+"""The main job end to end on small problems: exact flat metric on the cubic curve, Kähler class,
+checkpoint/resume, saved models, the eval command, curvature."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+import ntkflow
+from ntkflow.flows import CYConfig, run_cy
+from ntkflow.manifolds import preset, sample, save_points
+
+
+def test_cubic_curve_reaches_the_exact_flat_metric():
+    """On an elliptic curve the Ricci-flat metric is exactly g = κ|Ω|² (dim 1: det g = g)."""
+    res = run_cy(CYConfig(manifold="cubic-curve", k=9, n_train=2000, n_test=2000, n_curvature=0,
+                          max_iter=20, gtol=1e-12), None, quiet=True)
+    held = sample(preset("cubic-curve"), 4000, seed=123)  # fresh points, not the training sample
+    eta = res.model.eta(held)
+    rel = np.abs(eta / np.mean(eta) - 1.0)
+    assert rel.max() <= 1e-5, rel.max()
+    # and the constant is the κ of the class: mean(w η)/mean(w) = ∫J/Vol_CY
+    kap = np.mean(held.weights * eta) / np.mean(held.weights)
+    assert abs(kap / np.exp(res.model.log_kappa) - 1.0) < 1e-5
+
+
+def test_kahler_class_is_preserved():
+    """∫J³ = mean(w η) is the intersection number 5 for the learned metric too (the potential is
+    global): within the Monte-Carlo error of the FS estimate on the same points."""
+    res = run_cy(CYConfig(k=6, n_train=3000, n_test=20000, n_curvature=0, max_iter=8), None, quiet=True)
+    test = sample(preset("fermat-quintic"), 23000, seed=0)[3000:]
+    eta = res.model.eta(test)
+    from ntkflow.manifolds import fs_det, mean_stderr
+
+    # FS: w = 5|Ω|²/det g_FS, so the FS estimate is exact pointwise
+    assert np.mean(test.weights * fs_det(test) / test.omega_sq) == pytest.approx(5.0, rel=1e-10)
+    vol, err = mean_stderr(test.weights * eta)
+    assert err < 0.05
+    assert abs(vol - 5.0) < 4 * err, (vol, err)
+    # and the learned class is that of FS on the *training* sample too (LM could move the mean of
+    # log det freely, but not ∫ det g)
+    assert res.metrics["sigma_test"] < 0.01
+
+
+def test_resume_equals_uninterrupted_run(tmp_path):
+    cfg = CYConfig(k=6, n_train=1500, n_test=1500, n_curvature=0, max_iter=5, gtol=0.0)
+    full = run_cy(cfg, str(tmp_path / "full"), quiet=True)
+
+    class Stop(KeyboardInterrupt):
+        pass
+
+    def interrupt(state):
+        if state.iteration == 2:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        run_cy(cfg, str(tmp_path / "cut"), quiet=True, on_iteration=interrupt)
+    assert os.path.exists(tmp_path / "cut" / "checkpoint.npz")
+    assert not os.path.exists(tmp_path / "cut" / "metrics.json")
+    resumed = run_cy(cfg, str(tmp_path / "cut"), resume=True, quiet=True)
+    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-12)
+    np.testing.assert_allclose(resumed.model.basis.weight, full.model.basis.weight, rtol=1e-10, atol=1e-14)
+    assert resumed.metrics["sigma_test"] == pytest.approx(full.metrics["sigma_test"], rel=1e-10)
+    # a checkpoint from other settings is refused with an explanation
+    with pytest.raises(ValueError, match="different settings"):
+        run_cy(CYConfig(k=4, n_train=1500, n_test=1500, n_curvature=0, max_iter=5), str(tmp_path / "cut"),
+               resume=True, quiet=True)
+
+
+def test_saved_model_roundtrip_and_eval_cli(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    res = run_cy(CYConfig(k=4, n_train=1500, n_test=1500, n_curvature=0, max_iter=5), out, quiet=True)
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    for key in ("sigma_test", "sigma_train", "fs_baseline", "timings", "settings", "kappa"):
+        assert key in metrics
+    assert os.path.exists(os.path.join(out, "convergence.png"))
+    model = ntkflow.load(out)
+    ps = sample(preset("fermat-quintic"), 300, seed=9)
+    g = model.metric(ps)
+    assert g.shape == (300, 3, 3) and g.dtype == np.complex128
+    np.testing.assert_allclose(g, np.conj(np.swapaxes(g, 1, 2)), atol=1e-14)
+    np.testing.assert_allclose(g, res.model.metric(ps), rtol=1e-12)
+    np.testing.assert_allclose(model.eta(ps.points), np.real(np.linalg.det(g)) / ps.omega_sq, rtol=1e-10)
+    # potential: (1/π)(log|z|² + φ), and plain arrays in any scaling give the same answers
+    K = model.potential(ps)
+    np.testing.assert_allclose(model.potential(3.0j * ps.points), K, rtol=1e-12)
+    # `ntkflow eval DIR POINTS.npz`
+    pts = str(tmp_path / "pts.npz")
+    save_points(pts, ps)
+    from ntkflow.cli import main
+
+    assert main(["eval", out, pts, "--n-curvature", "0"]) == 0
+    text = capsys.readouterr().out
+    assert "sigma" in text
+    with pytest.raises(FileNotFoundError, match="ntkflow cy"):
+        ntkflow.load(str(tmp_path / "nothing"))
+
+
+def test_holomorphic_curvature_matches_manifolds_autodiff():
+    """The fast holomorphic-derivative curvature equals the generic real-autodiff one (FS here; the
+    learned metric in the slow test below)."""
+    from ntkflow.flows.curvature import fs_gfun, holomorphic_curvature
+    from ntkflow.manifolds import curvature
+
+    m = preset("fermat-quintic")
+    ps = sample(m, 24, seed=4)
+    ref = curvature(ps)
+    got = holomorphic_curvature(m, fs_gfun, ps, batch=24)
+    for f in ("det_g", "ricci_scalar", "chern_top"):
+        np.testing.assert_allclose(getattr(got, f), getattr(ref, f), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.slow
+def test_holomorphic_curvature_of_learned_metric_matches_generic_autodiff():
+    from ntkflow.flows.curvature import holomorphic_curvature
+    from ntkflow.manifolds import curvature
+
+    m = preset("fermat-quintic")
+    ps = sample(m, 8, seed=4)
+    res = run_cy(CYConfig(k=4, n_train=1000, n_test=1000, n_curvature=0, max_iter=4), None, quiet=True)
+    ref2 = curvature(ps[:8], metric=res.model.metric_jax(), batch=8)
+    got2 = holomorphic_curvature(m, res.model.gfun(), ps[:8], batch=8)
+    for f in ("det_g", "ricci_scalar", "chern_top"):
+        np.testing.assert_allclose(getattr(got2, f), getattr(ref2, f), rtol=1e-8, atol=1e-10)
+
+
+def test_cli_cy_prints_progress(tmp_path, capsys):
+    from ntkflow.cli import main
+
+    out = str(tmp_path / "c")
+    assert main(["cy", "--manifold", "cubic-curve", "-k", "6", "--n-train", "500", "--n-test", "500",
+                 "--n-curvature", "50", "-o", out]) == 0
+    text = capsys.readouterr().out
+    assert "iter" in text and "held-out" in text and "Euler" in text
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["euler"] == pytest.approx(0.0, abs=0.05)  # torus: χ = 0
+
+
+def test_config_validation_messages():
+    with pytest.raises(ValueError, match="method"):
+        CYConfig(method="magic")
+    with pytest.raises(ValueError, match="symmetry"):
+        CYConfig(symmetry="some")
+
+
+def test_hypersurface_files_and_automatic_symmetry(tmp_path):
+    """Monomials + coefficients files (json and text) give the same manifold; the Fermat cubic keeps its
+    symmetry, a random cubic gets the plain basis."""
+    from ntkflow.flows.cy import choose_basis, load_hypersurface_file
+
+    js = tmp_path / "c.json"
+    js.write_text(json.dumps({"exponents": [[3, 0, 0], [0, 3, 0], [0, 0, 3]], "coefficients": [1, 1, [1, 0]]}))
+    tx = tmp_path / "c.txt"
+    tx.write_text("# cubic\n3 0 0 1\n0 3 0 1.0 0.0\n0 0 3 1\n")
+    a, b = load_hypersurface_file(str(js)), load_hypersurface_file(str(tx))
+    np.testing.assert_array_equal(a.exponents, b.exponents)
+    np.testing.assert_allclose(a.coefficients, b.coefficients)
+    cfg = CYConfig(hypersurface=str(js), k=6)
+    basis_sym, sym = choose_basis(a, cfg)
+    assert len(sym.perms) == 6 and sym.conjugation
+    from ntkflow.flows import random_quintic
+
+    rq = random_quintic(0)
+    b_rq, sym_rq = choose_basis(rq, CYConfig(k=2))
+    assert sym_rq.trivial and b_rq.n_functions == 15 ** 2
+    with pytest.raises(FileNotFoundError, match="hypersurface"):
+        load_hypersurface_file(str(tmp_path / "missing.json"))
