@@ -14,28 +14,12 @@ those of :mod:`ntkflow.manifolds.curvature` (tested against it on the Fubini–S
 """
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 
+# the Levi-Civita symbol and the c_m contraction are shared with the generic curvature code
+from ntkflow.manifolds.curvature import _chern_einsum, _levi_civita
+
 __all__ = ["holomorphic_curvature"]
-
-
-def _levi_civita(m):
-    eps = np.zeros((m,) * m)
-    for perm in itertools.permutations(range(m)):
-        inv = sum(1 for i in range(m) for j in range(i + 1, m) if perm[i] > perm[j])
-        eps[perm] = -1.0 if inv % 2 else 1.0
-    return eps
-
-
-def _chern_einsum(m):
-    letters = iter("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
-    B = [next(letters) for _ in range(m)]
-    C = [next(letters) for _ in range(m)]
-    D = [next(letters) for _ in range(m)]
-    ins = ["".join(B), "".join(C), "".join(D)] + [B[k] + C[k] + D[k] for k in range(m)]
-    return ",".join(ins) + "->"
 
 
 def _poly_fns(exps, coefs):

@@ -12,7 +12,6 @@ _COMMAND_MODULES = (
     "ntkflow.manifolds.cli",
     "ntkflow.ntk.cli",
     "ntkflow.flows.cli",
-    "ntkflow.engine.cli",
 )
 
 
