@@ -5,14 +5,9 @@ import argparse
 import sys
 import time
 
+from ntkflow._checks import complex_arg as _complex
+
 __all__ = ["register"]
-
-
-def _complex(text: str) -> complex:
-    try:
-        return complex(text.replace(" ", "").replace("i", "j"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a real or complex number like 0.5 or 0.3+0.1j, received {text!r}") from None
 
 
 def register(subparsers) -> None:

@@ -50,3 +50,15 @@ def positive_int(name: str, v) -> int:
     if v <= 0:
         raise ValueError(f"{name}: must be a positive integer, received {v}.")
     return int(v)
+
+
+def complex_arg(text: str) -> complex:
+    """argparse type for a real or complex number on the command line ("0.5", "0.3+0.1j", "0.3+0.1i")."""
+    import argparse
+
+    try:
+        return complex(text.replace(" ", "").replace("i", "j"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a real or complex number like 0.5 or 0.3+0.1j, received {text!r}"
+        ) from None
