@@ -24,34 +24,98 @@ from ntkflow.flows import algebra, basis as basis_mod
 __all__ = ["PrimalProblem", "run_matrix_free"]
 
 
-class PrimalProblem:
-    """Monge–Ampère least squares over Hermitian H (see the module docstring)."""
+def section_features(z, jac, exponents, *, xp=np):
+    """s (n, N) degree-k monomials and X (n, d, N), X_α = P(∇s_α − k s_α z̄/|z|²), with the array
+    module ``xp`` (numpy or jax.numpy: the same formulas as :func:`ntkflow.flows.algebra.section_features`,
+    which is the reference in the tests)."""
+    exps = np.asarray(exponents)
+    k = int(exps[0].sum())
+    nc = z.shape[1]
+    pw = [xp.ones_like(z)]
+    for _ in range(k):
+        pw.append(pw[-1] * z)
+    pw = xp.stack(pw, axis=-1)  # (n, N_c, k+1)
+    ar = np.arange(nc)
+    fac = pw[:, ar[None, :], exps]  # (n, N, N_c): z_i^{I_αi}
+    s = xp.prod(fac, axis=-1)
+    lower = np.maximum(exps - 1, 0)
+    h = xp.sum(xp.real(z * xp.conj(z)), axis=-1)
+    cols = []
+    for i in range(nc):
+        others = xp.prod(fac[:, :, [j for j in range(nc) if j != i]], axis=-1)
+        cols.append(others * exps[None, :, i] * pw[:, i, lower[:, i]] - k * s * (xp.conj(z[:, i]) / h)[:, None])
+    grad = xp.stack(cols, axis=-1)  # (n, N, N_c)
+    x = xp.einsum("nai,ndi->nda", grad, jac)  # (n, d, N)
+    return s, x
 
-    def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096):
+
+class PrimalProblem:
+    """Monge–Ampère least squares over Hermitian H (see the module docstring).
+
+    ``backend="numpy"`` keeps everything in host memory; ``backend="jax"`` builds and keeps the
+    per-point features on JAX's default device (a GPU where there is one), and every product runs
+    there (same formulas; the tests compare the two).
+    """
+
+    def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool = True,
+                 whiten_rtol: float = 1e-10, backend: str = "numpy"):
+        if backend not in ("numpy", "jax"):
+            raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
+        self.backend = backend
         self.k = int(k)
         self.exps = basis_mod.monomials(z.shape[1], self.k)
-        nk = len(self.exps)
-        self.nk = nk
+        n_mono = len(self.exps)
         n = len(z)
         self.dim = jac.shape[1]
-        self.X = np.empty((n, self.dim, nk), dtype=np.complex128)
-        self.S = np.empty((n, nk), dtype=np.complex128)
-        for lo in range(0, n, chunk):
-            s, x, h = algebra.section_features(z[lo:lo + chunk], jac[lo:lo + chunk], self.exps)
-            self.S[lo:lo + chunk] = s
-            self.X[lo:lo + chunk] = np.swapaxes(x, 1, 2)
+        if backend == "jax":
+            import jax.numpy as jnp
+
+            xp = jnp
+        else:
+            xp = np
+        self.xp = xp
+        parts = [section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]), self.exps, xp=xp)
+                 for lo in range(0, n, chunk)]
+        S = xp.concatenate([a for a, _ in parts])  # (n, N)
+        X = xp.concatenate([b for _, b in parts])  # (n, d, N)
+        del parts
         h = np.sum(np.abs(z) ** 2, axis=1)
-        self.hk = h ** (-self.k)
-        self.gfs = algebra.fs_pulled(z, jac)
-        self.w = np.asarray(weights) / np.mean(weights)
-        self.log_omega = np.asarray(log_omega)
+        hk = xp.asarray(h ** (-self.k))
+        w = xp.asarray(np.asarray(weights, dtype=np.float64) / np.mean(weights))
+        # Sections s' = Mᵀs orthonormal in the Monte-Carlo inner product mean_w s s† |z|^{-2k}
+        # (Donaldson's Gram at H = I): the monomials' norms spread over decades and the multiples of
+        # the defining polynomial vanish on X (an exact null space of the Gauss–Newton system).  In this
+        # basis the (k,k) functions s'_a s̄'_b |z|^{-2k} are close to orthonormal (Tian–Yau–Zelditch).
+        # φ = s'ᵀH's̄'|z|^{-2k} = sᵀ(M H' M†)s̄|z|^{-2k}.
+        M = np.eye(n_mono, dtype=np.complex128)
+        if whiten:
+            G = np.asarray((S * (w * hk)[:, None]).T @ xp.conj(S)) / n  # (N, N) Hermitian
+            lam, U = np.linalg.eigh(0.5 * (G + np.conj(G.T)))
+            keep = lam > whiten_rtol * lam[-1]
+            M = np.conj(U[:, keep]) / np.sqrt(lam[keep])
+            Md = xp.asarray(M)
+            S = S @ Md
+            X = (X.reshape(n * self.dim, n_mono) @ Md).reshape(n, self.dim, -1)
+        self.M = M
+        put = xp.asarray
+        self.S, self.X, self.hk, self.w = S, X, hk, w
+        self.gfs = put(algebra.fs_pulled(z, jac))
+        self.log_omega = put(np.asarray(log_omega, dtype=np.float64))
+        del S, X
+        nk = self.S.shape[1]
+        self.nk = nk
         self.n = n
         iu = np.triu_indices(nk, 1)
         self.iu = iu
         self.n_params = nk * nk + 1
 
+    def _host(self, a):
+        return np.asarray(a)
+
     # ---- parameter vectors <-> Hermitian matrices ---------------------------------------
     def unvec(self, v):
+        """θ = (diag H, Re H_{α<β}, Im H_{α<β}, c) -> (H on the problem's device, c)."""
+        v = np.asarray(v, dtype=np.float64)
         nk = self.nk
         m = len(self.iu[0])
         H = np.zeros((nk, nk), dtype=np.complex128)
@@ -59,12 +123,17 @@ class PrimalProblem:
         up = v[nk:nk + m] + 1j * v[nk + m:nk + 2 * m]
         H[self.iu] = up
         H[self.iu[1], self.iu[0]] = np.conj(up)
-        return H, v[-1]
+        return (H if self.xp is np else self.xp.asarray(H)), float(v[-1])
 
     def grad_vec(self, G, c):
         """Gradient of θ ↦ Σ_αβ H(θ)_αβ G_αβ (G Hermitian) in θ-coordinates, plus the c entry."""
+        G = self._host(G)
         up = G[self.iu]
         return np.concatenate([np.real(np.diag(G)), 2 * np.real(up), -2 * np.imag(up), [c]])
+
+    def monomial_H(self, H):
+        """H in the monomial basis: φ = sᵀ (M H M†) s̄ / |z|^{2k}."""
+        return self.M @ self._host(H) @ np.conj(self.M.T)
 
     # ---- metric, residual ----------------------------------------------------------------
     def _xh(self, H):
@@ -72,88 +141,111 @@ class PrimalProblem:
         return (self.X.reshape(n * d, nk) @ H).reshape(n, d, nk)  # one GEMM
 
     def metric(self, H):
+        xp = self.xp
+        H = xp.asarray(H)
         XH = self._xh(H)  # (n, d, N_k)
-        xhx = XH @ np.conj(np.swapaxes(self.X, 1, 2))
-        v = np.real(np.sum((self.S @ H) * np.conj(self.S), axis=1))
+        xhx = XH @ xp.conj(xp.swapaxes(self.X, 1, 2))
+        v = xp.real(xp.sum((self.S @ H) * xp.conj(self.S), axis=1))
         return self.gfs + self.hk[:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs)
 
     def residual(self, v):
+        """(r, g⁻¹) with r = log det g − log|Ω|² − c at the training points, or (None, None) when g
+        is not positive definite at some point."""
+        xp = self.xp
         H, c = self.unvec(v)
         g = self.metric(H)
-        try:
-            ch = np.linalg.cholesky(g)
-        except np.linalg.LinAlgError:
+        if xp is np:
+            try:
+                ch = np.linalg.cholesky(g)
+            except np.linalg.LinAlgError:
+                return None, None
+        else:
+            ch = xp.linalg.cholesky(g)  # NaN (not an exception) where g is not positive definite
+        ld = 2 * xp.sum(xp.log(xp.real(xp.diagonal(ch, axis1=1, axis2=2))), axis=1)
+        if xp is not np and not bool(xp.all(xp.isfinite(ld))):
             return None, None
-        ld = 2 * np.sum(np.log(np.real(np.diagonal(ch, axis1=1, axis2=2))), axis=1)
-        return ld - self.log_omega - c, np.linalg.inv(g)
+        return ld - self.log_omega - c, xp.linalg.inv(g)
 
     def loss(self, v):
         r, _ = self.residual(v)
-        return np.inf if r is None else float(np.mean(self.w * r * r))
+        return np.inf if r is None else float(self.xp.mean(self.w * r * r))
 
     # ---- Jacobian products at a fixed metric (ginv) ---------------------------------------
     def linearise(self, ginv):
+        xp = self.xp
         self.ginv = ginv
-        self.t = np.real(np.einsum("nab,nba->n", ginv, self.gfs))
+        self.t = xp.real(xp.einsum("nab,nba->n", ginv, self.gfs))
         # Z0[n, b, α] = Σ_a ginv_ab conj(X_aα): tr(g⁻¹ X H X†) = Σ_{bα} (XH)_{bα} Z0_{bα}
-        self.z0 = np.swapaxes(ginv, 1, 2) @ np.conj(self.X)
+        self.z0 = xp.swapaxes(ginv, 1, 2) @ xp.conj(self.X)
 
     def jvp(self, v):
+        """J θ (n,) on the host."""
+        xp = self.xp
         H, c = self.unvec(v)
-        tr = np.real(np.sum(self._xh(H) * self.z0, axis=(1, 2)))
-        val = np.real(np.sum((self.S @ H) * np.conj(self.S), axis=1))
-        return self.hk * (tr / np.pi - self.k * self.t * val) - c
+        tr = xp.real(xp.sum(self._xh(H) * self.z0, axis=(1, 2)))
+        val = xp.real(xp.sum((self.S @ H) * xp.conj(self.S), axis=1))
+        return self._host(self.hk * (tr / np.pi - self.k * self.t * val) - c)
 
     def vjp(self, u):
-        """J^T u in θ-coordinates."""
+        """J^T u in θ-coordinates (u (n,) on the host or device)."""
+        xp = self.xp
+        u = xp.asarray(u)
         cx = u * self.hk
         Z = (cx[:, None, None] / np.pi) * self.z0  # (n, d, N_k)
         nd = self.n * self.dim
         G = self.X.reshape(nd, self.nk).T @ Z.reshape(nd, self.nk)
-        G = G - self.S.T @ ((self.k * cx * self.t)[:, None] * np.conj(self.S))
-        G = 0.5 * (G + np.conj(G.T))
-        return self.grad_vec(G, -float(np.sum(u)))
+        G = G - self.S.T @ ((self.k * cx * self.t)[:, None] * xp.conj(self.S))
+        G = 0.5 * (G + xp.conj(G.T))
+        return self.grad_vec(G, -float(xp.sum(u)))
 
-    def jacobi_diag(self, chunk: int = 512):
+    def jacobi_diag(self, chunk: int | None = None):
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise."""
+        xp = self.xp
         nk = self.nk
-        acc = np.zeros((nk, nk))
-        acc_re = np.zeros((nk, nk))
-        acc_im = np.zeros((nk, nk))
+        chunk = chunk or (512 if xp is np else max(64, int(2e8 // (nk * nk))))
+        acc_re = xp.zeros((nk, nk))
+        acc_im = xp.zeros((nk, nk))
         for lo in range(0, self.n, chunk):
             sl = slice(lo, lo + chunk)
             X = self.X[sl]
-            M = np.swapaxes(X, 1, 2) @ np.swapaxes(self.ginv[sl], 1, 2) @ np.conj(X)  # (c, N_k, N_k)
+            M = xp.swapaxes(X, 1, 2) @ xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(X)  # (c, N_k, N_k)
             A = self.hk[sl, None, None] * (M / np.pi - self.k * self.t[sl, None, None]
-                                          * self.S[sl, :, None] * np.conj(self.S[sl, None, :]))
+                                          * self.S[sl, :, None] * xp.conj(self.S[sl, None, :]))
             ww = self.w[sl, None, None]
-            acc += np.sum(ww * np.real(A) ** 2, axis=0)
-            acc_im += np.sum(ww * np.imag(A) ** 2, axis=0)
-        acc_re = acc
-        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [np.sum(self.w)]])
+            acc_re = acc_re + xp.sum(ww * xp.real(A) ** 2, axis=0)
+            acc_im = acc_im + xp.sum(ww * xp.imag(A) ** 2, axis=0)
+        acc_re, acc_im = self._host(acc_re), self._host(acc_im)
+        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w))]])
         return d / self.n
 
 
-def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, log=None):
-    """Solve (JᵀWJ/n + λD) δ = −JᵀWr/n matrix-free by Jacobi-preconditioned CG."""
+def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, ridge: float = 0.0, log=None):
+    """Solve (JᵀWJ/n + μP + λD) δ = −JᵀWr/n − μPv matrix-free by Jacobi-preconditioned CG.
+
+    μ = ``ridge`` is a Tikhonov penalty μ‖H‖²_F on the (whitened) coefficients (P = I on the H part,
+    0 on the constant c): the kernel-ridge regularisation of the frozen-kernel function space, which
+    keeps N_k² parameters from fitting the Monte-Carlo noise of the training points."""
     from scipy.sparse.linalg import LinearOperator
 
     from ntkflow.solvers import cg
 
     r, ginv = prob.residual(v)
     prob.linearise(ginv)
-    b = -prob.vjp(prob.w * r) / prob.n
-    D = np.maximum(prob.jacobi_diag(), 1e-300)
+    P = np.ones(prob.n_params)
+    P[-1] = 0.0
+    b = -prob.vjp(prob.w * r) / prob.n - ridge * P * v
+    loss0 = float(prob.xp.mean(prob.w * r * r))
+    D = np.maximum(prob.jacobi_diag(), 1e-300) + ridge * P
     p = prob.n_params
 
     def mv(x):
         x = np.asarray(x).reshape(-1)
-        return prob.vjp(prob.w * prob.jvp(x)) / prob.n + lam * D * x
+        return prob.vjp(prob.w * prob.jvp(x)) / prob.n + ridge * P * x + lam * D * x
 
     op = LinearOperator((p, p), matvec=mv, matmat=lambda V: np.stack([mv(V[:, j]) for j in range(V.shape[1])], 1), dtype=np.float64)
     pre = lambda V: V / (D * (1 + lam))[:, None] if np.ndim(V) == 2 else V / (D * (1 + lam))  # noqa: E731
     res = cg(op, b, rtol=rtol, maxiter=maxiter, precond=pre)
-    return res, float(np.mean(prob.w * r * r))
+    return res, loss0
 
 
 def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
@@ -185,7 +277,7 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
 
     def test_sigma(vv):
         H, _ = prob.unvec(vv)
-        b = _hermitian_basis(H, prob.exps, config.k)
+        b = _hermitian_basis(prob.monomial_H(H), prob.exps, config.k)
         model = BergmanModel(manifold=m, basis=b)
         d = np.real(np.linalg.det(model.metric(test)))
         return sigma(test, d), model, d

@@ -8,10 +8,10 @@ from ntkflow.flows import matrixfree as mf
 from ntkflow.manifolds import preset, sample
 
 
-def _setup(n=300, k=2):
+def _setup(n=300, k=2, whiten=False):
     m = preset("fermat-quintic")
     ps = sample(m, n, seed=21)
-    prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), k)
+    prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), k, whiten=whiten)
     b = basis.full_basis(5, k)
     dense = gn.MAProblem(g0=algebra.pack(algebra.fs_pulled(ps.points, ps.jacobian)),
                          hess=algebra.pair_hessians(b, ps.points, ps.jacobian),
@@ -63,3 +63,91 @@ def test_matrix_free_gauss_newton_step_equals_dense_step():
     np.testing.assert_allclose(pred_mf, pred_dense, rtol=1e-6, atol=1e-6 * np.abs(pred_dense).max())
     # and the step decreases the loss like the dense one
     assert prob.loss(v + res.value) < 0.5 * prob.loss(v)
+
+
+def test_whitened_sections_give_the_same_metric_and_orthonormal_gram():
+    """s' = Mᵀs: the whitened problem with H' is the monomial problem with M H' M†, and the
+    Monte-Carlo Gram of the whitened sections is the identity."""
+    ps, prob, _, _ = _setup(n=400, k=2)
+    wp = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2, whiten=True)
+    assert wp.nk == prob.nk  # degree 2 < 5: no section vanishes on the quintic
+    gram = (wp.S * (wp.w * wp.hk)[:, None]).T @ np.conj(wp.S) / wp.n
+    np.testing.assert_allclose(gram, np.eye(wp.nk), atol=1e-10)
+    rng = np.random.default_rng(3)
+    A = 1e-2 * (rng.normal(size=(wp.nk, wp.nk)) + 1j * rng.normal(size=(wp.nk, wp.nk)))
+    Hw = A + A.conj().T
+    np.testing.assert_allclose(wp.metric(Hw), prob.metric(wp.monomial_H(Hw)), rtol=1e-10, atol=1e-13)
+
+
+def test_whitening_drops_exactly_the_defining_polynomial():
+    """At degree 5 the quintic Q is a section that vanishes on X: the Monte-Carlo Gram of the
+    monomials has Q's coefficient vector as its one null direction, whitening drops exactly that one,
+    and the whitened model space still contains every other degree-5 function."""
+    from ntkflow.flows.cy import random_quintic
+
+    m = random_quintic(3)
+    ps = sample(m, 1500, seed=4)
+    args = (ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 5)
+    raw = mf.PrimalProblem(*args, whiten=False)
+    wp = mf.PrimalProblem(*args, whiten=True)
+    assert (raw.nk, wp.nk) == (126, 125)
+    order = {tuple(e): i for i, e in enumerate(raw.exps)}
+    q = np.zeros(126, dtype=complex)
+    for e, c in zip(m.exponents, m.coefficients):
+        q[order[tuple(e)]] = c
+    np.testing.assert_allclose(raw.S @ q, 0.0, atol=1e-9 * np.abs(raw.S).max() * np.abs(q).max())
+    # G conj(q) = 0, so the kept eigenvectors U satisfy U†conj(q) = 0, i.e. q†M = 0
+    np.testing.assert_allclose(np.conj(q) @ wp.M, 0.0, atol=1e-6 * np.linalg.norm(q) * np.abs(wp.M).max())
+
+
+def test_ridge_step_solves_the_regularised_normal_equations():
+    """(JᵀWJ/n + μP) δ = −JᵀWr/n − μPv, checked against the explicit dense normal equations."""
+    ps, prob, dense, b = _setup(n=200, k=1)
+    rng = np.random.default_rng(5)
+    v = 1e-3 * rng.normal(size=prob.n_params)
+    mu = 1e-3
+    res, _ = mf.gn_step(prob, v, 0.0, rtol=1e-12, maxiter=2000, ridge=mu)
+    r, ginv = prob.residual(v)
+    prob.linearise(ginv)
+    J = np.stack([prob.jvp(e) for e in np.eye(prob.n_params)], axis=1)
+    P = np.ones(prob.n_params)
+    P[-1] = 0.0
+    A = J.T @ (prob.w[:, None] * J) / prob.n + mu * np.diag(P)
+    rhs = -J.T @ (prob.w * r) / prob.n - mu * P * v
+    np.testing.assert_allclose(res.value, np.linalg.solve(A, rhs), rtol=1e-6, atol=1e-10)
+
+
+def test_jax_backend_equals_numpy_backend():
+    m = preset("fermat-quintic")
+    ps = sample(m, 300, seed=8)
+    args = (ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 3)
+    a = mf.PrimalProblem(*args)
+    b = mf.PrimalProblem(*args, backend="jax")
+    rng = np.random.default_rng(9)
+    v = 1e-3 * rng.normal(size=a.n_params) / a.nk
+    ra, ga = a.residual(v)
+    assert ra is not None
+    rb, gb = b.residual(v)
+    np.testing.assert_allclose(np.asarray(rb), ra, rtol=1e-10, atol=1e-12)
+    a.linearise(ga)
+    b.linearise(gb)
+    x = rng.normal(size=a.n_params)
+    u = rng.normal(size=a.n)
+    np.testing.assert_allclose(b.jvp(x), a.jvp(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.vjp(u), a.vjp(u), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.jacobi_diag(), a.jacobi_diag(), rtol=1e-10)
+    assert b.residual(np.r_[-1e3 * np.ones(a.nk), np.zeros(a.n_params - a.nk)])[0] is None  # not PD
+
+
+def test_section_features_match_the_algebra_reference_on_both_array_modules():
+    import jax.numpy as jnp
+
+    from ntkflow.flows.cy import random_quintic
+
+    ps = sample(random_quintic(1), 64, seed=2)
+    exps = basis.monomials(5, 4)
+    s_ref, x_ref, _ = algebra.section_features(ps.points, ps.jacobian, exps)
+    for xp in (np, jnp):
+        s, x = mf.section_features(xp.asarray(ps.points), xp.asarray(ps.jacobian), exps, xp=xp)
+        np.testing.assert_allclose(np.asarray(s), s_ref, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(np.asarray(x), np.swapaxes(x_ref, 1, 2), rtol=1e-11, atol=1e-13)
