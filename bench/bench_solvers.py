@@ -76,7 +76,23 @@ def section_a(n, m, rtol, maxiter, backend):
         history_relative=(res.cg.history / res.cg.history[0]).tolist(),
         test_rmse_vs_truth=float(np.sqrt(np.mean((pred - f_true) ** 2))),
         pairs_per_iteration=float(n) * m, load_average_start=la0, load_average_end=load_average(),
+        device=_device_info(),
     )
+
+
+def _device_info():
+    """JAX platform, device name and (on accelerators) peak device memory of this process."""
+    import jax
+
+    dev = jax.devices()[0]
+    info = {"platform": dev.platform, "device": getattr(dev, "device_kind", str(dev)), "jax": jax.__version__}
+    try:
+        stats = dev.memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            info["peak_device_gib"] = stats["peak_bytes_in_use"] / 2**30
+    except Exception:  # noqa: BLE001 - memory_stats is optional on CPU
+        pass
+    return info
 
 
 def section_b(n, m, rtol, plain, backend, centers_method, maxiter=60):

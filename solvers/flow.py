@@ -147,7 +147,8 @@ def ntk_flow(
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        W = np.asarray(A.mm(Q[j][:, idx]), dtype=np.float64)  # (n, |idx|): one matvec for all outputs
+        # (n, |idx|): one matvec for all outputs; a writable copy (JAX backends return read-only views)
+        W = np.array(A.mm(Q[j][:, idx]), dtype=np.float64)
         if not np.all(np.isfinite(W)):
             raise FloatingPointError("op_train: the operator returned NaN/inf during Lanczos; check Θ.")
         a = np.sum(Q[j][:, idx] * W, axis=0)
