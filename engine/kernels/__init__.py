@@ -5,6 +5,7 @@ from .gaussian import Gaussian
 from .mlp import MLPNTK
 from .networks import CosNetNNGP, CosNetNTK, GaussNetNNGP, GaussNetNTK
 from .projective import DzDwBar, ProjectiveGaussian, ProjectiveMixture, ProjectivePower
+from .kahler import KahlerMetricKernel, kahler_points
 
 __all__ = [
     "Kernel",
@@ -20,6 +21,8 @@ __all__ = [
     "ProjectiveGaussian",
     "ProjectiveMixture",
     "DzDwBar",
+    "KahlerMetricKernel",
+    "kahler_points",
     "DerivX",
     "DerivY",
     "DerivXY",
