@@ -257,9 +257,13 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
     t_start = time.perf_counter() if t_start is None else t_start
     timings = {}
     t = time.perf_counter()
-    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k)
+    import jax
+
+    backend = "numpy" if jax.default_backend() == "cpu" else "jax"  # an accelerator keeps the features on it
+    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k, backend=backend)
     timings["features"] = time.perf_counter() - t
-    log(f"  matrix-free primal Gauss–Newton: H Hermitian {prob.nk}×{prob.nk} ({prob.n_params - 1} real parameters), "
+    log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
+        f"parameters), products on {'the host (NumPy)' if backend == 'numpy' else jax.devices()[0].device_kind}, "
         f"features {timings['features']:.1f} s")
     v = np.zeros(prob.n_params)
     v[-1] = float(np.sum(prob.w * (np.log(fs_det(train)) - prob.log_omega)) / np.sum(prob.w))
@@ -287,7 +291,7 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
     log(f"  {'iter':>4} {'loss':>11} {'σ train':>10} {'σ held-out':>10} {'λ':>8} {'CG it':>6} {'step s':>7} {'total s':>8}")
     for it in range(it0, config.max_iter):
         ts = time.perf_counter()
-        res, loss0 = gn_step(prob, v, lam, rtol=1e-2, maxiter=25)
+        res, loss0 = gn_step(prob, v, lam, rtol=1e-2, maxiter=60)
         new = v + res.value
         new_loss = prob.loss(new)
         accepted = new_loss < loss0

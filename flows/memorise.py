@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntkflow._checks import positive_float, positive_int
+from ntkflow._checks import increasing_times, positive_float, positive_int
 from ntkflow.flows import algebra
 
 __all__ = ["MemoriseConfig", "MemoriseResult", "memorise", "donaldson_target", "donaldson_potential"]
@@ -64,10 +64,7 @@ class MemoriseConfig:
         positive_int("lanczos_maxiter", self.lanczos_maxiter)
         positive_float("cg_rtol", self.cg_rtol)
         positive_int("cg_maxiter", self.cg_maxiter)
-        t = np.asarray(self.times, dtype=float)
-        if t.ndim != 1 or t.size == 0 or np.any(~np.isfinite(t)) or np.any(t <= 0) or np.any(np.diff(t) <= 0):
-            raise ValueError(f"times: expected a non-empty increasing tuple of finite times > 0, received {self.times!r}.")
-        object.__setattr__(self, "times", tuple(float(x) for x in t))
+        object.__setattr__(self, "times", increasing_times("times", self.times))
         if self.backend not in ("jax", "keops", "dense"):
             raise ValueError(f"backend: expected 'jax', 'keops' or 'dense', received {self.backend!r}.")
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntkflow._checks import positive_float, positive_int
+from ntkflow._checks import increasing_times, positive_float, positive_int
 from ntkflow.flows import algebra
 
 __all__ = [
@@ -101,10 +101,7 @@ class MetricFlowConfig:
         positive_int("gn_cg_maxiter", self.gn_cg_maxiter)
         if isinstance(self.gn_steps, bool) or not isinstance(self.gn_steps, (int, np.integer)) or self.gn_steps < 0:
             raise ValueError(f"gn_steps: expected an integer >= 0, received {self.gn_steps!r}.")
-        t = np.asarray(self.times, dtype=float)
-        if t.ndim != 1 or t.size == 0 or np.any(~np.isfinite(t)) or np.any(t <= 0) or np.any(np.diff(t) <= 0):
-            raise ValueError(f"times: expected a non-empty increasing tuple of finite times > 0, received {self.times!r}.")
-        object.__setattr__(self, "times", tuple(float(x) for x in t))
+        object.__setattr__(self, "times", increasing_times("times", self.times))
         if self.backend not in ("jax", "keops", "dense"):
             raise ValueError(f"backend: expected 'jax', 'keops' or 'dense', received {self.backend!r}.")
 

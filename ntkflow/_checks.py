@@ -52,6 +52,14 @@ def positive_int(name: str, v) -> int:
     return int(v)
 
 
+def increasing_times(name: str, v) -> tuple:
+    """A non-empty strictly increasing tuple of finite times > 0 (flow checkpoints)."""
+    t = np.asarray(v, dtype=float)
+    if t.ndim != 1 or t.size == 0 or np.any(~np.isfinite(t)) or np.any(t <= 0) or np.any(np.diff(t) <= 0):
+        raise ValueError(f"{name}: expected a non-empty increasing tuple of finite times > 0, received {v!r}.")
+    return tuple(float(x) for x in t)
+
+
 def complex_arg(text: str) -> complex:
     """argparse type for a real or complex number on the command line ("0.5", "0.3+0.1j", "0.3+0.1i")."""
     import argparse

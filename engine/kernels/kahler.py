@@ -38,7 +38,7 @@ import numpy as np
 from ntkflow._checks import positive_int
 
 from .base import Kernel, complexify
-from .projective import ProjectiveGaussian, _poly, _ProjectiveKernel
+from .projective import ProjectiveGaussian, _poly, _ProjectiveKernel, check_projective_base
 
 __all__ = ["KahlerMetricKernel", "kahler_points", "f_derivative"]
 
@@ -171,11 +171,7 @@ class KahlerMetricKernel(Kernel):
     output_kind = "complex"
 
     def __post_init__(self):
-        if not isinstance(self.base, _ProjectiveKernel):
-            raise TypeError(
-                f"base: expected a projective kernel (ProjectivePower, ProjectiveMixture, ProjectiveGaussian), "
-                f"received {type(self.base).__name__}."
-            )
+        check_projective_base(self.base)
         object.__setattr__(self, "n_coords", positive_int("n_coords", self.n_coords))
         object.__setattr__(self, "dim", positive_int("dim", self.dim))
         if self.dim >= self.n_coords:

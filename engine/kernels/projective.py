@@ -197,6 +197,15 @@ class ProjectiveGaussian(_ProjectiveKernel):
 # ---------------------------------------------------------------------------------------------
 
 
+def check_projective_base(base):
+    """``base`` must be a scalar projective kernel (a function of u = |⟨z,w⟩|²/(|z|²|w|²))."""
+    if not isinstance(base, _ProjectiveKernel):
+        raise TypeError(
+            f"base: expected a projective kernel (ProjectivePower, ProjectiveMixture, ProjectiveGaussian), "
+            f"received {type(base).__name__}."
+        )
+
+
 @dataclass(frozen=True)
 class DzDwBar(Kernel):
     """K(z, w)[a, b] = ∂_{z_a} ∂̄_{w_b} f(u(z, w)) for a projective kernel ``base`` on C^``dim``.
@@ -223,11 +232,7 @@ class DzDwBar(Kernel):
     output_kind = "complex"
 
     def __post_init__(self):
-        if not isinstance(self.base, _ProjectiveKernel):
-            raise TypeError(
-                f"base: expected a projective kernel (ProjectivePower, ProjectiveMixture, ProjectiveGaussian), "
-                f"received {type(self.base).__name__}."
-            )
+        check_projective_base(self.base)
         object.__setattr__(self, "dim", positive_int("dim", self.dim))
 
     @property
