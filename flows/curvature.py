@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# the Levi-Civita symbol and the c_m contraction are shared with the generic curvature code
-from ntkflow.manifolds.curvature import _chern_einsum, _levi_civita
+# the Levi-Civita symbol, the c_m contraction and the batch loop are shared with the generic curvature code
+from ntkflow.manifolds.curvature import _batched, _chern_einsum, _levi_civita
 
 __all__ = ["holomorphic_curvature"]
 
@@ -169,17 +169,7 @@ def holomorphic_curvature(manifold, gfun, ps, *, batch: int = 512):
         c = jnp.einsum(spec, eps, eps, eps, *[T[k] for k in range(m)]) / jnp.pi ** m
         return g, jnp.real(1.0 / jnp.linalg.det(gi)) if m > 3 else jnp.real(_det(g)), ric, R, jnp.real(c)
 
-    fn = jax.jit(jax.vmap(per_point))
-    n = len(ps)
-    kept = ps.kept
-    outs = []
-    for s in range(0, n, batch):
-        e = min(n, s + batch)
-        idx = np.arange(s, s + batch)
-        idx[idx >= e] = e - 1
-        res = fn(jnp.asarray(ps.points[idx]), jnp.asarray(kept[idx]), jnp.asarray(ps.elim[idx]))
-        outs.append([np.asarray(a)[: e - s] for a in res])
-    cat = [np.concatenate(p) for p in zip(*outs)]
+    cat = _batched(jax.jit(jax.vmap(per_point)), ps, batch)
     return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
 
 
@@ -193,8 +183,10 @@ def fs_gfun(z, w, Pz, Pw):
     return (Pz @ Pw.T / h - jnp.outer(a, b) / h ** 2) / jnp.pi
 
 
-def bergman_gfun(basis):
-    """Holomorphic extension of g_FS + (1/π)∂∂̄φ, φ = s†Hs/|z|^{2k} (one-function PairBasis)."""
+def _pair_sections(basis):
+    """Shared set-up of :func:`bergman_gfun` and :func:`donaldson_gfun` (one-function PairBasis):
+    (sections, al, be, w_, wc, k) with sections(z, w) = (s(z), ∇s(z), t(w), ∇t(w)) and
+    w_ / wc the pair weights and their conjugates (JAX arrays)."""
     import jax.numpy as jnp
 
     from ntkflow.flows.model import _sections_jax
@@ -202,13 +194,25 @@ def bergman_gfun(basis):
     exps = jnp.asarray(basis.exponents)
     al, be = jnp.asarray(basis.alpha), jnp.asarray(basis.beta)
     w_ = jnp.asarray(basis.weight)
-    wc = jnp.conj(w_)
     k = basis.k
+
+    def sections(z, w):
+        s, gs = _sections_jax(z, exps, k)
+        t, gt = _sections_jax(w, exps, k)
+        return s, gs, t, gt
+
+    return sections, al, be, w_, jnp.conj(w_), k
+
+
+def bergman_gfun(basis):
+    """Holomorphic extension of g_FS + (1/π)∂∂̄φ, φ = s†Hs/|z|^{2k} (one-function PairBasis)."""
+    import jax.numpy as jnp
+
+    sections, al, be, w_, wc, k = _pair_sections(basis)
 
     def g(z, w, Pz, Pw):
         h = jnp.dot(z, w)
-        s, gs = _sections_jax(z, exps, k)
-        t, gt = _sections_jax(w, exps, k)
+        s, gs, t, gt = sections(z, w)
         x = (gs - k * s[:, None] * w[None, :] / h) @ Pz.T  # (N_k, m)
         y = (gt - k * t[:, None] * z[None, :] / h) @ Pw.T
         tt = (x[al] * w_[:, None]).T @ y[be] + (x[be] * wc[:, None]).T @ y[al]
@@ -223,17 +227,10 @@ def donaldson_gfun(basis):
     """Holomorphic extension of (1/(kπ)) ∂∂̄ log(s†Gs)."""
     import jax.numpy as jnp
 
-    from ntkflow.flows.model import _sections_jax
-
-    exps = jnp.asarray(basis.exponents)
-    al, be = jnp.asarray(basis.alpha), jnp.asarray(basis.beta)
-    w_ = jnp.asarray(basis.weight)
-    wc = jnp.conj(w_)
-    k = basis.k
+    sections, al, be, w_, wc, k = _pair_sections(basis)
 
     def g(z, w, Pz, Pw):
-        s, gs = _sections_jax(z, exps, k)
-        t, gt = _sections_jax(w, exps, k)
+        s, gs, t, gt = sections(z, w)
         x = gs @ Pz.T
         y = gt @ Pw.T
         f = jnp.sum(w_ * s[al] * t[be] + wc * s[be] * t[al])

@@ -84,70 +84,66 @@ class _DerivBase(Kernel):
         return E, b, P.elem(1), P.elem(3)  # E, b, κ, 2γ
 
 
+class _DerivGrad(_DerivBase):
+    """The shared body of :class:`DerivX` (``_on_x = True``) and :class:`DerivY` (the mirror image).
+
+    Both are a gradient g = E (κ z − 2γ b δ) with (z, δ) = (y, x − y) for ∂_x k and (x, y − x) for
+    ∂_y k; they differ only in which point plays z, the sign of δ and the block layout.
+    """
+
+    _on_x = True  # class constant (not a dataclass field): ∂_x (block (dim, 1)) or ∂_y (block (1, dim))
+
+    def __post_init__(self):
+        self._validate()
+
+    @property
+    def block_shape(self):
+        return (self.dim, 1) if self._on_x else (1, self.dim)
+
+    def _grad(self, x, y, delta, E, b, kappa, gamma):
+        """(n, m, d) array of g for NumPy or JAX arrays; ``delta`` = x − y."""
+        z, d = (y[None, :, :], delta) if self._on_x else (x[:, None, :], -delta)
+        g = E[:, :, None] * (kappa * z - 2.0 * gamma * b[:, :, None] * d)
+        return g[:, :, :, None] if self._on_x else g[:, :, None, :]
+
+    def dense(self, x, y):
+        x, y, delta, E, b, kappa, gamma = self._np_parts(x, y)
+        return self._grad(x, y, delta, E, b, kappa, gamma)
+
+    def jax_block(self, xr, yr):
+        delta, E, b, kappa, gamma = self._jax_parts(xr, yr)
+        return self._grad(xr, yr, delta, E, b, kappa, gamma)
+
+    def keops_apply(self, Xi, Yj, Vj, nrhs):
+        E, b, kappa, g2 = self._keops_parts(Xi, Yj)
+        if self._on_x:
+            g = E * (kappa * Yj - g2 * b * (Xi - Yj))
+            return g.tensorprod(Vj)  # (d·k): g_a v_r at a*k + r
+        g = E * (kappa * Xi + g2 * b * (Xi - Yj))
+        return g.vecmatmult(Vj)  # Σ_b g_b v[b*k + r]
+
+    def transpose(self):
+        return (DerivY if self._on_x else DerivX)(self.base.transpose(), self.dim)
+
+
 @dataclass(frozen=True)
-class DerivX(_DerivBase):
+class DerivX(_DerivGrad):
     """∂_x k(x, y): block (dim, 1). Adjoint: :class:`DerivY`."""
 
     base: Kernel
     dim: int
 
-    def __post_init__(self):
-        self._validate()
-
-    @property
-    def block_shape(self):
-        return (self.dim, 1)
-
-    def dense(self, x, y):
-        x, y, delta, E, b, kappa, gamma = self._np_parts(x, y)
-        g = E[:, :, None] * (kappa * y[None, :, :] - 2.0 * gamma * b[:, :, None] * delta)
-        return g[:, :, :, None]
-
-    def jax_block(self, xr, yr):
-        delta, E, b, kappa, gamma = self._jax_parts(xr, yr)
-        g = E[:, :, None] * (kappa * yr[None, :, :] - 2.0 * gamma * b[:, :, None] * delta)
-        return g[:, :, :, None]
-
-    def keops_apply(self, Xi, Yj, Vj, nrhs):
-        E, b, kappa, g2 = self._keops_parts(Xi, Yj)
-        g = E * (kappa * Yj - g2 * b * (Xi - Yj))
-        return g.tensorprod(Vj)  # (d·k): g_a v_r at a*k + r
-
-    def transpose(self):
-        return DerivY(self.base.transpose(), self.dim)
+    _on_x = True
 
 
 @dataclass(frozen=True)
-class DerivY(_DerivBase):
+class DerivY(_DerivGrad):
     """∂_y k(x, y): block (1, dim). Adjoint: :class:`DerivX`."""
 
     base: Kernel
     dim: int
 
-    def __post_init__(self):
-        self._validate()
-
-    @property
-    def block_shape(self):
-        return (1, self.dim)
-
-    def dense(self, x, y):
-        x, y, delta, E, b, kappa, gamma = self._np_parts(x, y)
-        g = E[:, :, None] * (kappa * x[:, None, :] + 2.0 * gamma * b[:, :, None] * delta)
-        return g[:, :, None, :]
-
-    def jax_block(self, xr, yr):
-        delta, E, b, kappa, gamma = self._jax_parts(xr, yr)
-        g = E[:, :, None] * (kappa * xr[:, None, :] + 2.0 * gamma * b[:, :, None] * delta)
-        return g[:, :, None, :]
-
-    def keops_apply(self, Xi, Yj, Vj, nrhs):
-        E, b, kappa, g2 = self._keops_parts(Xi, Yj)
-        g = E * (kappa * Xi + g2 * b * (Xi - Yj))
-        return g.vecmatmult(Vj)  # Σ_b g_b v[b*k + r]
-
-    def transpose(self):
-        return DerivX(self.base.transpose(), self.dim)
+    _on_x = False
 
 
 @dataclass(frozen=True)

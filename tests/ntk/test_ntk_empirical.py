@@ -23,10 +23,7 @@ from ntkflow.ntk import (
     ntk_tensor,
 )
 
-
-
-def cpoints(rng, n, N):
-    return rng.normal(size=(n, N)) + 1j * rng.normal(size=(n, N))
+from _helpers import cpoints
 
 
 def _models():

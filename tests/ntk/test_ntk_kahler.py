@@ -24,9 +24,7 @@ from ntkflow.ntk import (
 from ntkflow.ntk.infinite import _wirtinger_matrix
 from ntkflow.ntk.metrics import realify_point
 
-
-def cpoints(rng, n, N):
-    return rng.normal(size=(n, N)) + 1j * rng.normal(size=(n, N))
+from _helpers import cpoints
 
 
 def test_wirtinger_derivatives_of_known_potentials(rng):
