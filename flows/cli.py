@@ -48,6 +48,15 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--time-budget", type=float, default=d.time_budget, help="network: stop after this many seconds (0: epochs)")
+    p.add_argument("--kernel", choices=("bergman", "gaussian", "mixture", "power"), default=d.kernel,
+                   help="bergman (default): primal u^k function space (symmetric basis / matrix-free); gaussian "
+                        "exp((u-1)/s2), mixture sum_j a_j u^j, power u^k: dual (kernel) form over Nystrom centres")
+    p.add_argument("--s2", type=float, default=d.s2, help=f"s^2 of the Gaussian kernel (default {d.s2}); also the default mixture")
+    p.add_argument("--mixture-coeffs", default=None, metavar="A0,A1,...",
+                   help="mixture coefficients a_j >= 0 (default: 1/(j! s2^j), j = 0..k)")
+    p.add_argument("--centers", type=int, default=d.centers, metavar="M", help=f"dual form: Nystrom centres (default {d.centers})")
+    p.add_argument("--centers-method", choices=("uniform", "rpcholesky"), default=d.centers_method)
+    p.add_argument("--ridge", type=float, default=d.ridge, help="dual form: RKHS penalty mu ||phi||_H^2 (default 0)")
     p.add_argument("-o", "--output", default="runs/cy", help="output directory (default runs/cy)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz (same settings)")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -83,9 +92,20 @@ def _run_cy(args) -> int:
                    max_iter=args.max_iter, n_curvature=args.n_curvature, whiten_rtol=args.whiten_rtol,
                    donaldson_iter=args.donaldson_iter, width=args.width, depth=args.depth,
                    epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                   time_budget=args.time_budget)
+                   time_budget=args.time_budget, kernel=args.kernel, s2=args.s2,
+                   mixture_coeffs=_coeffs(args.mixture_coeffs), centers=args.centers,
+                   centers_method=args.centers_method, ridge=args.ridge)
     run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
     return 0
+
+
+def _coeffs(text):
+    if not text:
+        return ()
+    try:
+        return tuple(float(a) for a in text.split(","))
+    except ValueError:
+        raise ValueError(f"mixture-coeffs: expected comma-separated numbers like 0,1,0.5, received {text!r}.") from None
 
 
 def _run_eval(args) -> int:

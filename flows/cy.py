@@ -27,6 +27,10 @@ from ntkflow.flows import gauss_newton as gn
 __all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file"]
 
 METHODS = ("bergman", "donaldson", "network")
+#: "bergman": the primal u^k path (symmetric basis or matrix-free); the others: the dual form (flows/dual.py)
+KERNELS = ("bergman", "gaussian", "mixture", "power")
+_DUAL_DEFAULTS = {"kernel": "bergman", "s2": 0.2, "mixture_coeffs": [], "centers": 1000, "centers_method": "uniform",
+                  "ridge": 0.0}
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,13 @@ class CYConfig:
     batch_size: int = 5000
     learning_rate: float = 1e-3
     time_budget: float = 0.0  # seconds for the network (0: epochs decide)
+    # dual (kernel) form, flows/dual.py: kernel "bergman" is the primal u^k path above (default)
+    kernel: str = "bergman"
+    s2: float = 0.2
+    mixture_coeffs: tuple = ()
+    centers: int = 1000
+    centers_method: str = "uniform"
+    ridge: float = 0.0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -81,9 +92,21 @@ class CYConfig:
             raise ValueError(f"n_curvature: must be >= 0, received {self.n_curvature}.")
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
             raise TypeError(f"seed: expected an integer, received {self.seed!r}.")
+        if self.kernel not in KERNELS:
+            raise ValueError(f"kernel: expected one of {KERNELS}, received {self.kernel!r}.")
+        positive_float("s2", self.s2)
+        object.__setattr__(self, "mixture_coeffs", tuple(float(nonneg_float(f"mixture_coeffs[{i}]", a))
+                                                         for i, a in enumerate(self.mixture_coeffs)))
+        positive_int("centers", self.centers)
+        if self.centers_method not in ("uniform", "rpcholesky"):
+            raise ValueError(f"centers_method: expected 'uniform' or 'rpcholesky', received {self.centers_method!r}.")
+        nonneg_float("ridge", self.ridge)
+        if self.kernel != "bergman" and self.method != "bergman":
+            raise ValueError(f"kernel: {self.kernel!r} needs method 'bergman' (the Gauss–Newton job), received method {self.method!r}.")
 
     def to_json(self) -> dict:
         d = asdict(self)
+        d["mixture_coeffs"] = list(self.mixture_coeffs)
         d["psi"] = None if self.psi is None else [complex(self.psi).real, complex(self.psi).imag]
         return d
 
@@ -93,6 +116,9 @@ class CYConfig:
         d = self.to_json()
         for key in ("n_curvature", "max_iter", "time_budget"):
             d.pop(key)
+        for key, default in _DUAL_DEFAULTS.items():  # fields added with the dual form: hashed only when set,
+            if d.get(key) == default:               # so fingerprints (and checkpoints) of older runs still match
+                d.pop(key)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -350,6 +376,12 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     ps = sample(m, config.n_train + config.n_test, seed=config.seed, progress=False)
     train, test = ps.split(config.n_train)
     timings["sample"] = time.perf_counter() - t
+    if config.kernel != "bergman":
+        from ntkflow.flows.dual import run_dual
+
+        log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {config.kernel}, dual (kernel) form")
+        log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
+        return run_dual(config, m, train, test, out_dir, log=log, t_start=t_start, resume=resume)
     b, sym = choose_basis(m, config)
     log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={config.k}")
     log(f"  symmetry: {sym.describe()}")
@@ -357,11 +389,13 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
     mem = (config.n_train + config.n_test) * b.n_functions * m.dim ** 2 * 8 / 1e9
     if mem > 8.0:
-        log(f"  dense Hessian storage would need {mem:.1f} GB: using the matrix-free primal Gauss–Newton")
+        log(f"  dense Hessian storage would need {mem:.1f} GB: using the matrix-free primal Gauss–Newton "
+            f"(primal form: u^{config.k} has a finite feature space, cost independent of the number of centres)")
         from ntkflow.flows.matrixfree import run_matrix_free
 
         return run_matrix_free(config, m, train, test, out_dir, log=log, t_start=t_start, resume=resume)
-    log(f"  solver: dense Levenberg–Marquardt on {b.n_functions} basis functions ({mem:.2f} GB of Hessians)")
+    log(f"  solver: primal form (u^{config.k} has a finite feature space), dense Levenberg–Marquardt on "
+        f"{b.n_functions} basis functions ({mem:.2f} GB of Hessians)")
     t = time.perf_counter()
     h_train = algebra.pair_hessians(b, train.points, train.jacobian)
     h_test = algebra.pair_hessians(b, test.points, test.jacobian)

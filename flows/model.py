@@ -10,6 +10,7 @@ Kinds
   the frozen u^k-kernel (infinite-width) function space, trained by Gauss–Newton.
 - ``"donaldson"``: K = (1/(kπ)) log(s†Gs) (G Hermitian positive), Donaldson's algebraic metrics.
 - ``"network"``: K = (1/π)[log|z|² + φ_θ] with φ_θ a finite MLP on z z̄ᵀ/|z|² (see network.py).
+- ``"dual-kernel"``: K = (1/π)[log|z|² + φ], φ = Σ_b α_b k(z, c_b) over stored centres (see dual.py).
 
 Files: ``model.json`` (kind, manifold, scalars) + ``model.npz`` (arrays), no pickles.
 """
@@ -298,6 +299,8 @@ def load(directory):
     kind = meta.get("kind")
     if kind == "network" and kind not in _KINDS:
         from ntkflow.flows import network  # noqa: F401  (registers the kind)
+    if kind == "dual-kernel" and kind not in _KINDS:
+        from ntkflow.flows import dual  # noqa: F401  (registers the kind)
     if kind not in _KINDS:
         raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(_KINDS)}.")
     return _KINDS[kind]._from_payload(manifold, meta, arrays)
