@@ -5,6 +5,7 @@
 #   euler/bench_euler.json      Euler characteristic of a saved model on fresh points (bench_euler.py)
 #   nosym/bench_nosym.json      σ against n and k on a quintic with no symmetry (bench_nosym.py)
 # Usage: OUT=dir MODEL=runs/cy bash bench/gpu_suite.sh   (MODEL: a directory written by `ntkflow cy -o`)
+# The defaults are the settings of the H200 figures in bench/results/gpu/ (about 6 min with the start).
 # Sizes can be lowered for a smoke test: A_N, EULER_N, EULER_BUDGET, NOSYM_N, NOSYM_K, NOSYM_TEST, NOSYM_BUDGET.
 set -u
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -22,9 +23,9 @@ $PY -c "import jax, ntkflow; print('jax', jax.__version__, jax.devices())" || ex
 echo "== Nyström KRR =="
 timeout ${A_TIMEOUT:-150} $PY bench/bench_solvers.py --out "$OUT/solvers" --full --sections a ${A_N:+--a-n $A_N} ${A_M:+--a-m $A_M}
 echo "== Euler characteristic =="
-timeout ${EULER_TIMEOUT:-200} $PY bench/bench_euler.py --model "$MODEL" --n ${EULER_N:-1000000} --chunk ${EULER_CHUNK:-2048} \
-  --budget ${EULER_BUDGET:-130} --out "$OUT/euler"
+timeout ${EULER_TIMEOUT:-200} $PY bench/bench_euler.py --model "$MODEL" --n ${EULER_N:-1000000} --chunk ${EULER_CHUNK:-4096} \
+  --budget ${EULER_BUDGET:-50} --out "$OUT/euler"
 echo "== no-symmetry quintic =="
-timeout ${NOSYM_TIMEOUT:-300} $PY bench/bench_nosym.py --out "$OUT/nosym" --n ${NOSYM_N:-1e4 1e5 1e6} --k ${NOSYM_K:-5 6} \
-  --n-test ${NOSYM_TEST:-100000} --backend jax --budget ${NOSYM_BUDGET:-35} --max-steps ${NOSYM_STEPS:-8} --cg-maxiter ${NOSYM_CG:-60}
+timeout ${NOSYM_TIMEOUT:-300} $PY bench/bench_nosym.py --out "$OUT/nosym" --n ${NOSYM_N:-1e5 1e6} --k ${NOSYM_K:-6} \
+  --n-test ${NOSYM_TEST:-50000} --backend jax --budget ${NOSYM_BUDGET:-30} --max-steps ${NOSYM_STEPS:-8} --cg-maxiter ${NOSYM_CG:-60}
 ls -la "$OUT"/*
