@@ -52,8 +52,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from ntkflow._checks import nonneg_float, positive_float, positive_int
+from ntkflow._checks import nonneg_float, positive_float, positive_int, time_budget
 from ntkflow.flows.model import _Model, as_pointset, register_kind
+from ntkflow.flows.matrixfree import lm_update
 
 __all__ = ["DualConfig", "DualProblem", "DualKernelModel", "run_dual", "make_kernel", "choose_form",
            "KERNELS", "CENTER_METHODS"]
@@ -133,13 +134,7 @@ class DualConfig:
             raise ValueError(f"jacobian: expected one of {JACOBIAN_MODES}, received {self.jacobian!r}.")
         object.__setattr__(self, "dense_max_entries", positive_int("dense_max_entries", self.dense_max_entries))
         object.__setattr__(self, "tile", positive_int("tile", self.tile))
-        try:
-            ms = float(self.max_seconds)
-        except (TypeError, ValueError):
-            raise TypeError(f"max_seconds: expected a number (math.inf for no budget), received {self.max_seconds!r}.") from None
-        if not ms > 0:
-            raise ValueError(f"max_seconds: must be > 0 (math.inf for no budget), received {self.max_seconds!r}.")
-        object.__setattr__(self, "max_seconds", ms)
+        object.__setattr__(self, "max_seconds", time_budget("max_seconds", self.max_seconds))
 
     def to_json(self) -> dict:
         d = asdict(self)
@@ -744,13 +739,7 @@ def run_dual(config, manifold, train, test, out_dir, *, log=print, t_start=None,
     for it in range(it0, dcfg.max_iter):
         ts = time.perf_counter()
         res, loss0 = gn_step(prob, v, lam, ridge=dcfg.ridge, rtol=dcfg.cg_rtol, maxiter=dcfg.cg_maxiter)
-        new = v + res.value
-        new_loss = prob.loss(new)
-        accepted = new_loss < loss0
-        if accepted:
-            v, loss, lam = new, new_loss, max(lam * 0.3, 1e-12)
-        else:
-            lam *= 10.0
+        v, loss, lam, accepted, new_loss = lm_update(prob, v, res.value, loss0, loss, lam)
         r, _ = prob.residual(v)
         s_tr = sigma_of(np.exp(r + v[-1]), prob.w)
         s_te, _ = test_sigma(v)

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntkflow._checks import positive_float, positive_int
+from ntkflow._checks import positive_float, positive_int, time_budget
 
 __all__ = ["GaussianFlowConfig", "GaussianFlowResult", "GaussianKahlerFlow", "pack_hermitian",
            "unpack_hermitian", "run_gaussian_flow"]
@@ -107,13 +107,7 @@ class GaussianFlowConfig:
             raise ValueError(f"t_first_frac: must be in (0, 1], received {self.t_first_frac!r}.")
         object.__setattr__(self, "rtol", positive_float("rtol", self.rtol))
         object.__setattr__(self, "atol", positive_float("atol", self.atol))
-        try:
-            ms = float(self.max_seconds)
-        except (TypeError, ValueError):
-            raise TypeError(f"max_seconds: expected a number (math.inf for no budget), received {self.max_seconds!r}.") from None
-        if not ms > 0:
-            raise ValueError(f"max_seconds: must be > 0 (math.inf for no budget), received {self.max_seconds!r}.")
-        object.__setattr__(self, "max_seconds", ms)
+        object.__setattr__(self, "max_seconds", time_budget("max_seconds", self.max_seconds))
         if self.tile is not None:
             object.__setattr__(self, "tile", positive_int("tile", self.tile))
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from ntkflow.flows import algebra, basis as basis_mod
 
-__all__ = ["PrimalProblem", "run_matrix_free"]
+__all__ = ["PrimalProblem", "run_matrix_free", "lm_update"]
 
 
 def section_features(z, jac, exponents, *, xp=np):
@@ -248,6 +248,16 @@ def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, ridge:
     return res, loss0
 
 
+def lm_update(prob, v, step, loss0: float, loss: float, lam: float):
+    """Levenberg–Marquardt acceptance: take v + step if it lowers the loss (and λ ← 0.3λ), else keep v
+    and λ ← 10λ. Returns (v, loss, λ, accepted, loss at v + step)."""
+    new = v + step
+    new_loss = prob.loss(new)
+    if new_loss < loss0:
+        return new, new_loss, max(lam * 0.3, 1e-12), True, new_loss
+    return v, loss, lam * 10.0, False, new_loss
+
+
 def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
     """``ntkflow cy`` on a manifold without usable symmetry: primal matrix-free Gauss–Newton."""
     from ntkflow.flows.cy import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
@@ -292,13 +302,7 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
     for it in range(it0, config.max_iter):
         ts = time.perf_counter()
         res, loss0 = gn_step(prob, v, lam, rtol=1e-2, maxiter=60)
-        new = v + res.value
-        new_loss = prob.loss(new)
-        accepted = new_loss < loss0
-        if accepted:
-            v, loss, lam = new, new_loss, max(lam * 0.3, 1e-12)
-        else:
-            lam *= 10.0
+        v, loss, lam, accepted, new_loss = lm_update(prob, v, res.value, loss0, loss, lam)
         r, _ = prob.residual(v)
         s_tr = sigma_of(np.exp(r + v[-1]), prob.w)
         s_te, _, _ = test_sigma(v)

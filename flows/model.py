@@ -47,6 +47,13 @@ def as_pointset(manifold, points):
     return pointset_from_points(manifold, arr)
 
 
+def _basis_jax(b):
+    """(exponents, α, β, weights, k) of a PairBasis as JAX arrays, for the metric_jax closures."""
+    import jax.numpy as jnp
+
+    return jnp.asarray(b.exponents), jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight), b.k
+
+
 def _sections_jax(z, exps, k):
     """s (N_k,), ∇s (N_k, N) at one point (explicit products: cheap forward-mode derivatives)."""
     import jax.numpy as jnp
@@ -149,10 +156,7 @@ class BergmanModel(_Model):
         """JAX function (z (N,), P (m, N), Ω) → g (m, m) for ntkflow.manifolds.curvature."""
         import jax.numpy as jnp
 
-        b = self.basis
-        exps = jnp.asarray(b.exponents)
-        al, be, w = jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight)
-        k = b.k
+        exps, al, be, w, k = _basis_jax(self.basis)
 
         def g_fn(z, P, omega):
             s, gs = _sections_jax(z, exps, k)
@@ -237,10 +241,7 @@ class DonaldsonModel(_Model):
     def metric_jax(self):
         import jax.numpy as jnp
 
-        b = self.basis
-        exps = jnp.asarray(b.exponents)
-        al, be, w = jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight)
-        k = b.k
+        exps, al, be, w, k = _basis_jax(self.basis)
 
         def g_fn(z, P, omega):
             s, gs = _sections_jax(z, exps, k)

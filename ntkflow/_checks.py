@@ -60,6 +60,17 @@ def increasing_times(name: str, v) -> tuple:
     return tuple(float(x) for x in t)
 
 
+def time_budget(name: str, v) -> float:
+    """A wall-time budget in seconds: a number > 0 (math.inf for no budget)."""
+    try:
+        ms = float(v)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}: expected a number (math.inf for no budget), received {v!r}.") from None
+    if not ms > 0:
+        raise ValueError(f"{name}: must be > 0 (math.inf for no budget), received {v!r}.")
+    return ms
+
+
 def complex_arg(text: str) -> complex:
     """argparse type for a real or complex number on the command line ("0.5", "0.3+0.1j", "0.3+0.1i")."""
     import argparse
