@@ -94,6 +94,8 @@ class KeOpsBackend:
         Vj = LazyTensor(Vp[None, :, :])
         try:
             R = kernel.keops_apply(Xi, Yj, Vj, k).sum(axis=1)
+        except NotImplementedError:  # the kernel has no KeOps form: its own message says what to use
+            raise
         except Exception as exc:
             raise KeOpsCompileError(
                 f"backend='keops': the KeOps formula of {kernel!r} failed to compile or run "

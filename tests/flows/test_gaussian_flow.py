@@ -144,3 +144,11 @@ def test_pack_roundtrip_and_bad_input(points):
         kernel_operator(KahlerMetricKernel(ProjectiveGaussian(0.2), 5, 3), np.asarray(points.points[:3]), backend="jax")
     with pytest.raises(ValueError, match="dim"):
         KahlerMetricKernel(ProjectiveGaussian(0.2), 5, 5)
+
+
+def test_keops_backend_refuses_with_the_kernels_own_message(points):
+    """No KeOps form: the error says so and names the backend to use (not a compiler problem)."""
+    x = kahler_points(points[:10])
+    op = kernel_operator(KahlerMetricKernel(ProjectiveGaussian(0.2), 5, 3), x, backend="keops")
+    with pytest.raises(NotImplementedError, match="backend='jax'"):
+        op.mv(np.ones(op.shape[1], dtype=complex))
