@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 
-def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_maxiter, log=print):
+def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_maxiter, link="identity", log=print):
     from ntkflow.flows import matrixfree as mf
     from ntkflow.flows.cy import sigma_of
     from ntkflow.manifolds import fs_det
@@ -31,12 +31,14 @@ def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_ma
     t0 = time.perf_counter()
     t_sample = 0.0
     t1 = time.perf_counter()
-    prob = mf.PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), k, backend=backend)
+    if link == "log" and ridge:
+        raise ValueError(f"--ridge: the Tikhonov penalty pulls H to 0, which the log link cannot take; received {ridge}.")
+    prob = mf.PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), k, backend=backend,
+                            link=link)
     tprob = mf.PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), k, whiten=False,
-                             backend=backend)
+                             backend=backend, link=link)
     t_features = time.perf_counter() - t1
-    v = np.zeros(prob.n_params)
-    v[-1] = float(np.sum(np.asarray(prob.w) * (np.log(fs_det(train)) - np.log(train.omega_sq))) / n)
+    v = prob.initial_vector()  # identity: Fubini–Study; log: H = I in the whitened basis
 
     def obj(vv):
         return prob.loss(vv) + ridge * float(np.sum(vv[:-1] ** 2))
@@ -47,13 +49,14 @@ def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_ma
         d = np.real(np.asarray(tprob.xp.linalg.det(g)))
         return sigma_of(d / test.omega_sq, test.weights)
 
-    fs = sigma_test(v)
-    log(f"[n={n} k={k} ridge={ridge:g}] {prob.nk} sections, {prob.n_params - 1} parameters; "
-        f"features {t_features:.1f} s; FS held-out σ {fs:.4f}")
+    fs = sigma_of(fs_det(test) / test.omega_sq, test.weights)
+    start = sigma_test(v)
+    log(f"[n={n} k={k} link={link} ridge={ridge:g}] {prob.nk} sections, {prob.n_params - 1} parameters; "
+        f"features {t_features:.1f} s; FS held-out σ {fs:.4f}, start {start:.4f}")
     lam, cur = 1e-3, obj(v)
     hist = []
     t_fit = time.perf_counter()
-    best = (fs, 0)
+    best = (start, 0)
     for it in range(max_steps):
         ts = time.perf_counter()
         res, _ = mf.gn_step(prob, v, lam, rtol=cg_rtol, maxiter=cg_maxiter, ridge=ridge)
@@ -77,7 +80,7 @@ def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_ma
             f"λ {lam:.1e}  {rec['seconds']:.1f} s{'' if acc else '  (rejected)'}")
         if time.perf_counter() - t_fit > budget or (acc and gain < 1e-4 * cur):
             break
-    return dict(n=n, k=k, ridge=ridge, n_test=n_test, sections=prob.nk, parameters=prob.n_params - 1,
+    return dict(n=n, k=k, link=link, ridge=ridge, start_sigma_test=start, n_test=n_test, sections=prob.nk, parameters=prob.n_params - 1,
                 backend=backend, fs_sigma_test=fs, best_sigma_test=best[0], best_step=best[1],
                 final_sigma_train=hist[-1]["sigma_train"] if hist else None,
                 final_sigma_test=hist[-1]["sigma_test"] if hist else None,
@@ -91,6 +94,8 @@ def main(argv=None):
     p.add_argument("--n", type=float, nargs="+", default=[1e4, 1e5])
     p.add_argument("--k", type=int, nargs="+", default=[5])
     p.add_argument("--ridge", type=float, nargs="+", default=[0.0])
+    p.add_argument("--link", nargs="+", default=["log"], choices=["identity", "log"],
+                   help="potential φ = F (identity) or K = log(s†Hs)/(kπ) (log); default log")
     p.add_argument("--n-test", type=int, default=20_000)
     p.add_argument("--quintic-seed", type=int, default=0)
     p.add_argument("--seed", type=int, default=1)
@@ -121,8 +126,8 @@ def main(argv=None):
     test = ps[len(ps) - args.n_test:]
     for k in args.k:
         for n in ns:
-            for mu in args.ridge:
-                runs.append(run_one(ps[:n], test, k, backend=args.backend, ridge=mu,
+            for link, mu in [(li, mu) for li in args.link for mu in args.ridge]:
+                runs.append(run_one(ps[:n], test, k, backend=args.backend, ridge=mu, link=link,
                                     max_steps=args.max_steps, budget=args.budget, cg_rtol=args.cg_rtol,
                                     cg_maxiter=args.cg_maxiter))
                 runs[-1]["seconds"]["sample_all"] = t_sample
@@ -133,10 +138,10 @@ def main(argv=None):
                 with open(path, "w") as f:  # after every run: a time-out keeps what was measured
                     json.dump(out, f, indent=1)
     _plot(runs, os.path.join(args.out, "bench_nosym.png"))
-    print("\n| k | n | ridge μ | parameters | best held-out σ | final train σ | steps | fit s |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| k | n | link | ridge μ | parameters | best held-out σ | final train σ | steps | fit s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in runs:
-        print(f"| {r['k']} | {r['n']:.0e} | {r['ridge']:g} | {r['parameters']} | {r['best_sigma_test']:.4f} | "
+        print(f"| {r['k']} | {r['n']:.0e} | {r['link']} | {r['ridge']:g} | {r['parameters']} | {r['best_sigma_test']:.4f} | "
               f"{r['final_sigma_train']:.4f} | {len(r['history'])} | {r['seconds']['fit']:.0f} |")
 
 
@@ -147,16 +152,17 @@ def _plot(runs, path):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
-    for key in sorted({(r["k"], r["ridge"]) for r in runs}):
-        rs = sorted((r for r in runs if (r["k"], r["ridge"]) == key), key=lambda r: r["n"])
-        ax[0].loglog([r["n"] for r in rs], [r["best_sigma_test"] for r in rs], "o-", label=f"k={key[0]}, μ={key[1]:g}")
+    for key in sorted({(r["k"], r["ridge"], r.get("link", "identity")) for r in runs}):
+        rs = sorted((r for r in runs if (r["k"], r["ridge"], r.get("link", "identity")) == key), key=lambda r: r["n"])
+        ax[0].loglog([r["n"] for r in rs], [r["best_sigma_test"] for r in rs], "o-",
+                     label=f"k={key[0]}, {key[2]}, μ={key[1]:g}")
         ax[0].loglog([r["n"] for r in rs], [r["final_sigma_train"] for r in rs], "x--", color=ax[0].lines[-1].get_color())
     ax[0].set_xlabel("training points n")
     ax[0].set_ylabel("σ (o held-out, x train)")
     ax[0].legend()
     for r in runs:
         h = r["history"]
-        ax[1].semilogy([x["elapsed"] for x in h], [x["sigma_test"] for x in h], ".-", label=f"n={r['n']:.0e} k={r['k']}")
+        ax[1].semilogy([x["elapsed"] for x in h], [x["sigma_test"] for x in h], ".-", label=f"n={r['n']:.0e} k={r['k']} {r.get('link', 'identity')}")
     ax[1].set_xlabel("wall s")
     ax[1].set_ylabel("held-out σ")
     ax[1].legend(fontsize=7)

@@ -47,7 +47,7 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--time-budget", type=float, default=d.time_budget, help="network: stop after this many seconds (0: epochs)")
+    p.add_argument("--time-budget", type=float, default=d.time_budget, help="network and matrix-free Gauss-Newton: stop after this many seconds (0: epochs / max-iter)")
     p.add_argument("--kernel", choices=("bergman", "gaussian", "mixture", "power"), default=d.kernel,
                    help="bergman (default): primal u^k function space (symmetric basis / matrix-free); gaussian "
                         "exp((u-1)/s2), mixture sum_j a_j u^j, power u^k: dual (kernel) form over Nystrom centres")
@@ -57,6 +57,9 @@ def register(subparsers) -> None:
     p.add_argument("--centers", type=int, default=d.centers, metavar="M", help=f"dual form: Nystrom centres (default {d.centers})")
     p.add_argument("--centers-method", choices=("uniform", "rpcholesky"), default=d.centers_method)
     p.add_argument("--ridge", type=float, default=d.ridge, help="dual form: RKHS penalty mu ||phi||_H^2 (default 0)")
+    p.add_argument("--link", choices=("auto", "identity", "log"), default=d.link,
+                   help="matrix-free u^k path: potential phi = F (identity) or K = log(s^+ H s)/(k pi) (log); "
+                        "auto: log there, identity on the symmetric path")
     p.add_argument("-o", "--output", default="runs/cy", help="output directory (default runs/cy)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz (same settings)")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -94,7 +97,7 @@ def _run_cy(args) -> int:
                    epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
                    time_budget=args.time_budget, kernel=args.kernel, s2=args.s2,
                    mixture_coeffs=_coeffs(args.mixture_coeffs), centers=args.centers,
-                   centers_method=args.centers_method, ridge=args.ridge)
+                   centers_method=args.centers_method, ridge=args.ridge, link=args.link)
     run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
     return 0
 

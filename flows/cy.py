@@ -30,7 +30,8 @@ METHODS = ("bergman", "donaldson", "network")
 #: "bergman": the primal u^k path (symmetric basis or matrix-free); the others: the dual form (flows/dual.py)
 KERNELS = ("bergman", "gaussian", "mixture", "power")
 _DUAL_DEFAULTS = {"kernel": "bergman", "s2": 0.2, "mixture_coeffs": [], "centers": 1000, "centers_method": "uniform",
-                  "ridge": 0.0}
+                  "ridge": 0.0, "link": "auto"}
+LINKS = ("auto", "identity", "log")
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,10 @@ class CYConfig:
     centers: int = 1000
     centers_method: str = "uniform"
     ridge: float = 0.0
+    # how the u^k kernel function F = s†Hs/|z|^{2k} becomes the potential (flows/matrixfree.py):
+    # "identity" φ = F; "log" K = (1/(kπ)) log s†Hs (Bergman/Donaldson form); "auto": log on the
+    # matrix-free path (manifolds without symmetry), identity on the symmetric dense path
+    link: str = "auto"
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -101,6 +106,11 @@ class CYConfig:
         if self.centers_method not in ("uniform", "rpcholesky"):
             raise ValueError(f"centers_method: expected 'uniform' or 'rpcholesky', received {self.centers_method!r}.")
         nonneg_float("ridge", self.ridge)
+        if self.link not in LINKS:
+            raise ValueError(f"link: expected one of {LINKS}, received {self.link!r}.")
+        if self.link == "log" and (self.method != "bergman" or self.kernel != "bergman"):
+            raise ValueError(f"link: 'log' needs method 'bergman' with kernel 'bergman' (the primal u^k path), "
+                             f"received method {self.method!r}, kernel {self.kernel!r}.")
         if self.kernel != "bergman" and self.method != "bergman":
             raise ValueError(f"kernel: {self.kernel!r} needs method 'bergman' (the Gauss–Newton job), received method {self.method!r}.")
 
@@ -388,8 +398,10 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     log(f"  basis: {b.description}")
     log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
     mem = (config.n_train + config.n_test) * b.n_functions * m.dim ** 2 * 8 / 1e9
-    if mem > 8.0:
-        log(f"  dense Hessian storage would need {mem:.1f} GB: using the matrix-free primal Gauss–Newton "
+    if mem > 8.0 or config.link == "log":
+        why = (f"dense Hessian storage would need {mem:.1f} GB" if mem > 8.0 else
+               "--link log (the symmetric basis is linear in φ; the log link runs on the full Hermitian H)")
+        log(f"  {why}: using the matrix-free primal Gauss–Newton "
             f"(primal form: u^{config.k} has a finite feature space, cost independent of the number of centres)")
         from ntkflow.flows.matrixfree import run_matrix_free
 

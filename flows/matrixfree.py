@@ -6,7 +6,16 @@ Per point, with X = P(∇s − k s z̄/|z|²) (d × N_k) and t = tr(g⁻¹ g_FS)
     J(δH, δc)_x = |z|^{-2k} [ tr(g⁻¹ X δH X†)/π − k t (s^T δH s̄) ] − δc
     J*(u)       = Σ_x u_x |z|^{-2k} [ X^T g^{-T} X̄ /π − k t s s̄^T ]           (Hermitian N_k × N_k)
 
-so one product costs O(n · d · N_k²) as two GEMMs, whatever the number of points; the Gauss–Newton
+so one product costs O(n · d · N_k²) as two GEMMs, whatever the number of points.
+
+``link="log"`` reads the same kernel function F = s†Hs/|z|^{2k} (the u^k RKHS, the frozen kernel
+unchanged) through the Bergman/Donaldson link K = K_FS + (1/(kπ)) log F, i.e. K = (1/(kπ)) log s†Hs:
+g = X̃ H X̃† / (kπ F|z|^{2k}) with X̃ = X − (X H s̄ / s†Hs) s (the projected features), and
+
+    J(δH, δc)_x = [ tr(g⁻¹ X̃ δH X̃†)/(kπ) − d (s^T δH s̄) ] / (s^T H s̄) − δc
+
+— the same two-GEMM products with X̃, 1/(k s†Hs) and k·d in place of X, |z|^{-2k} and k·t, rebuilt at
+every linearisation (the network's output is e^{kπφ}, not φ; its kernel is still u^k). The Gauss–Newton
 system (JᵀWJ/n + λD) δ = −JᵀW r/n is solved by preconditioned CG (:func:`ntkflow.solvers.cg`, Jacobi
 preconditioner D = diag JᵀWJ/n, computed chunkwise) on the real coordinates
 θ = (diag H, Re H_{α<β}, Im H_{α<β}, c).  Steps are accepted like in :mod:`gauss_newton` (loss decrease
@@ -21,7 +30,10 @@ import numpy as np
 
 from ntkflow.flows import algebra, basis as basis_mod
 
-__all__ = ["PrimalProblem", "run_matrix_free", "lm_update"]
+__all__ = ["PrimalProblem", "run_matrix_free", "lm_update", "LINKS"]
+
+#: how the kernel function F = s†Hs/|z|^{2k} becomes the potential: φ = F, or K = (1/(kπ)) log s†Hs
+LINKS = ("identity", "log")
 
 
 def section_features(z, jac, exponents, *, xp=np):
@@ -58,10 +70,13 @@ class PrimalProblem:
     """
 
     def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool = True,
-                 whiten_rtol: float = 1e-10, backend: str = "numpy"):
+                 whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity"):
         if backend not in ("numpy", "jax"):
             raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
+        if link not in LINKS:
+            raise ValueError(f"link: expected one of {LINKS}, received {link!r}.")
         self.backend = backend
+        self.link = link
         self.k = int(k)
         self.exps = basis_mod.monomials(z.shape[1], self.k)
         n_mono = len(self.exps)
@@ -136,24 +151,51 @@ class PrimalProblem:
         return self.M @ self._host(H) @ np.conj(self.M.T)
 
     # ---- metric, residual ----------------------------------------------------------------
-    def _xh(self, H):
-        n, d, nk = self.X.shape
-        return (self.X.reshape(n * d, nk) @ H).reshape(n, d, nk)  # one GEMM
+    def _xh(self, H, X=None):
+        X = self.X if X is None else X
+        n, d, nk = X.shape
+        return (X.reshape(n * d, nk) @ H).reshape(n, d, nk)  # one GEMM
+
+    def _val(self, H):
+        """s^T H s̄ (n,) (real for Hermitian H)."""
+        xp = self.xp
+        return xp.real(xp.sum((self.S @ H) * xp.conj(self.S), axis=1))
 
     def metric(self, H):
+        """Pulled-back g (n, d, d) for the Hermitian coefficient matrix H (whitened basis)."""
         xp = self.xp
         H = xp.asarray(H)
         XH = self._xh(H)  # (n, d, N_k)
         xhx = XH @ xp.conj(xp.swapaxes(self.X, 1, 2))
-        v = xp.real(xp.sum((self.S @ H) * xp.conj(self.S), axis=1))
+        v = self._val(H)
+        if self.link == "log":
+            a = XH @ xp.conj(self.S)[:, :, None]  # (n, d, 1): X H s̄
+            proj = xhx - (a @ xp.conj(xp.swapaxes(a, 1, 2))) / v[:, None, None]
+            return proj / (self.k * np.pi * v[:, None, None])
         return self.gfs + self.hk[:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs)
+
+    def initial_vector(self):
+        """Start of the optimisation: identity link H = 0 (Fubini–Study); log link H = I in the whitened
+        basis (s†Hs = Σ|s'_a|², Donaldson's T-map applied once to Fubini–Study); c fitted to either."""
+        v = np.zeros(self.n_params)
+        if self.link == "log":
+            v[:self.nk] = 1.0
+        r, _ = self.residual(v)
+        if r is None:
+            raise ValueError("initial metric is not positive definite at every training point.")
+        w = self.xp.asarray(self.w)
+        v[-1] = float(self.xp.sum(w * r) / self.xp.sum(w))
+        return v
 
     def residual(self, v):
         """(r, g⁻¹) with r = log det g − log|Ω|² − c at the training points, or (None, None) when g
         is not positive definite at some point."""
         xp = self.xp
         H, c = self.unvec(v)
+        self._H = H
         g = self.metric(H)
+        if self.link == "log" and not bool(xp.all(self._val(H) > 0)):
+            return None, None
         if xp is np:
             try:
                 ch = np.linalg.cholesky(g)
@@ -172,51 +214,79 @@ class PrimalProblem:
 
     # ---- Jacobian products at a fixed metric (ginv) ---------------------------------------
     def linearise(self, ginv):
+        """Fix the point of linearisation (g⁻¹ from :meth:`residual`, which also records H).
+
+        J(δH)_x = a_x [tr(g⁻¹ Y δH Y†)/π − q_x s^T δH s̄] − δc with (identity link) Y = X,
+        a = |z|^{-2k}, q = k tr(g⁻¹ g_FS), or (log link) Y = X̃, a = 1/(k s^T H s̄), q = k d."""
         xp = self.xp
         self.ginv = ginv
-        self.t = xp.real(xp.einsum("nab,nba->n", ginv, self.gfs))
-        # Z0[n, b, α] = Σ_a ginv_ab conj(X_aα): tr(g⁻¹ X H X†) = Σ_{bα} (XH)_{bα} Z0_{bα}
-        self.z0 = xp.swapaxes(ginv, 1, 2) @ xp.conj(self.X)
+        if self.link == "log":
+            H = self._H
+            v = self._val(H)
+            a = self._xh(H) @ xp.conj(self.S)[:, :, None]  # (n, d, 1): X H s̄
+            self.y = self.X - (a / v[:, None, None]) * self.S[:, None, :]
+            self.a = 1.0 / (self.k * v)
+            self.q = xp.full((self.n,), float(self.k * self.dim))
+        else:
+            self.y = self.X
+            self.a = self.hk
+            self.q = self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs))
+        # Z0[n, b, α] = Σ_a ginv_ab conj(Y_aα): tr(g⁻¹ Y H Y†) = Σ_{bα} (YH)_{bα} Z0_{bα}
+        self.z0 = xp.swapaxes(ginv, 1, 2) @ xp.conj(self.y)
 
     def jvp(self, v):
         """J θ (n,) on the host."""
         xp = self.xp
         H, c = self.unvec(v)
-        tr = xp.real(xp.sum(self._xh(H) * self.z0, axis=(1, 2)))
-        val = xp.real(xp.sum((self.S @ H) * xp.conj(self.S), axis=1))
-        return self._host(self.hk * (tr / np.pi - self.k * self.t * val) - c)
+        tr = xp.real(xp.sum(self._xh(H, self.y) * self.z0, axis=(1, 2)))
+        return self._host(self.a * (tr / np.pi - self.q * self._val(H)) - c)
 
     def vjp(self, u):
         """J^T u in θ-coordinates (u (n,) on the host or device)."""
         xp = self.xp
         u = xp.asarray(u)
-        cx = u * self.hk
+        cx = u * self.a
         Z = (cx[:, None, None] / np.pi) * self.z0  # (n, d, N_k)
         nd = self.n * self.dim
-        G = self.X.reshape(nd, self.nk).T @ Z.reshape(nd, self.nk)
-        G = G - self.S.T @ ((self.k * cx * self.t)[:, None] * xp.conj(self.S))
+        G = self.y.reshape(nd, self.nk).T @ Z.reshape(nd, self.nk)
+        G = G - self.S.T @ ((cx * self.q)[:, None] * xp.conj(self.S))
         G = 0.5 * (G + xp.conj(G.T))
         return self.grad_vec(G, -float(xp.sum(u)))
 
-    def jacobi_diag(self, chunk: int | None = None):
-        """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise."""
+    def jacobi_diag(self, chunk: int | None = None, max_points: int | None = 20_000):
+        """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
+        is estimated on an evenly strided subset (a preconditioner: it changes the CG iterations, never
+        the solution; exact for n ≤ max_points, which the tests check)."""
         xp = self.xp
         nk = self.nk
         chunk = chunk or (512 if xp is np else max(64, int(2e8 // (nk * nk))))
+        stride = 1 if max_points is None else max(1, -(-self.n // int(max_points)))
+        idx = np.arange(0, self.n, stride)
         acc_re = xp.zeros((nk, nk))
         acc_im = xp.zeros((nk, nk))
-        for lo in range(0, self.n, chunk):
-            sl = slice(lo, lo + chunk)
-            X = self.X[sl]
-            M = xp.swapaxes(X, 1, 2) @ xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(X)  # (c, N_k, N_k)
-            A = self.hk[sl, None, None] * (M / np.pi - self.k * self.t[sl, None, None]
+        for lo in range(0, len(idx), chunk):
+            sl = idx[lo:lo + chunk] if stride > 1 else slice(lo, lo + chunk)
+            Y = self.y[sl]
+            M = xp.swapaxes(Y, 1, 2) @ xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(Y)  # (c, N_k, N_k)
+            A = self.a[sl, None, None] * (M / np.pi - self.q[sl, None, None]
                                           * self.S[sl, :, None] * xp.conj(self.S[sl, None, :]))
             ww = self.w[sl, None, None]
             acc_re = acc_re + xp.sum(ww * xp.real(A) ** 2, axis=0)
             acc_im = acc_im + xp.sum(ww * xp.imag(A) ** 2, axis=0)
         acc_re, acc_im = self._host(acc_re), self._host(acc_im)
-        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w))]])
+        scale = self.n / len(idx)
+        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w[idx]))]]) * scale
         return d / self.n
+
+
+def resolve_link(link: str) -> str:
+    """``"auto"`` → ``"log"`` on the matrix-free path (measured: half the held-out σ of the identity link
+    at the same degree and points, docs/cy.md); otherwise the named link."""
+    if link == "auto":
+        return "log"
+    if link not in LINKS:
+        raise ValueError(f"link: expected 'auto' or one of {LINKS}, received {link!r}.")
+    return link
 
 
 def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, ridge: float = 0.0, log=None):
@@ -261,7 +331,7 @@ def lm_update(prob, v, step, loss0: float, loss: float, lam: float):
 def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
     """``ntkflow cy`` on a manifold without usable symmetry: primal matrix-free Gauss–Newton."""
     from ntkflow.flows.cy import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
-    from ntkflow.flows.model import BergmanModel
+    from ntkflow.flows.model import BergmanModel, DonaldsonModel
     from ntkflow.manifolds import fs_det, sigma
 
     t_start = time.perf_counter() if t_start is None else t_start
@@ -270,13 +340,17 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
     import jax
 
     backend = "numpy" if jax.default_backend() == "cpu" else "jax"  # an accelerator keeps the features on it
-    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k, backend=backend)
+    link = resolve_link(config.link)
+    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k, backend=backend,
+                         link=link)
     timings["features"] = time.perf_counter() - t
     log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
         f"parameters), products on {'the host (NumPy)' if backend == 'numpy' else jax.devices()[0].device_kind}, "
         f"features {timings['features']:.1f} s")
-    v = np.zeros(prob.n_params)
-    v[-1] = float(np.sum(prob.w * (np.log(fs_det(train)) - prob.log_omega)) / np.sum(prob.w))
+    log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
+                      "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
+                      "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
+    v = prob.initial_vector()
     lam = config.lam0 if config.lam0 > 0 else 1e-3
     ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint.npz")
     history = []
@@ -289,11 +363,17 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
         log(f"  resumed at iteration {it0}")
     loss = prob.loss(v)
 
+    # held-out metric with the same GEMM products (monomial basis): far cheaper than the model's
+    # pair-by-pair evaluation, which the tests check it against
+    tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), config.k, whiten=False,
+                          backend=backend, link=link)
+
     def test_sigma(vv):
         H, _ = prob.unvec(vv)
-        b = _hermitian_basis(prob.monomial_H(H), prob.exps, config.k)
-        model = BergmanModel(manifold=m, basis=b)
-        d = np.real(np.linalg.det(model.metric(test)))
+        Hm = prob.monomial_H(H)
+        b = _hermitian_basis(Hm, prob.exps, config.k)
+        model = DonaldsonModel(manifold=m, basis=b) if link == "log" else BergmanModel(manifold=m, basis=b)
+        d = np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
         return sigma(test, d), model, d
 
     fs_te = sigma(test, fs_det(test))
@@ -317,11 +397,18 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
                           fingerprint=np.array(config.fingerprint()))
         if accepted and (loss0 - new_loss) < config.gtol * loss0:
             break
+        if config.time_budget and rec["elapsed"] > config.time_budget:
+            log(f"  time budget {config.time_budget:g} s reached (--resume with a larger --time-budget continues)")
+            break
     s_te, model, d_te = test_sigma(v)
-    model = BergmanModel(manifold=m, basis=model.basis, log_kappa=float(v[-1]), info={"k": config.k, "solver": "matrix-free"})
+    info = {"k": config.k, "solver": "matrix-free", "link": link}
+    if link == "log":
+        model = DonaldsonModel(manifold=m, basis=model.basis, info=info)
+    else:
+        model = BergmanModel(manifold=m, basis=model.basis, log_kappa=float(v[-1]), info=info)
     ev = evaluate_model(model, test, n_curvature=config.n_curvature, det_g=d_te, log=log)
     timings["total"] = time.perf_counter() - t_start
-    metrics = {"manifold": m.name, "method": "bergman", "solver": "matrix-free primal GN", "k": config.k,
+    metrics = {"manifold": m.name, "method": "bergman", "solver": "matrix-free primal GN", "link": link, "k": config.k,
                "sigma_test": s_te, "sigma_train": history[-1]["sigma_train"] if history else None,
                "kappa": ev["kappa"], "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"),
                "euler_stderr": ev.get("euler_stderr"), "fs_baseline": {"sigma_test": fs_te},

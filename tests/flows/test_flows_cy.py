@@ -165,3 +165,38 @@ def test_hypersurface_files_and_automatic_symmetry(tmp_path):
     assert sym_rq.trivial and b_rq.n_functions == 15 ** 2
     with pytest.raises(FileNotFoundError, match="hypersurface"):
         load_hypersurface_file(str(tmp_path / "missing.json"))
+
+
+def test_log_link_job_saves_an_algebraic_metric_whose_sigma_matches_the_report(tmp_path):
+    """``--link log``: the matrix-free path's own held-out σ (GEMM products) equals σ of the saved
+    model recomputed by ntkflow.load(...).metric (the DonaldsonModel's pair-by-pair code), and
+    Gauss–Newton improves on its start."""
+    from ntkflow.manifolds import sigma
+
+    out = str(tmp_path / "log")
+    cfg = CYConfig(k=3, symmetry="none", link="log", n_train=2000, n_test=1500, n_curvature=0, max_iter=3, seed=4)
+    res = run_cy(cfg, out, quiet=True)
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    assert metrics["link"] == "log" and metrics["solver"] == "matrix-free primal GN"
+    model = ntkflow.load(out)
+    assert type(model).__name__ == "DonaldsonModel"
+    ps = sample(preset("fermat-quintic"), 3500, seed=4)
+    test = ps[2000:]
+    d = np.real(np.linalg.det(model.metric(test)))
+    assert np.all(d > 0)
+    np.testing.assert_allclose(sigma(test, d), metrics["sigma_test"], rtol=1e-9)
+    hist = json.load(open(os.path.join(out, "history.json")))
+    assert metrics["sigma_test"] < 0.5 * metrics["fs_baseline"]["sigma_test"] and len(hist) >= 1
+    with pytest.raises(ValueError, match="link"):
+        CYConfig(link="log", method="donaldson")
+
+
+def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
+    from ntkflow.flows import matrixfree as mf
+
+    ps = sample(preset("fermat-quintic"), 4000, seed=3)
+    prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2)
+    r, ginv = prob.residual(prob.initial_vector())
+    prob.linearise(ginv)
+    exact, est = prob.jacobi_diag(max_points=None), prob.jacobi_diag(max_points=1000)
+    assert est[-1] > 0 and np.median(np.abs(est / exact - 1)) < 0.1

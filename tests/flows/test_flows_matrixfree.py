@@ -151,3 +151,116 @@ def test_section_features_match_the_algebra_reference_on_both_array_modules():
         s, x = mf.section_features(xp.asarray(ps.points), xp.asarray(ps.jacobian), exps, xp=xp)
         np.testing.assert_allclose(np.asarray(s), s_ref, rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(np.asarray(x), np.swapaxes(x_ref, 1, 2), rtol=1e-11, atol=1e-13)
+
+
+# ---- log link: K = (1/(kπ)) log s†Hs -----------------------------------------------------------
+def _log_problem(n=200, k=2, whiten=True, seed=31, backend="numpy"):
+    from ntkflow.flows.cy import random_quintic
+
+    ps = sample(random_quintic(2), n, seed=seed)
+    prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), k, whiten=whiten,
+                            link="log", backend=backend)
+    return ps, prob
+
+
+def _random_pd_vector(prob, rng, scale=0.2):
+    """θ for H = I + scale·(random Hermitian), positive definite."""
+    A = rng.normal(size=(prob.nk, prob.nk)) + 1j * rng.normal(size=(prob.nk, prob.nk))
+    H = A + A.conj().T
+    H = np.eye(prob.nk) + scale * H / np.linalg.norm(H, 2)
+    return np.concatenate([np.real(np.diag(H)), np.real(H[prob.iu]), np.imag(H[prob.iu]), [0.3]])
+
+
+def test_log_link_at_the_multinomial_H_is_fubini_study():
+    """s†Hs = |z|^{2k} for H = diag(multinomial coefficients), and (1/(kπ))∂∂̄ log|z|^{2k} = g_FS."""
+    from math import factorial
+
+    ps, prob = _log_problem(k=3, whiten=False)
+    mult = np.array([factorial(3) / np.prod([factorial(int(a)) for a in e]) for e in prob.exps])
+    np.testing.assert_allclose(prob.metric(np.diag(mult).astype(complex)), prob.gfs, rtol=1e-11, atol=1e-14)
+
+
+def test_log_link_metric_equals_the_donaldson_model():
+    """The matrix-free log-link metric is the algebraic metric (1/(kπ))∂∂̄ log s†Hs that
+    flows/model.py's DonaldsonModel computes on its own (different code, same H)."""
+    from ntkflow.flows.matrixfree import _hermitian_basis
+    from ntkflow.flows.model import DonaldsonModel
+
+    ps, prob = _log_problem(k=3)
+    rng = np.random.default_rng(4)
+    v = _random_pd_vector(prob, rng)
+    H, _ = prob.unvec(v)
+    model = DonaldsonModel(manifold=ps.manifold, basis=_hermitian_basis(prob.monomial_H(H), prob.exps, 3))
+    np.testing.assert_allclose(prob.metric(H), model.metric(ps), rtol=1e-9, atol=1e-12)
+    assert np.all(np.linalg.eigvalsh(prob.metric(H)) > 0)
+
+
+def test_log_link_jacobian_matches_finite_differences_and_its_adjoint():
+    ps, prob = _log_problem(k=2)
+    rng = np.random.default_rng(5)
+    v = _random_pd_vector(prob, rng)
+    r, ginv = prob.residual(v)
+    prob.linearise(ginv)
+    x = rng.normal(size=prob.n_params)
+    j = prob.jvp(x)
+    eps = 1e-6
+    fd = (prob.residual(v + eps * x)[0] - prob.residual(v - eps * x)[0]) / (2 * eps)
+    np.testing.assert_allclose(j, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
+    u = rng.normal(size=prob.n)
+    np.testing.assert_allclose(np.dot(u, j), np.dot(prob.vjp(u), x), rtol=1e-10)
+    d = prob.jacobi_diag()
+    for i in rng.choice(prob.n_params - 1, size=4, replace=False):
+        e = np.zeros(prob.n_params)
+        e[i] = 1.0
+        col = prob.jvp(e)
+        np.testing.assert_allclose(d[i], np.mean(prob.w * col * col), rtol=1e-10)
+
+
+def test_log_link_gauss_newton_step_equals_least_squares_on_finite_difference_jacobian():
+    """λ → 0: the matrix-free step predicts the same residual change J δ as numpy's least squares on a
+    Jacobian built column by column from finite differences of the residual (no analytic formula)."""
+    ps, prob = _log_problem(n=150, k=1)
+    v = prob.initial_vector()
+    r, _ = prob.residual(v)
+    eps = 1e-6
+    cols = []
+    for i in range(prob.n_params):
+        e = np.zeros(prob.n_params)
+        e[i] = eps
+        cols.append((prob.residual(v + e)[0] - prob.residual(v - e)[0]) / (2 * eps))
+    J = np.stack(cols, axis=1)
+    sw = np.sqrt(prob.w)[:, None]
+    # H → (1+ε)H leaves the metric unchanged: J has an exact null direction, which finite differences
+    # blur to a singular value ~1e-9; rcond cuts it
+    delta = np.linalg.lstsq(sw * J, -sw[:, 0] * r, rcond=1e-6)[0]
+    assert np.sum(np.linalg.svd(J, compute_uv=False) < 1e-6 * np.abs(J).max()) == 1
+    res, _ = mf.gn_step(prob, v, 1e-13, rtol=1e-12, maxiter=3000)
+    np.testing.assert_allclose(J @ res.value, J @ delta, rtol=1e-5, atol=1e-6 * np.abs(J @ delta).max())
+    assert prob.loss(v + res.value) < prob.loss(v)
+
+
+def test_log_link_jax_backend_equals_numpy_backend():
+    ps, a = _log_problem(n=150, k=2)
+    _, b = _log_problem(n=150, k=2, backend="jax")
+    rng = np.random.default_rng(6)
+    v = _random_pd_vector(a, rng)
+    ra, ga = a.residual(v)
+    rb, gb = b.residual(v)
+    np.testing.assert_allclose(np.asarray(rb), ra, rtol=1e-10, atol=1e-12)
+    a.linearise(ga)
+    b.linearise(gb)
+    x = rng.normal(size=a.n_params)
+    np.testing.assert_allclose(b.jvp(x), a.jvp(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.vjp(ra), a.vjp(ra), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(b.jacobi_diag(), a.jacobi_diag(), rtol=1e-10)
+    bad = v.copy()
+    bad[:a.nk] = -1.0  # H negative definite: s†Hs < 0
+    assert a.residual(bad)[0] is None and b.residual(bad)[0] is None
+
+
+def test_link_is_checked():
+    import pytest
+
+    ps = sample(preset("fermat-quintic"), 20, seed=1)
+    with pytest.raises(ValueError, match="link"):
+        mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 1, link="exp")
