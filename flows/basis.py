@@ -336,7 +336,8 @@ def invariant_basis(n_coords: int, k: int, symmetry: Symmetry | None = None) -> 
     srt = np.lexsort((beta, alpha, func))
     alpha, beta, weight, func = alpha[srt], beta[srt], weight[srt], func[srt]
     labs = tuple(x for lab in labels for x in lab)
-    desc = (f"degree-{k} invariant (k,k) functions: {len(labs)} functions, {len(alpha)} half pairs, "
+    kind = "all" if sym.trivial else "invariant"  # a trivial group: every (k,k) function is invariant
+    desc = (f"degree-{k} {kind} (k,k) functions: {len(labs)} functions, {len(alpha)} half pairs, "
             f"N_k = {nk}; group {sym.describe()}")
     return PairBasis(k=k, exponents=mons, alpha=alpha, beta=beta, weight=weight, func=func,
                      n_functions=len(labs), labels=labs, description=desc)

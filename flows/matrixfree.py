@@ -70,13 +70,15 @@ class PrimalProblem:
     """
 
     def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool = True,
-                 whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity"):
+                 whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity", block: int = 32_768):
         if backend not in ("numpy", "jax"):
             raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
         if link not in LINKS:
             raise ValueError(f"link: expected one of {LINKS}, received {link!r}.")
         self.backend = backend
         self.link = link
+        self.block = int(block)  # host products run over blocks of this many points (bounded temporaries)
+        self._cached = None
         self.k = int(k)
         self.exps = basis_mod.monomials(z.shape[1], self.k)
         n_mono = len(self.exps)
@@ -89,28 +91,45 @@ class PrimalProblem:
         else:
             xp = np
         self.xp = xp
-        parts = [section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]), self.exps, xp=xp)
-                 for lo in range(0, n, chunk)]
-        S = xp.concatenate([a for a, _ in parts])  # (n, N)
-        X = xp.concatenate([b for _, b in parts])  # (n, d, N)
-        del parts
         h = np.sum(np.abs(z) ** 2, axis=1)
         hk = xp.asarray(h ** (-self.k))
         w = xp.asarray(np.asarray(weights, dtype=np.float64) / np.mean(weights))
+        feats = lambda lo: section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]),  # noqa: E731
+                                            self.exps, xp=xp)
         # Sections s' = Mᵀs orthonormal in the Monte-Carlo inner product mean_w s s† |z|^{-2k}
         # (Donaldson's Gram at H = I): the monomials' norms spread over decades and the multiples of
         # the defining polynomial vanish on X (an exact null space of the Gauss–Newton system).  In this
         # basis the (k,k) functions s'_a s̄'_b |z|^{-2k} are close to orthonormal (Tian–Yau–Zelditch).
         # φ = s'ᵀH's̄'|z|^{-2k} = sᵀ(M H' M†)s̄|z|^{-2k}.
         M = np.eye(n_mono, dtype=np.complex128)
-        if whiten:
-            G = np.asarray((S * (w * hk)[:, None]).T @ xp.conj(S)) / n  # (N, N) Hermitian
+        if whiten:  # a first pass for the Gram, so that only the whitened features are ever stored
+            G = 0.0
+            for lo in range(0, n, chunk):
+                s_c = feats(lo)[0]
+                G = G + np.asarray((s_c * (w[lo:lo + chunk] * hk[lo:lo + chunk])[:, None]).T @ xp.conj(s_c))
+            G = G / n  # (N, N) Hermitian
             lam, U = np.linalg.eigh(0.5 * (G + np.conj(G.T)))
             keep = lam > whiten_rtol * lam[-1]
             M = np.conj(U[:, keep]) / np.sqrt(lam[keep])
-            Md = xp.asarray(M)
-            S = S @ Md
-            X = (X.reshape(n * self.dim, n_mono) @ Md).reshape(n, self.dim, -1)
+        Md = xp.asarray(M)
+        nk = M.shape[1]
+        if xp is np:
+            S = np.empty((n, nk), dtype=np.complex128)
+            X = np.empty((n, self.dim, nk), dtype=np.complex128)
+        S_parts, X_parts = [], []
+        for lo in range(0, n, chunk):
+            s_c, x_c = feats(lo)
+            if whiten:
+                s_c = s_c @ Md
+                x_c = (x_c.reshape(-1, n_mono) @ Md).reshape(len(s_c), self.dim, nk)
+            if xp is np:
+                S[lo:lo + chunk], X[lo:lo + chunk] = s_c, x_c
+            else:
+                S_parts.append(s_c)
+                X_parts.append(x_c)
+        if xp is not np:
+            S, X = xp.concatenate(S_parts), xp.concatenate(X_parts)  # (n, N), (n, d, N)
+            del S_parts, X_parts
         self.M = M
         put = xp.asarray
         self.S, self.X, self.hk, self.w = S, X, hk, w
@@ -165,14 +184,19 @@ class PrimalProblem:
         """Pulled-back g (n, d, d) for the Hermitian coefficient matrix H (whitened basis)."""
         xp = self.xp
         H = xp.asarray(H)
-        XH = self._xh(H)  # (n, d, N_k)
-        xhx = XH @ xp.conj(xp.swapaxes(self.X, 1, 2))
-        v = self._val(H)
+        return xp.concatenate([self._metric_block(H, b) for b in self._blocks()])
+
+    def _metric_block(self, H, b):
+        xp = self.xp
+        X, S = self.X[b], self.S[b]
+        XH = self._xh(H, X)  # (c, d, N_k)
+        xhx = XH @ xp.conj(xp.swapaxes(X, 1, 2))
+        v = xp.real(xp.sum((S @ H) * xp.conj(S), axis=1))
         if self.link == "log":
-            a = XH @ xp.conj(self.S)[:, :, None]  # (n, d, 1): X H s̄
+            a = XH @ xp.conj(S)[:, :, None]  # (c, d, 1): X H s̄
             proj = xhx - (a @ xp.conj(xp.swapaxes(a, 1, 2))) / v[:, None, None]
             return proj / (self.k * np.pi * v[:, None, None])
-        return self.gfs + self.hk[:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs)
+        return self.gfs[b] + self.hk[b][:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs[b])
 
     def initial_vector(self):
         """Start of the optimisation: identity link H = 0 (Fubini–Study); log link H = I in the whitened
@@ -217,28 +241,54 @@ class PrimalProblem:
         """Fix the point of linearisation (g⁻¹ from :meth:`residual`, which also records H).
 
         J(δH)_x = a_x [tr(g⁻¹ Y δH Y†)/π − q_x s^T δH s̄] − δc with (identity link) Y = X,
-        a = |z|^{-2k}, q = k tr(g⁻¹ g_FS), or (log link) Y = X̃, a = 1/(k s^T H s̄), q = k d."""
+        a = |z|^{-2k}, q = k tr(g⁻¹ g_FS), or (log link) Y = X̃ = X − (X H s̄ / s^T H s̄) s^T,
+        a = 1/(k s^T H s̄), q = k d.  On the host the (n, d, N_k) arrays Y and Z0 = g⁻ᵀȲ are rebuilt
+        block by block inside every product (O(n d² N_k), small next to the O(n d N_k²) GEMM), so memory
+        stays at the features X, S; on an accelerator they are built once."""
         xp = self.xp
         self.ginv = ginv
         if self.link == "log":
             H = self._H
             v = self._val(H)
-            a = self._xh(H) @ xp.conj(self.S)[:, :, None]  # (n, d, 1): X H s̄
-            self.y = self.X - (a / v[:, None, None]) * self.S[:, None, :]
+            ahs = xp.concatenate([(self._xh(H, self.X[b]) @ xp.conj(self.S[b])[:, :, None])[:, :, 0]
+                                  for b in self._blocks()])  # (n, d): X H s̄
+            self.shift = ahs / v[:, None]
             self.a = 1.0 / (self.k * v)
             self.q = xp.full((self.n,), float(self.k * self.dim))
         else:
-            self.y = self.X
+            self.shift = None
             self.a = self.hk
             self.q = self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs))
-        # Z0[n, b, α] = Σ_a ginv_ab conj(Y_aα): tr(g⁻¹ Y H Y†) = Σ_{bα} (YH)_{bα} Z0_{bα}
-        self.z0 = xp.swapaxes(ginv, 1, 2) @ xp.conj(self.y)
+        self._cached = None
+        if xp is not np:
+            self._cached = self._yz(slice(None))
+
+    def _blocks(self):
+        if self.xp is not np or self.n <= self.block:
+            return [slice(None)]
+        return [slice(lo, lo + self.block) for lo in range(0, self.n, self.block)]
+
+    def _yz(self, sl):
+        """(Y, Z0) on the points ``sl`` (a slice or an index array); Z0[n, b, α] = Σ_a g⁻¹_ab conj(Y_aα),
+        so that tr(g⁻¹ Y H Y†) = Σ_{bα} (YH)_{bα} Z0_{bα}."""
+        xp = self.xp
+        if self._cached is not None:
+            y, z0 = self._cached
+            return (y, z0) if isinstance(sl, slice) and sl == slice(None) else (y[sl], z0[sl])
+        y = self.X[sl]
+        if self.shift is not None:
+            y = y - self.shift[sl][:, :, None] * self.S[sl][:, None, :]
+        return y, xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(y)
 
     def jvp(self, v):
         """J θ (n,) on the host."""
         xp = self.xp
         H, c = self.unvec(v)
-        tr = xp.real(xp.sum(self._xh(H, self.y) * self.z0, axis=(1, 2)))
+        tr = []
+        for b in self._blocks():
+            y, z0 = self._yz(b)
+            tr.append(xp.real(xp.sum(self._xh(H, y) * z0, axis=(1, 2))))
+        tr = xp.concatenate(tr)
         return self._host(self.a * (tr / np.pi - self.q * self._val(H)) - c)
 
     def vjp(self, u):
@@ -246,9 +296,11 @@ class PrimalProblem:
         xp = self.xp
         u = xp.asarray(u)
         cx = u * self.a
-        Z = (cx[:, None, None] / np.pi) * self.z0  # (n, d, N_k)
-        nd = self.n * self.dim
-        G = self.y.reshape(nd, self.nk).T @ Z.reshape(nd, self.nk)
+        G = 0.0
+        for b in self._blocks():
+            y, z0 = self._yz(b)
+            Z = (cx[b][:, None, None] / np.pi) * z0  # (c, d, N_k)
+            G = G + y.reshape(-1, self.nk).T @ Z.reshape(-1, self.nk)
         G = G - self.S.T @ ((cx * self.q)[:, None] * xp.conj(self.S))
         G = 0.5 * (G + xp.conj(G.T))
         return self.grad_vec(G, -float(xp.sum(u)))
@@ -266,7 +318,7 @@ class PrimalProblem:
         acc_im = xp.zeros((nk, nk))
         for lo in range(0, len(idx), chunk):
             sl = idx[lo:lo + chunk] if stride > 1 else slice(lo, lo + chunk)
-            Y = self.y[sl]
+            Y, _ = self._yz(sl)
             M = xp.swapaxes(Y, 1, 2) @ xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(Y)  # (c, N_k, N_k)
             A = self.a[sl, None, None] * (M / np.pi - self.q[sl, None, None]
                                           * self.S[sl, :, None] * xp.conj(self.S[sl, None, :]))
@@ -350,6 +402,10 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
     log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
                       "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
                       "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
+    if prob.n_params - 1 > len(train) // 2:
+        log(f"  warning: {prob.n_params - 1} parameters for {len(train)} training points — Gauss–Newton will fit "
+            f"the points' Monte-Carlo noise (held-out σ stalls while train σ → 0); measured on the random quintic: "
+            f"n ≳ 2.5 × parameters (docs/cy.md). Use more --n-train or a smaller -k.")
     v = prob.initial_vector()
     lam = config.lam0 if config.lam0 > 0 else 1e-3
     ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint.npz")

@@ -19,6 +19,16 @@ def _setup(n=300, k=2, whiten=False):
     return ps, prob, dense, b
 
 
+def _assert_jacobi_diagonal(prob, rng, count):
+    """Jacobi diagonal = diag of the explicit JᵀWJ/n built from unit vectors (``count`` entries)."""
+    d = prob.jacobi_diag()
+    for j in rng.choice(prob.n_params - 1, size=count, replace=False):
+        e = np.zeros(prob.n_params)
+        e[j] = 1.0
+        col = prob.jvp(e)
+        np.testing.assert_allclose(d[j], np.mean(prob.w * col * col), rtol=1e-10)
+
+
 def test_metric_and_jacobian_products_match_dense():
     ps, prob, dense, b = _setup()
     rng = np.random.default_rng(0)
@@ -34,13 +44,7 @@ def test_metric_and_jacobian_products_match_dense():
     x = rng.normal(size=prob.n_params)
     u = rng.normal(size=prob.n)
     np.testing.assert_allclose(np.dot(u, prob.jvp(x)), np.dot(prob.vjp(u), x), rtol=1e-10)
-    # Jacobi diagonal = diag of the explicit JᵀWJ/n built from unit vectors (a few entries)
-    d = prob.jacobi_diag()
-    for j in rng.choice(prob.n_params - 1, size=5, replace=False):
-        e = np.zeros(prob.n_params)
-        e[j] = 1.0
-        col = prob.jvp(e)
-        np.testing.assert_allclose(d[j], np.mean(prob.w * col * col), rtol=1e-10)
+    _assert_jacobi_diagonal(prob, rng, 5)
 
 
 def test_matrix_free_gauss_newton_step_equals_dense_step():
@@ -208,12 +212,7 @@ def test_log_link_jacobian_matches_finite_differences_and_its_adjoint():
     np.testing.assert_allclose(j, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
     u = rng.normal(size=prob.n)
     np.testing.assert_allclose(np.dot(u, j), np.dot(prob.vjp(u), x), rtol=1e-10)
-    d = prob.jacobi_diag()
-    for i in rng.choice(prob.n_params - 1, size=4, replace=False):
-        e = np.zeros(prob.n_params)
-        e[i] = 1.0
-        col = prob.jvp(e)
-        np.testing.assert_allclose(d[i], np.mean(prob.w * col * col), rtol=1e-10)
+    _assert_jacobi_diagonal(prob, rng, 4)
 
 
 def test_log_link_gauss_newton_step_equals_least_squares_on_finite_difference_jacobian():
@@ -264,3 +263,25 @@ def test_link_is_checked():
     ps = sample(preset("fermat-quintic"), 20, seed=1)
     with pytest.raises(ValueError, match="link"):
         mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 1, link="exp")
+
+
+def test_blockwise_host_products_equal_the_one_block_products():
+    """block=37 (host products over point blocks, Y and Z0 rebuilt per block) = one block, both links."""
+    from ntkflow.flows.cy import random_quintic
+
+    ps = sample(random_quintic(1), 150, seed=12)
+    args = (ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2)
+    rng = np.random.default_rng(13)
+    for link in ("identity", "log"):
+        one = mf.PrimalProblem(*args, link=link)
+        blk = mf.PrimalProblem(*args, link=link, block=37)
+        v = one.initial_vector() + 1e-3 * rng.normal(size=one.n_params)
+        r1, g1 = one.residual(v)
+        r2, g2 = blk.residual(v)
+        np.testing.assert_allclose(r2, r1, rtol=1e-12, atol=1e-13)
+        one.linearise(g1)
+        blk.linearise(g2)
+        x, u = rng.normal(size=one.n_params), rng.normal(size=one.n)
+        np.testing.assert_allclose(blk.jvp(x), one.jvp(x), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(blk.vjp(u), one.vjp(u), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(blk.jacobi_diag(chunk=29), one.jacobi_diag(), rtol=1e-11)
