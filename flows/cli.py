@@ -33,7 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--random-quintic", type=int, default=None, metavar="SEED",
                    help="a quintic with random complex coefficients on all 126 monomials (no symmetry)")
     p.add_argument("--method", choices=("bergman", "donaldson", "network"), default=d.method)
-    p.add_argument("-k", "--k", type=int, default=d.k, help=f"kernel / Donaldson degree (default {d.k})")
+    p.add_argument("-k", "--k", type=int, default=None,
+                   help=f"kernel / Donaldson degree (default {d.k}; on a manifold without symmetry the Gauss-Newton "
+                        f"job picks the largest k with N_k^2 <= n_train/2)")
     p.add_argument("--symmetry", choices=("auto", "none"), default=d.symmetry, help="use the detected symmetry group (auto) or not")
     p.add_argument("--n-train", type=int, default=d.n_train)
     p.add_argument("--n-test", type=int, default=d.n_test)
@@ -59,7 +61,7 @@ def register(subparsers) -> None:
     p.add_argument("--ridge", type=float, default=d.ridge, help="dual form: RKHS penalty mu ||phi||_H^2 (default 0)")
     p.add_argument("--link", choices=("auto", "identity", "log"), default=d.link,
                    help="matrix-free u^k path: potential phi = F (identity) or K = log(s^+ H s)/(k pi) (log); "
-                        "auto: log there, identity on the symmetric path")
+                        "auto: log without symmetry and on the matrix-free path, identity on the symmetric dense path")
     p.add_argument("-o", "--output", default="runs/cy", help="output directory (default runs/cy)")
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz (same settings)")
     p.add_argument("-q", "--quiet", action="store_true")
@@ -90,7 +92,7 @@ def _run_cy(args) -> int:
         with open(hyp, "w") as f:
             json.dump({"name": m.name, "exponents": m.exponents.tolist(),
                        "coefficients": [[c.real, c.imag] for c in m.coefficients.tolist()]}, f)
-    cfg = CYConfig(manifold=args.manifold, psi=args.psi, hypersurface=hyp, method=args.method, k=args.k,
+    cfg = CYConfig(manifold=args.manifold, psi=args.psi, hypersurface=hyp, method=args.method, k=CYConfig.k if args.k is None else args.k,
                    symmetry=args.symmetry, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
                    max_iter=args.max_iter, n_curvature=args.n_curvature, whiten_rtol=args.whiten_rtol,
                    donaldson_iter=args.donaldson_iter, width=args.width, depth=args.depth,
@@ -98,6 +100,15 @@ def _run_cy(args) -> int:
                    time_budget=args.time_budget, kernel=args.kernel, s2=args.s2,
                    mixture_coeffs=_coeffs(args.mixture_coeffs), centers=args.centers,
                    centers_method=args.centers_method, ridge=args.ridge, link=args.link)
+    if args.k is None:
+        from dataclasses import replace
+
+        from ntkflow.flows.cy import default_k, make_manifold
+
+        k, why = default_k(make_manifold(cfg), cfg)
+        cfg = replace(cfg, k=k)
+        if why and not args.quiet:
+            print(f"ntkflow cy: -k {k} ({why}; pass -k to choose)", flush=True)
     run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
     return 0
 

@@ -24,7 +24,7 @@ from ntkflow._checks import nonneg_float, positive_float, positive_int
 from ntkflow.flows import algebra, basis as basis_mod
 from ntkflow.flows import gauss_newton as gn
 
-__all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file"]
+__all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file", "default_k"]
 
 METHODS = ("bergman", "donaldson", "network")
 #: "bergman": the primal u^k path (symmetric basis or matrix-free); the others: the dual form (flows/dual.py)
@@ -77,8 +77,8 @@ class CYConfig:
     centers_method: str = "uniform"
     ridge: float = 0.0
     # how the u^k kernel function F = s†Hs/|z|^{2k} becomes the potential (flows/matrixfree.py):
-    # "identity" φ = F; "log" K = (1/(kπ)) log s†Hs (Bergman/Donaldson form); "auto": log on the
-    # matrix-free path (manifolds without symmetry), identity on the symmetric dense path
+    # "identity" φ = F; "log" K = (1/(kπ)) log s†Hs (Bergman/Donaldson form); "auto": log on a
+    # manifold without symmetry and on the matrix-free path, identity on the symmetric dense path
     link: str = "auto"
 
     def __post_init__(self):
@@ -348,6 +348,28 @@ def transform_basis(hess, tmat):
     return out
 
 
+def default_k(manifold, config: CYConfig) -> tuple[int, str]:
+    """The CLI's degree when ``-k`` is not given: ``config.k`` (12), except for the Gauss–Newton job on a
+    manifold without usable symmetry, where every Hermitian H over the N_k monomials is a parameter:
+    there the largest k ≤ min(config.k, 6) with N_k² ≤ n_train/2 (measured on the random quintic: more
+    parameters than that fit the Monte-Carlo noise of the points, and k = 6 is the largest degree
+    measured on 2 cores, docs/cy.md). Returns (k, reason or "")."""
+    from math import comb
+
+    if config.method != "bergman" or config.kernel != "bergman":
+        return config.k, ""
+    sym = (basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients) if config.symmetry == "auto"
+           else basis_mod.no_symmetry(manifold.n_coords))
+    if not sym.trivial:
+        return config.k, ""
+    n = manifold.n_coords
+    k = 1
+    while k < min(config.k, 6) and comb(k + 1 + n - 1, n - 1) ** 2 <= config.n_train / 2:
+        k += 1
+    return k, (f"no symmetry: N_k² = {comb(k + n - 1, n - 1) ** 2} real parameters for {config.n_train} "
+               f"training points; the largest k ≤ 6 with N_k² ≤ n_train/2")
+
+
 def choose_basis(manifold, config: CYConfig):
     """(basis, symmetry, description): the invariant basis when Γ is non-trivial, else all (k,k)."""
     if config.symmetry == "auto":
@@ -398,8 +420,10 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     log(f"  basis: {b.description}")
     log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
     mem = (config.n_train + config.n_test) * b.n_functions * m.dim ** 2 * 8 / 1e9
-    if mem > 8.0 or config.link == "log":
+    use_log = config.link == "log" or (config.link == "auto" and sym.trivial)
+    if mem > 8.0 or use_log:
         why = (f"dense Hessian storage would need {mem:.1f} GB" if mem > 8.0 else
+               "no symmetry, --link auto: the log link" if config.link == "auto" else
                "--link log (the symmetric basis is linear in φ; the log link runs on the full Hermitian H)")
         log(f"  {why}: using the matrix-free primal Gauss–Newton "
             f"(primal form: u^{config.k} has a finite feature space, cost independent of the number of centres)")

@@ -200,3 +200,17 @@ def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
     prob.linearise(ginv)
     exact, est = prob.jacobi_diag(max_points=None), prob.jacobi_diag(max_points=1000)
     assert est[-1] > 0 and np.median(np.abs(est / exact - 1)) < 0.1
+
+
+def test_default_degree_follows_the_points_only_without_symmetry():
+    from ntkflow.flows import random_quintic
+    from ntkflow.flows.cy import default_k
+
+    fermat = preset("fermat-quintic")
+    assert default_k(fermat, CYConfig(n_train=100_000)) == (12, "")
+    rq = random_quintic(0)
+    for n, k in ((10_000, 4), (100_000, 6), (10 ** 7, 6)):
+        got, why = default_k(rq, CYConfig(n_train=n))
+        assert got == k and "N_k²" in why
+    assert default_k(fermat, CYConfig(n_train=10_000, symmetry="none"))[0] == 4
+    assert default_k(rq, CYConfig(method="donaldson"))[0] == 12
