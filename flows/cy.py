@@ -358,9 +358,7 @@ def default_k(manifold, config: CYConfig) -> tuple[int, str]:
 
     if config.method != "bergman" or config.kernel != "bergman":
         return config.k, ""
-    sym = (basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients) if config.symmetry == "auto"
-           else basis_mod.no_symmetry(manifold.n_coords))
-    if not sym.trivial:
+    if not symmetry_of(manifold, config).trivial:
         return config.k, ""
     n = manifold.n_coords
     k = 1
@@ -370,12 +368,16 @@ def default_k(manifold, config: CYConfig) -> tuple[int, str]:
                f"training points; the largest k ≤ 6 with N_k² ≤ n_train/2")
 
 
-def choose_basis(manifold, config: CYConfig):
-    """(basis, symmetry, description): the invariant basis when Γ is non-trivial, else all (k,k)."""
+def symmetry_of(manifold, config: CYConfig):
+    """The group the job uses: detected (``symmetry="auto"``) or trivial (``"none"``)."""
     if config.symmetry == "auto":
-        sym = basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients)
-    else:
-        sym = basis_mod.no_symmetry(manifold.n_coords)
+        return basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients)
+    return basis_mod.no_symmetry(manifold.n_coords)
+
+
+def choose_basis(manifold, config: CYConfig):
+    """(basis, symmetry): the invariant basis when Γ is non-trivial, else all (k,k)."""
+    sym = symmetry_of(manifold, config)
     b = basis_mod.invariant_basis(manifold.n_coords, config.k, sym)
     return b, sym
 
