@@ -35,7 +35,7 @@ def main(argv=None):
         return literal_experiment(*args.literal, out=args.out, seed=args.seed)
 
     import ntkflow  # noqa: F401
-    from ntkflow.flows import CYConfig, run_cy
+    from ntkflow.cy import CYConfig, run_cy
 
     os.makedirs(args.out, exist_ok=True)
     records = []
@@ -110,9 +110,9 @@ def literal_experiment(k, n, *, out, seed=3):
     import numpy as np
 
     import ntkflow  # noqa: F401
-    from ntkflow.flows import algebra, basis, literal
-    from ntkflow.flows import gauss_newton as gn
-    from ntkflow.flows.cy import sigma_of, transform_basis
+    from ntkflow.cy import algebra, basis, literal
+    from ntkflow.cy import gauss_newton as gn
+    from ntkflow.cy.job import sigma_of, transform_basis
     from ntkflow.manifolds import preset, sample
 
     os.makedirs(out, exist_ok=True)

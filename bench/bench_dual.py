@@ -26,7 +26,7 @@ def run(args, log=print):
     import numpy as np
 
     import ntkflow  # noqa: F401
-    from ntkflow.flows.dual import DualConfig, run_dual
+    from ntkflow.cy.dual import DualConfig, run_dual
     from ntkflow.manifolds import preset, sample
 
     from _common import machine

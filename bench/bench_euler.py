@@ -41,7 +41,7 @@ def main(argv=None):
     import jax
 
     import ntkflow
-    from ntkflow.flows.curvature import holomorphic_curvature
+    from ntkflow.cy.curvature import holomorphic_curvature
     from ntkflow.manifolds import EULER_CHARACTERISTIC, Curvature, integrate, ricci_measure, sample, sigma
 
     os.makedirs(args.out, exist_ok=True)

@@ -26,7 +26,7 @@ def run(n_train, n_test, s2_values, *, t_max, max_seconds, loss, n_eig, seed, ou
     import numpy as np
 
     import ntkflow  # noqa: F401
-    from ntkflow.flows.gaussian_flow import GaussianFlowConfig, GaussianKahlerFlow
+    from ntkflow.experiments.gaussian_flow import GaussianFlowConfig, GaussianKahlerFlow
     from ntkflow.manifolds import preset, sample
 
     from _common import machine

@@ -54,8 +54,8 @@ def main(argv=None):
 
     import ntkflow  # noqa: F401
     from _common import machine, write_json
-    from ntkflow.flows.memorise import MemoriseConfig, donaldson_target, memorise
-    from ntkflow.flows.metric_flow import MetricFlowConfig, MetricFlowProblem, kahler_defect, run_metric_flow
+    from ntkflow.experiments.memorise import MemoriseConfig, donaldson_target, memorise
+    from ntkflow.experiments.metric_flow import MetricFlowConfig, MetricFlowProblem, kahler_defect, run_metric_flow
     from ntkflow.manifolds import fs_pullback, preset, sample, sigma
 
     out = Path(args.out)
@@ -87,7 +87,7 @@ def main(argv=None):
     payload["donaldson"] = {"k": args.donaldson_k, "sigma_test": don_s}
 
     if args.bergman_k:
-        from ntkflow.flows import CYConfig, run_cy
+        from ntkflow.cy import CYConfig, run_cy
 
         t = time.perf_counter()
         tr_b = train_all[: args.n_flow]
@@ -128,7 +128,7 @@ def main(argv=None):
                                   "kappa": P.kappa, "n_rhs": res.n_rhs, "status": res.status, "wall_seconds": wall}
 
     if not args.skip_memorise:
-        from ntkflow.flows.metric_flow import KernelMetric, make_kernel
+        from ntkflow.experiments.metric_flow import KernelMetric, make_kernel
 
         payload["memorise"] = []
         tr = train_all[: args.n_mem]
@@ -153,7 +153,7 @@ def main(argv=None):
                 "lanczos_iterations": mres.lanczos_iterations, "lanczos_status": mres.lanczos_status,
                 "seconds": mres.seconds, "wall_seconds": wall})
         if not args.skip_potential:
-            from ntkflow.flows.memorise import donaldson_potential
+            from ntkflow.experiments.memorise import donaldson_potential
 
             payload["memorise_potential"] = []
             phi_tr, phi_te = donaldson_potential(target, tr), donaldson_potential(target, test)

@@ -3,7 +3,7 @@
     python bench/bench_nosym.py --out OUT --n 10000 100000 --k 5 --budget 600
     python bench/bench_nosym.py --out OUT --n 100000 1000000 --k 5 6 --backend jax   # GPU
 
-Manifold: ``ntkflow.flows.random_quintic(SEED)`` (complex Gaussian coefficients on all 126 monomials;
+Manifold: ``ntkflow.cy.random_quintic(SEED)`` (complex Gaussian coefficients on all 126 monomials;
 no phase, permutation or conjugation symmetry). Model: the full u^k function space in primal form,
 φ = s'ᵀ H s̄' / |z|^{2k}, H Hermitian over the whitened degree-k sections (N_k² − ... real parameters,
 flows/matrixfree.py). Solver: Levenberg–Marquardt Gauss–Newton with matrix-free Jacobi-preconditioned CG
@@ -23,8 +23,8 @@ import numpy as np
 
 
 def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_maxiter, link="identity", log=print):
-    from ntkflow.flows import matrixfree as mf
-    from ntkflow.flows.cy import sigma_of
+    from ntkflow.cy import matrixfree as mf
+    from ntkflow.cy.job import sigma_of
     from ntkflow.manifolds import fs_det
 
     n, n_test = len(train), len(test)
@@ -109,7 +109,7 @@ def main(argv=None):
     import jax
 
     import ntkflow  # noqa: F401
-    from ntkflow.flows.cy import random_quintic
+    from ntkflow.cy.job import random_quintic
 
     os.makedirs(args.out, exist_ok=True)
     m = random_quintic(args.quintic_seed)

@@ -13,7 +13,7 @@ OUT=${OUT:-gpu_out}
 MODEL=${MODEL:-runs/gpu_model}
 PY=${PY:-python3}
 mkdir -p "$OUT"
-if ! (cd / && $PY -c "import ntkflow.flows") 2>/dev/null; then
+if ! (cd / && $PY -c "import ntkflow.cy") 2>/dev/null; then
   PKG=$(mktemp -d); mkdir "$PKG/ntkflow"; cp -r ntkflow/. "$PKG/ntkflow/"
   for p in engine solvers manifolds ntk flows; do ln -s "$PWD/$p" "$PKG/ntkflow/$p"; done
   export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"

@@ -6,7 +6,7 @@ Subpackages (each installed from a top-level folder of the repository):
 - ``ntkflow.solvers``   conjugate gradients, Nyström/Falkon KRR, frozen-NTK flows
 - ``ntkflow.manifolds`` Calabi-Yau hypersurfaces: sampling, weights, geometry
 - ``ntkflow.ntk``       finite networks, empirical metric-NTK, infinite-width limits
-- ``ntkflow.flows``     Kähler potential flows to Calabi-Yau metrics
+- ``ntkflow.cy``     Kähler potential flows to Calabi-Yau metrics
 
 Float64 is the default everywhere on the CPU; importing ntkflow turns on JAX's x64 mode
 (``jax_enable_x64``), which is the only process-wide setting it touches.
@@ -21,8 +21,8 @@ _jax.config.update("jax_enable_x64", True)
 
 
 def load(directory):
-    """Load a model saved by ``ntkflow cy`` (see :func:`ntkflow.flows.load`)."""
-    from ntkflow.flows import load as _load
+    """Load a model saved by ``ntkflow cy`` (see :func:`ntkflow.cy.load`)."""
+    from ntkflow.cy import load as _load
 
     return _load(directory)
 

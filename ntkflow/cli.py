@@ -11,7 +11,8 @@ import sys
 _COMMAND_MODULES = (
     "ntkflow.manifolds.cli",
     "ntkflow.ntk.cli",
-    "ntkflow.flows.cli",
+    "ntkflow.cy.cli",
+    "ntkflow.ricci.cli",
 )
 
 

@@ -1,6 +1,6 @@
 import time, numpy as np, ntkflow
-from ntkflow.flows.cy import random_quintic, sigma_of
-from ntkflow.flows import matrixfree as mf
+from ntkflow.cy.job import random_quintic, sigma_of
+from ntkflow.cy import matrixfree as mf
 from ntkflow.manifolds import sample, fs_det
 m = random_quintic(0)
 ps = sample(m, 40000, seed=1, progress=False)

@@ -15,7 +15,7 @@ so g_φ = g_FS + (1/π) ∂∂̄φ (pulled back).  For one pair, with s_α = z^{
 
 hence pulled back:  (1/π) ∂∂̄ f_a = |z|^{-2k} [ X H^{(a)} X† / π − k (s^T H^{(a)} s̄) g_FS ] with
 X = P A (columns X_α = P A_α).  Only the pairs of H^{(a)} are visited (sparse half-pair form,
-see :mod:`ntkflow.flows.basis`).
+see :mod:`ntkflow.cy.basis`).
 
 Hermitian dim × dim matrices are stored *packed* as dim² reals: [diag (dim), Re upper (m), Im upper (m)]
 with m = dim(dim−1)/2; then tr(A B) = <pack A, TRACE_WEIGHTS ∘ pack B> for Hermitian A, B.
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ntkflow.flows.basis import PairBasis
+from ntkflow.cy.basis import PairBasis
 
 __all__ = [
     "fs_ambient",

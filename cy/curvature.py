@@ -189,7 +189,7 @@ def _pair_sections(basis):
     w_ / wc the pair weights and their conjugates (JAX arrays)."""
     import jax.numpy as jnp
 
-    from ntkflow.flows.model import _sections_jax
+    from ntkflow.cy.model import _sections_jax
 
     exps = jnp.asarray(basis.exponents)
     al, be = jnp.asarray(basis.alpha), jnp.asarray(basis.beta)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import ntkflow  # noqa: F401
-from ntkflow.flows import algebra, basis
-from ntkflow.flows import gauss_newton as gn
+from ntkflow.cy import algebra, basis
+from ntkflow.cy import gauss_newton as gn
 from ntkflow.manifolds import preset, sample
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int
-from ntkflow.flows.algebra import trace_weights, unpack
+from ntkflow.cy.algebra import trace_weights, unpack
 
 __all__ = ["LMConfig", "LMState", "LMResult", "MAProblem", "lm_step", "levenberg_marquardt",
            "whitening"]
@@ -162,7 +162,7 @@ class MAProblem:
             _, inv, ok = self.logdet(theta)
             if not ok:
                 raise ValueError("theta: the metric is not positive definite at every point.")
-        from ntkflow.flows.algebra import pack
+        from ntkflow.cy.algebra import pack
 
         gi = pack(inv) * trace_weights(self.dim)[None, :]
         ja = np.matmul(self.hess, gi[:, :, None])[:, :, 0]

@@ -6,7 +6,7 @@ K = (1/(kπ)) log(s†Gs) with s the degree-k monomials and G Hermitian positive
 
 has the balanced metric as its fixed point (Donaldson 2005; Douglas–Karp–Lukic–Reinbacher,
 hep-th/0612075).  With a symmetry group Γ the balanced G lies in the commutant of Γ, spanned by the
-orthogonal matrices H^{(a)} of the invariant basis (:func:`ntkflow.flows.basis.invariant_basis`); T is
+orthogonal matrices H^{(a)} of the invariant basis (:func:`ntkflow.cy.basis.invariant_basis`); T is
 projected onto that span (exact for the true integral, a variance reduction for Monte Carlo), so only
 ⟨T, H^{(a)}⟩ = (N_k/Vol) ∫ (s^T H^{(a)} s̄)/(s^T G s̄) is integrated.  Without symmetry the full
 N_k × N_k matrix is integrated.  The integral is over the *training* points; σ is reported on the
@@ -24,7 +24,7 @@ __all__ = ["pair_values", "balanced_metric", "run_donaldson"]
 
 def pair_values(b, z, *, chunk: int = 4096) -> np.ndarray:
     """(n, n_functions): s^T H^{(a)} s̄ at the points (no |z|^{2k} normalisation)."""
-    from ntkflow.flows.algebra import _powers
+    from ntkflow.cy.algebra import _powers
 
     n, nc = z.shape
     out = np.empty((n, b.n_functions))
@@ -84,8 +84,8 @@ def run_donaldson(config, out_dir=None, *, quiet=False):
     """``ntkflow cy --method donaldson --k K``: balanced metric of degree k, same data/evaluation."""
     import os
 
-    from ntkflow.flows.cy import CYResult, _printer, choose_basis, evaluate_model, finish_outputs, make_manifold
-    from ntkflow.flows.model import DonaldsonModel
+    from ntkflow.cy.job import CYResult, _printer, choose_basis, evaluate_model, finish_outputs, make_manifold
+    from ntkflow.cy.model import DonaldsonModel
     from ntkflow.manifolds import fs_det, sample, sigma
 
     log = _printer(quiet)

@@ -6,8 +6,8 @@ import pytest
 from scipy.linalg import expm
 
 import ntkflow  # noqa: F401
-from ntkflow.flows import algebra
-from ntkflow.flows.memorise import MemoriseConfig, donaldson_target, memorise
+from ntkflow.cy import algebra
+from ntkflow.experiments.memorise import MemoriseConfig, donaldson_target, memorise
 from ntkflow.manifolds import fs_pullback, preset, sample, sigma
 
 
@@ -77,7 +77,7 @@ def test_bad_arguments_name_the_argument(setup):
 
 def test_potential_target_is_chart_free_and_memorised(setup):
     """φ = K_D − K_FS is a function on P^n: the same value at z and λz; MSE memorises it too."""
-    from ntkflow.flows.memorise import donaldson_potential
+    from ntkflow.experiments.memorise import donaldson_potential
     from ntkflow.manifolds import pointset_from_points
 
     tr, te, target = setup

@@ -10,7 +10,7 @@ import pytest
 import ntkflow  # noqa: F401
 from ntkflow.engine import ProjectiveGaussian, ProjectivePower, kernel_operator
 from ntkflow.engine.kernels.kahler import KahlerMetricKernel, kahler_points
-from ntkflow.flows.gaussian_flow import (GaussianFlowConfig, GaussianKahlerFlow, pack_hermitian,
+from ntkflow.experiments.gaussian_flow import (GaussianFlowConfig, GaussianKahlerFlow, pack_hermitian,
                                          unpack_hermitian)
 from ntkflow.manifolds import preset, sample
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntkflow.flows import algebra
-from ntkflow.flows.basis import PairBasis
+from ntkflow.cy import algebra
+from ntkflow.cy.basis import PairBasis
 
 __all__ = ["BergmanModel", "DonaldsonModel", "load", "as_pointset", "MODEL_FORMAT"]
 
@@ -172,8 +172,8 @@ class BergmanModel(_Model):
         return g_fn
 
     def gfun(self):
-        """Holomorphic extension of the metric (for :mod:`ntkflow.flows.curvature`)."""
-        from ntkflow.flows.curvature import bergman_gfun
+        """Holomorphic extension of the metric (for :mod:`ntkflow.cy.curvature`)."""
+        from ntkflow.cy.curvature import bergman_gfun
 
         return bergman_gfun(self.basis)
 
@@ -255,7 +255,7 @@ class DonaldsonModel(_Model):
         return g_fn
 
     def gfun(self):
-        from ntkflow.flows.curvature import donaldson_gfun
+        from ntkflow.cy.curvature import donaldson_gfun
 
         return donaldson_gfun(self.basis)
 
@@ -299,9 +299,9 @@ def load(directory):
     manifold = Hypersurface.from_spec(spec)
     kind = meta.get("kind")
     if kind == "network" and kind not in _KINDS:
-        from ntkflow.flows import network  # noqa: F401  (registers the kind)
+        from ntkflow.cy import network  # noqa: F401  (registers the kind)
     if kind == "dual-kernel" and kind not in _KINDS:
-        from ntkflow.flows import dual  # noqa: F401  (registers the kind)
+        from ntkflow.cy import dual  # noqa: F401  (registers the kind)
     if kind not in _KINDS:
         raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(_KINDS)}.")
     return _KINDS[kind]._from_payload(manifold, meta, arrays)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import ntkflow
-from ntkflow.flows import CYConfig, algebra, basis, run_cy
-from ntkflow.flows import gauss_newton as gn
-from ntkflow.flows import literal
+from ntkflow.cy import CYConfig, algebra, basis, run_cy
+from ntkflow.cy import gauss_newton as gn
+from ntkflow.experiments import literal
 from ntkflow.manifolds import preset, sample
 
 
@@ -21,7 +21,7 @@ def test_donaldson_reproduces_dklr_sigma_curve():
 
 
 def test_balanced_metric_is_a_fixed_point_of_T():
-    from ntkflow.flows.donaldson import balanced_metric, pair_values
+    from ntkflow.cy.donaldson import balanced_metric, pair_values
 
     m = preset("fermat-quintic")
     ps = sample(m, 4000, seed=2)
@@ -29,7 +29,7 @@ def test_balanced_metric_is_a_fixed_point_of_T():
     g, hist = balanced_metric(b, ps.points, ps.weights, iterations=25)
     G = b.hermitian(g)
     # T(G) = N_k/Vol ∫ s s†/F must equal G^{-T}: check on the full matrix, by direct quadrature
-    from ntkflow.flows.algebra import _powers
+    from ntkflow.cy.algebra import _powers
 
     pw = _powers(ps.points, 3)
     s = np.prod(pw[:, np.arange(5)[None, :], b.exponents], axis=-1)
@@ -43,7 +43,7 @@ def test_balanced_metric_is_a_fixed_point_of_T():
 
 
 def _norms(b):
-    from ntkflow.flows.donaldson import _frob_norms
+    from ntkflow.cy.donaldson import _frob_norms
 
     return _frob_norms(b)
 

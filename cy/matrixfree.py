@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 
-from ntkflow.flows import algebra, basis as basis_mod
+from ntkflow.cy import algebra, basis as basis_mod
 
 __all__ = ["PrimalProblem", "run_matrix_free", "lm_update", "LINKS"]
 
@@ -38,7 +38,7 @@ LINKS = ("identity", "log")
 
 def section_features(z, jac, exponents, *, xp=np):
     """s (n, N) degree-k monomials and X (n, d, N), X_α = P(∇s_α − k s_α z̄/|z|²), with the array
-    module ``xp`` (numpy or jax.numpy: the same formulas as :func:`ntkflow.flows.algebra.section_features`,
+    module ``xp`` (numpy or jax.numpy: the same formulas as :func:`ntkflow.cy.algebra.section_features`,
     which is the reference in the tests)."""
     exps = np.asarray(exponents)
     k = int(exps[0].sum())
@@ -382,8 +382,8 @@ def lm_update(prob, v, step, loss0: float, loss: float, lam: float):
 
 def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
     """``ntkflow cy`` on a manifold without usable symmetry: primal matrix-free Gauss–Newton."""
-    from ntkflow.flows.cy import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
-    from ntkflow.flows.model import BergmanModel, DonaldsonModel
+    from ntkflow.cy.job import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
+    from ntkflow.cy.model import BergmanModel, DonaldsonModel
     from ntkflow.manifolds import fs_det, sigma
 
     t_start = time.perf_counter() if t_start is None else t_start
@@ -477,7 +477,7 @@ def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None,
 
 def _hermitian_basis(H, exps, k):
     """One-function PairBasis for φ = s†Hs/|z|^{2k} (half pairs α ≤ β)."""
-    from ntkflow.flows.basis import PairBasis
+    from ntkflow.cy.basis import PairBasis
 
     nk = len(exps)
     a, b = np.triu_indices(nk)

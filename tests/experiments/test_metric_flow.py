@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import ntkflow  # noqa: F401
-from ntkflow.flows import algebra
-from ntkflow.flows.metric_flow import (
+from ntkflow.cy import algebra
+from ntkflow.experiments.metric_flow import (
     MetricFlowConfig,
     MetricFlowProblem,
     kahler_defect,
@@ -84,7 +84,7 @@ def test_kahler_defect_matches_closed_forms(points):
     _, te = points
     sub = te[:30]
     # Donaldson balanced metric (K = log(s†Gs)/(kπ)): closed
-    from ntkflow.flows.memorise import donaldson_target
+    from ntkflow.experiments.memorise import donaldson_target
 
     don = donaldson_target(sub.manifold, te, 2, iterations=3)
     assert kahler_defect(don.metric, sub)["ratio"] < 1e-7

@@ -8,8 +8,8 @@ import pytest
 
 import ntkflow
 from ntkflow.engine import ProjectiveGaussian, ProjectiveMixture, ProjectivePower
-from ntkflow.flows import dual
-from ntkflow.flows import matrixfree as mf
+from ntkflow.cy import dual
+from ntkflow.cy import matrixfree as mf
 from ntkflow.manifolds import fs_det, preset, sample, sigma
 
 
@@ -49,7 +49,7 @@ def test_lazy_jacobian_products_equal_autodiff_reference_and_are_adjoint(quintic
     rng = np.random.default_rng(0)
     alpha = 2e-2 * rng.normal(size=len(centers))
     hess = _autodiff_hessians(base, ps.points, ps.jacobian, centers)  # independent reference
-    gfs = np.asarray(ntkflow.flows.algebra.fs_pulled(ps.points, ps.jacobian))
+    gfs = np.asarray(ntkflow.cy.algebra.fs_pulled(ps.points, ps.jacobian))
     g_ref = gfs + np.einsum("nmab,m->nab", hess, alpha) / np.pi
     ginv = np.linalg.inv(g_ref)
     J_ref = np.real(np.einsum("nba,nmab->nm", ginv, hess)) / np.pi
@@ -174,7 +174,7 @@ def test_run_dual_writes_outputs_and_the_model_loads_back(tmp_path, quintic_poin
 
 
 def test_run_cy_dual_path_and_cli_options(tmp_path):
-    from ntkflow.flows.cy import CYConfig, run_cy
+    from ntkflow.cy.job import CYConfig, run_cy
 
     cfg = CYConfig(kernel="mixture", k=3, s2=0.5, centers=30, n_train=200, n_test=200, max_iter=2, n_curvature=0)
     res = run_cy(cfg, str(tmp_path), quiet=True)
@@ -201,7 +201,7 @@ def test_bad_input_names_the_argument(quintic_points):
         dual.DualProblem(ProjectiveGaussian(0.2), ps.points[:, :3], ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq))
     with pytest.raises(ValueError, match="centers"):
         dual.select_dual_centers(ProjectiveGaussian(0.2), ps, dual.DualConfig(centers=50))
-    from ntkflow.flows.cy import CYConfig
+    from ntkflow.cy.job import CYConfig
 
     with pytest.raises(ValueError, match="kernel"):
         CYConfig(kernel="rbf")

@@ -2,7 +2,7 @@
 
 Kernel Θ(z, w) = exp((u − 1)/s²), u = |⟨z, w⟩|²/(|z|²|w|²) (:class:`ntkflow.engine.ProjectiveGaussian`).
 Metric g = g_FS + ∂∂̄φ pulled back to X (g_FS = (1/π)∂∂̄log|z|², the repository's convention; φ here is
-(1/π) times the φ of :mod:`ntkflow.flows.cy`). Loss over the training points x (weights w_x, n points)
+(1/π) times the φ of :mod:`ntkflow.cy.job`). Loss over the training points x (weights w_x, n points)
 
     L = Σ_x ŵ_x ℓ(g_x),  ŵ = w/Σw (the weighted mean),   ℓ = (log det g − log|Ω|² − c)²   (``loss="log"``)
                                  ℓ = (1 − η/κ)², η = det g/|Ω|²  (``loss="sigma2"``, the talk's l_σ squared)

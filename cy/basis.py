@@ -240,7 +240,7 @@ def invariant_basis(n_coords: int, k: int, symmetry: Symmetry | None = None) -> 
     Functions are real parts (and, without conjugation symmetry, imaginary parts) of orbit sums
     Σ_{γ∈Γ} z^{γI} z̄^{γJ} / |z|^{2k} over pairs (I,J) fixed by the phase group.  The constant
     function and functions vanishing on the hypersurface are NOT removed here: that is done
-    numerically on the sample points (see :func:`ntkflow.flows.algebra.whiten`).
+    numerically on the sample points (see :func:`ntkflow.cy.algebra.whiten`).
     """
     k = positive_int("k", k)
     n = positive_int("n_coords", n_coords)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import ntkflow  # noqa: F401  (x64)
-from ntkflow.flows import algebra, basis
+from ntkflow.cy import algebra, basis
 
 
 def _wirtinger_hessian(f, z):

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntkflow.flows import gauss_newton as gn
+from ntkflow.cy import gauss_newton as gn
 
 __all__ = ["rkhs_gram_diagonal", "FlowRun", "literal_flow", "ntk_spectrum"]
 
@@ -58,7 +58,7 @@ def literal_flow(problem: gn.MAProblem, gram_diag: np.ndarray, t_max: float, *, 
     """Integrate dθ/dt = −D⁻¹∇L (θ = coefficients and c₀; D for c₀ is 1) with scipy's solve_ivp."""
     from scipy.integrate import solve_ivp
 
-    from ntkflow.flows.cy import sigma_of
+    from ntkflow.cy.job import sigma_of
 
     dinv = np.r_[1.0 / gram_diag, 1.0]
     st = gn.initial_state(problem, gn.LMConfig())

@@ -2,8 +2,8 @@ r"""The talk's memorisation claim: an infinite-width network trained with mean-s
 (learns perfectly) a target metric at the training points.
 
 Target: a Kähler metric g* on X given by a model (e.g. Donaldson's balanced metric,
-:class:`ntkflow.flows.DonaldsonModel`), through its d² packed real components y(x) = pack g*(x) in each
-point's reference chart (:mod:`ntkflow.flows.algebra`). Network: metric components f(x) ∈ R^{d²} with
+:class:`ntkflow.cy.DonaldsonModel`), through its d² packed real components y(x) = pack g*(x) in each
+point's reference chart (:mod:`ntkflow.cy.algebra`). Network: metric components f(x) ∈ R^{d²} with
 the infinite-width metric-NTK δ_ab Θ(x, x') (no mixing; Θ a scalar projective kernel), started at
 f_0 = pack g_FS (or 0). Gradient flow of ½‖f(X) − y‖² with learning rate η has the closed form
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntkflow._checks import increasing_times, positive_float, positive_int
-from ntkflow.flows import algebra
+from ntkflow.cy import algebra
 
 __all__ = ["MemoriseConfig", "MemoriseResult", "memorise", "donaldson_target", "donaldson_potential"]
 
@@ -91,9 +91,9 @@ class MemoriseResult:
 
 def donaldson_target(manifold, train_ps, k: int, *, iterations: int = 12):
     """Donaldson's balanced metric of degree k (T-operator on ``train_ps``) as a DonaldsonModel."""
-    from ntkflow.flows.basis import detect_symmetry, invariant_basis
-    from ntkflow.flows.donaldson import balanced_metric
-    from ntkflow.flows.model import DonaldsonModel
+    from ntkflow.cy.basis import detect_symmetry, invariant_basis
+    from ntkflow.cy.donaldson import balanced_metric
+    from ntkflow.cy.model import DonaldsonModel
 
     k = positive_int("k", k)
     sym = detect_symmetry(manifold.exponents, manifold.coefficients)
@@ -133,7 +133,7 @@ def memorise(train_ps, test_ps, target, config: MemoriseConfig = MemoriseConfig(
         config: :class:`MemoriseConfig`.
     """
     from ntkflow.engine import kernel_operator
-    from ntkflow.flows.metric_flow import MetricFlowConfig, make_kernel
+    from ntkflow.experiments.metric_flow import MetricFlowConfig, make_kernel
     from ntkflow.manifolds import PointSet, fs_pullback
     from ntkflow.solvers import cg, ntk_flow
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ntkflow.flows.model import _Model, register_kind
+from ntkflow.cy.model import _Model, register_kind
 
 __all__ = ["NetworkModel", "run_network"]
 
@@ -86,7 +86,7 @@ class NetworkModel(_Model):
         import jax
         import jax.numpy as jnp
 
-        from ntkflow.flows.model import as_pointset
+        from ntkflow.cy.model import as_pointset
 
         ps = as_pointset(self.manifold, z)
         phi = np.asarray(jax.vmap(lambda u: _phi(self.params, u))(jnp.asarray(ps.points)))
@@ -118,7 +118,7 @@ def run_network(config, out_dir=None, *, quiet=False, resume=False):
     import jax.numpy as jnp
     import optax
 
-    from ntkflow.flows.cy import CYResult, _printer, evaluate_model, finish_outputs, make_manifold, sigma_of
+    from ntkflow.cy.job import CYResult, _printer, evaluate_model, finish_outputs, make_manifold, sigma_of
     from ntkflow.manifolds import fs_det, sample, sigma
 
     log = _printer(quiet)

@@ -2,9 +2,9 @@
 import numpy as np
 
 import ntkflow  # noqa: F401
-from ntkflow.flows import algebra, basis
-from ntkflow.flows import gauss_newton as gn
-from ntkflow.flows import matrixfree as mf
+from ntkflow.cy import algebra, basis
+from ntkflow.cy import gauss_newton as gn
+from ntkflow.cy import matrixfree as mf
 from ntkflow.manifolds import preset, sample
 
 
@@ -87,7 +87,7 @@ def test_whitening_drops_exactly_the_defining_polynomial():
     """At degree 5 the quintic Q is a section that vanishes on X: the Monte-Carlo Gram of the
     monomials has Q's coefficient vector as its one null direction, whitening drops exactly that one,
     and the whitened model space still contains every other degree-5 function."""
-    from ntkflow.flows.cy import random_quintic
+    from ntkflow.cy.job import random_quintic
 
     m = random_quintic(3)
     ps = sample(m, 1500, seed=4)
@@ -146,7 +146,7 @@ def test_jax_backend_equals_numpy_backend():
 def test_section_features_match_the_algebra_reference_on_both_array_modules():
     import jax.numpy as jnp
 
-    from ntkflow.flows.cy import random_quintic
+    from ntkflow.cy.job import random_quintic
 
     ps = sample(random_quintic(1), 64, seed=2)
     exps = basis.monomials(5, 4)
@@ -159,7 +159,7 @@ def test_section_features_match_the_algebra_reference_on_both_array_modules():
 
 # ---- log link: K = (1/(kπ)) log s†Hs -----------------------------------------------------------
 def _log_problem(n=200, k=2, whiten=True, seed=31, backend="numpy"):
-    from ntkflow.flows.cy import random_quintic
+    from ntkflow.cy.job import random_quintic
 
     ps = sample(random_quintic(2), n, seed=seed)
     prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), k, whiten=whiten,
@@ -187,8 +187,8 @@ def test_log_link_at_the_multinomial_H_is_fubini_study():
 def test_log_link_metric_equals_the_donaldson_model():
     """The matrix-free log-link metric is the algebraic metric (1/(kπ))∂∂̄ log s†Hs that
     flows/model.py's DonaldsonModel computes on its own (different code, same H)."""
-    from ntkflow.flows.matrixfree import _hermitian_basis
-    from ntkflow.flows.model import DonaldsonModel
+    from ntkflow.cy.matrixfree import _hermitian_basis
+    from ntkflow.cy.model import DonaldsonModel
 
     ps, prob = _log_problem(k=3)
     rng = np.random.default_rng(4)
@@ -267,7 +267,7 @@ def test_link_is_checked():
 
 def test_blockwise_host_products_equal_the_one_block_products():
     """block=37 (host products over point blocks, Y and Z0 rebuilt per block) = one block, both links."""
-    from ntkflow.flows.cy import random_quintic
+    from ntkflow.cy.job import random_quintic
 
     ps = sample(random_quintic(1), 150, seed=12)
     args = (ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2)

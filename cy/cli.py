@@ -12,7 +12,7 @@ __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from ntkflow.flows.cy import CYConfig
+    from ntkflow.cy.job import CYConfig
 
     d = CYConfig()
     p = subparsers.add_parser(
@@ -80,11 +80,11 @@ def register(subparsers) -> None:
 
 
 def _run_cy(args) -> int:
-    from ntkflow.flows.cy import CYConfig, run_cy
+    from ntkflow.cy.job import CYConfig, run_cy
 
     hyp = args.hypersurface
     if args.random_quintic is not None:
-        from ntkflow.flows.cy import random_quintic
+        from ntkflow.cy.job import random_quintic
 
         os.makedirs(args.output, exist_ok=True)
         m = random_quintic(args.random_quintic)
@@ -103,7 +103,7 @@ def _run_cy(args) -> int:
     if args.k is None:
         from dataclasses import replace
 
-        from ntkflow.flows.cy import default_k, make_manifold
+        from ntkflow.cy.job import default_k, make_manifold
 
         k, why = default_k(make_manifold(cfg), cfg)
         cfg = replace(cfg, k=k)
@@ -125,8 +125,8 @@ def _coeffs(text):
 def _run_eval(args) -> int:
     import numpy as np
 
-    from ntkflow.flows.cy import _jsonable, evaluate_model
-    from ntkflow.flows.model import load
+    from ntkflow.cy.job import _jsonable, evaluate_model
+    from ntkflow.cy.model import load
     from ntkflow.manifolds import load_points
 
     model = load(args.model)

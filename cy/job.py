@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int
-from ntkflow.flows import algebra, basis as basis_mod
-from ntkflow.flows import gauss_newton as gn
+from ntkflow.cy import algebra, basis as basis_mod
+from ntkflow.cy import gauss_newton as gn
 
 __all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file", "default_k"]
 
@@ -228,7 +228,7 @@ def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None
         sub = ps[: min(n_curvature, len(ps))]
         t1 = time.perf_counter()
         if hasattr(model, "gfun"):
-            from ntkflow.flows.curvature import holomorphic_curvature
+            from ntkflow.cy.curvature import holomorphic_curvature
 
             curv = holomorphic_curvature(sub.manifold, model.gfun(), sub, batch=64)
         else:
@@ -389,15 +389,15 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     ``on_iteration(state)`` is called after each LM iteration and its checkpoint (tests use it to
     simulate an interruption by raising KeyboardInterrupt)."""
     if config.method == "donaldson":
-        from ntkflow.flows.donaldson import run_donaldson
+        from ntkflow.cy.donaldson import run_donaldson
 
         return run_donaldson(config, out_dir, quiet=quiet)
     if config.method == "network":
-        from ntkflow.flows.network import run_network
+        from ntkflow.cy.network import run_network
 
         return run_network(config, out_dir, quiet=quiet, resume=resume)
     from ntkflow.manifolds import sample
-    from ntkflow.flows.model import BergmanModel
+    from ntkflow.cy.model import BergmanModel
 
     log = _printer(quiet)
     timings = {}
@@ -411,7 +411,7 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     train, test = ps.split(config.n_train)
     timings["sample"] = time.perf_counter() - t
     if config.kernel != "bergman":
-        from ntkflow.flows.dual import run_dual
+        from ntkflow.cy.dual import run_dual
 
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {config.kernel}, dual (kernel) form")
         log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
@@ -429,7 +429,7 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
                "--link log (the symmetric basis is linear in φ; the log link runs on the full Hermitian H)")
         log(f"  {why}: using the matrix-free primal Gauss–Newton "
             f"(primal form: u^{config.k} has a finite feature space, cost independent of the number of centres)")
-        from ntkflow.flows.matrixfree import run_matrix_free
+        from ntkflow.cy.matrixfree import run_matrix_free
 
         return run_matrix_free(config, m, train, test, out_dir, log=log, t_start=t_start, resume=resume)
     log(f"  solver: primal form (u^{config.k} has a finite feature space), dense Levenberg–Marquardt on "

@@ -1,7 +1,7 @@
 r"""The talk's Kähler *metric* flow: a frozen infinite-width metric-NTK acting on metric components.
 
 A network that outputs the d×d Hermitian metric g_{ij̄}(x) of the hypersurface X directly (its d²
-real components, packed as in :mod:`ntkflow.flows.algebra`: [diag, Re upper, Im upper]) has, at
+real components, packed as in :mod:`ntkflow.cy.algebra`: [diag, Re upper, Im upper]) has, at
 infinite width, the metric-NTK Θ_{ij̄kl̄}(x, x') = δ_ik δ_jl Θ(x, x') (no mixing of components;
 :class:`ntkflow.engine.NoMixing`) with Θ a scalar kernel on the points (here the projective Gaussian
 exp((u − 1)/s²) or u^k, u = |⟨z, z'⟩|²/(|z|²|z'|²)). Gradient flow of the Monge–Ampère loss
@@ -21,7 +21,7 @@ g_0 + span_x' Θ(·, x'): g_t(x) = g_FS(x) + Σ_j Θ(x, x_j) α_j(t), α_j ∈ R
 
 This is integrated with :func:`scipy.integrate.solve_ivp` (one lazy Θ(X, X) product with d² columns
 per right-hand side). Gradient of log det in packed coordinates: ∂ log det g/∂ pack(g) =
-τ ∘ pack(g^{-1}) with τ = :func:`~ntkflow.flows.algebra.trace_weights` (tr(AB) = ⟨pack A, τ∘pack B⟩).
+τ ∘ pack(g^{-1}) with τ = :func:`~ntkflow.cy.algebra.trace_weights` (tr(AB) = ⟨pack A, τ∘pack B⟩).
 
 Fixed point. Every training point only sees r_i = log det g(x_i) − log κ|Ω_i|², so the flow stops
 when r = 0 pointwise (σ_train → 0). The linearised flow is dr/dt = −(2/n)(Θ ∘ V Vᵀ) W r with
@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntkflow._checks import increasing_times, positive_float, positive_int
-from ntkflow.flows import algebra
+from ntkflow.cy import algebra
 
 __all__ = [
     "MetricFlowConfig",
@@ -229,7 +229,7 @@ class KernelMetric:
         return np.asarray(B.mm(np.ascontiguousarray(self.alpha)))
 
     def metric(self, ps) -> np.ndarray:
-        from ntkflow.flows.model import as_pointset
+        from ntkflow.cy.model import as_pointset
         from ntkflow.manifolds import fs_pullback
 
         ps = as_pointset(self.manifold, ps)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import ntkflow
-from ntkflow.flows import CYConfig, run_cy
+from ntkflow.cy import CYConfig, run_cy
 from ntkflow.manifolds import preset, sample, save_points
 
 
@@ -99,7 +99,7 @@ def test_saved_model_roundtrip_and_eval_cli(tmp_path, capsys):
 def test_holomorphic_curvature_matches_manifolds_autodiff():
     """The fast holomorphic-derivative curvature equals the generic real-autodiff one (FS here; the
     learned metric in the slow test below)."""
-    from ntkflow.flows.curvature import fs_gfun, holomorphic_curvature
+    from ntkflow.cy.curvature import fs_gfun, holomorphic_curvature
     from ntkflow.manifolds import curvature
 
     m = preset("fermat-quintic")
@@ -112,7 +112,7 @@ def test_holomorphic_curvature_matches_manifolds_autodiff():
 
 @pytest.mark.slow
 def test_holomorphic_curvature_of_learned_metric_matches_generic_autodiff():
-    from ntkflow.flows.curvature import holomorphic_curvature
+    from ntkflow.cy.curvature import holomorphic_curvature
     from ntkflow.manifolds import curvature
 
     m = preset("fermat-quintic")
@@ -146,7 +146,7 @@ def test_config_validation_messages():
 def test_hypersurface_files_and_automatic_symmetry(tmp_path):
     """Monomials + coefficients files (json and text) give the same manifold; the Fermat cubic keeps its
     symmetry, a random cubic gets the plain basis."""
-    from ntkflow.flows.cy import choose_basis, load_hypersurface_file
+    from ntkflow.cy.job import choose_basis, load_hypersurface_file
 
     js = tmp_path / "c.json"
     js.write_text(json.dumps({"exponents": [[3, 0, 0], [0, 3, 0], [0, 0, 3]], "coefficients": [1, 1, [1, 0]]}))
@@ -158,7 +158,7 @@ def test_hypersurface_files_and_automatic_symmetry(tmp_path):
     cfg = CYConfig(hypersurface=str(js), k=6)
     basis_sym, sym = choose_basis(a, cfg)
     assert len(sym.perms) == 6 and sym.conjugation
-    from ntkflow.flows import random_quintic
+    from ntkflow.cy import random_quintic
 
     rq = random_quintic(0)
     b_rq, sym_rq = choose_basis(rq, CYConfig(k=2))
@@ -192,7 +192,7 @@ def test_log_link_job_saves_an_algebraic_metric_whose_sigma_matches_the_report(t
 
 
 def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
-    from ntkflow.flows import matrixfree as mf
+    from ntkflow.cy import matrixfree as mf
 
     ps = sample(preset("fermat-quintic"), 4000, seed=3)
     prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2)
@@ -203,8 +203,8 @@ def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
 
 
 def test_default_degree_follows_the_points_only_without_symmetry():
-    from ntkflow.flows import random_quintic
-    from ntkflow.flows.cy import default_k
+    from ntkflow.cy import random_quintic
+    from ntkflow.cy.job import default_k
 
     fermat = preset("fermat-quintic")
     assert default_k(fermat, CYConfig(n_train=100_000)) == (12, "")

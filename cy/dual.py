@@ -4,11 +4,11 @@
 pivoted Cholesky, :func:`ntkflow.solvers.select_centers`), for any projective kernel k(z, w) = f(u),
 u = |⟨z, w⟩|²/(|z|²|w|²): :class:`~ntkflow.engine.ProjectiveGaussian` exp((u − 1)/s²) and
 :class:`~ntkflow.engine.ProjectiveMixture` Σ a_j u^j (infinite / large feature spaces, where the primal
-form of :mod:`ntkflow.flows.matrixfree` does not exist or is too large), and
+form of :mod:`ntkflow.cy.matrixfree` does not exist or is too large), and
 :class:`~ntkflow.engine.ProjectivePower` u^k (the primal Bergman space; used by the tests to check that
 both forms reach the same metric).
 
-Convention (as :mod:`ntkflow.flows.matrixfree` / :mod:`ntkflow.flows.model`): g = g_FS + (1/π)∂∂̄φ
+Convention (as :mod:`ntkflow.cy.matrixfree` / :mod:`ntkflow.cy.model`): g = g_FS + (1/π)∂∂̄φ
 pulled back to X, g_FS = (1/π)∂∂̄ log|z|², r(x) = log det g(x) − log|Ω|²(x) − c, loss = mean_x(w_x r_x²)
 with w = weights/mean(weights).
 
@@ -40,7 +40,7 @@ compare both against an independent autodiff reference.
 Gauss–Newton step (θ = (α, c)): (JᵀWJ/n + λD + μK̃) δ = −JᵀWr/n − μK̃θ, D = diag(JᵀWJ/n) (Jacobi),
 K̃ = K_mm (the RKHS Gram of the centres, μ = ``ridge`` ≥ 0: the penalty μ‖φ‖²_H) on the α block, solved
 by preconditioned CG (:func:`ntkflow.solvers.cg`); acceptance as in
-:func:`ntkflow.flows.matrixfree.run_matrix_free` (loss decrease, g positive definite at every point).
+:func:`ntkflow.cy.matrixfree.run_matrix_free` (loss decrease, g positive definite at every point).
 """
 from __future__ import annotations
 
@@ -53,8 +53,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int, time_budget
-from ntkflow.flows.model import _Model, as_pointset, register_kind
-from ntkflow.flows.matrixfree import lm_update
+from ntkflow.cy.model import _Model, as_pointset, register_kind
+from ntkflow.cy.matrixfree import lm_update
 
 __all__ = ["DualConfig", "DualProblem", "DualKernelModel", "run_dual", "make_kernel", "choose_form",
            "KERNELS", "CENTER_METHODS"]
@@ -144,7 +144,7 @@ class DualConfig:
 
     @classmethod
     def from_cy(cls, config) -> "DualConfig":
-        """The dual settings of a :class:`ntkflow.flows.cy.CYConfig` (``kernel`` ≠ "bergman")."""
+        """The dual settings of a :class:`ntkflow.cy.job.CYConfig` (``kernel`` ≠ "bergman")."""
         return cls(kernel=config.kernel, s2=config.s2, coeffs=tuple(config.mixture_coeffs), k=config.k,
                    centers=config.centers, centers_method=config.centers_method, seed=config.seed,
                    max_iter=config.max_iter, lam0=config.lam0 if config.lam0 > 0 else 1e-3, gtol=config.gtol,
@@ -336,7 +336,7 @@ def dual_metric(base, centers, alpha, z, jac, *, tile: int = 256, gfs=None, with
     (n, d, N): (n, d, d) complex (and φ (n,) with ``with_potential``). One lazy pass over n × m."""
     import jax.numpy as jnp
 
-    from ntkflow.flows import algebra
+    from ntkflow.cy import algebra
 
     z = np.asarray(z, dtype=np.complex128)
     jac = np.asarray(jac, dtype=np.complex128)
@@ -375,7 +375,7 @@ class DualProblem:
     def __init__(self, base, centers, z, jac, weights, log_omega, *, jacobian: str = "auto",
                  dense_max_entries: int = 25_000_000, tile: int = 256):
         from ntkflow.engine.kernels.projective import _ProjectiveKernel
-        from ntkflow.flows import algebra
+        from ntkflow.cy import algebra
 
         if not isinstance(base, _ProjectiveKernel):
             raise TypeError(f"base: expected a projective kernel (ProjectiveGaussian, ProjectiveMixture, "
@@ -676,11 +676,11 @@ def _fingerprint(cfg: DualConfig) -> str:
 
 def run_dual(config, manifold, train, test, out_dir, *, log=print, t_start=None, resume: bool = False):
     """Dual-form Gauss–Newton on ``train``, σ on ``test``; writes the outputs of ``ntkflow cy`` to
-    ``out_dir`` (None: nothing written) and returns a :class:`ntkflow.flows.cy.CYResult`.
+    ``out_dir`` (None: nothing written) and returns a :class:`ntkflow.cy.job.CYResult`.
 
-    ``config``: a :class:`DualConfig` or a :class:`ntkflow.flows.cy.CYConfig` (with ``kernel`` ≠ bergman).
+    ``config``: a :class:`DualConfig` or a :class:`ntkflow.cy.job.CYConfig` (with ``kernel`` ≠ bergman).
     """
-    from ntkflow.flows.cy import CYConfig, CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
+    from ntkflow.cy.job import CYConfig, CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
     from ntkflow.manifolds import PointSet, fs_det, sigma
 
     cy_config = config if isinstance(config, CYConfig) else None

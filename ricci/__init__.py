@@ -1,0 +1,3 @@
+"""ntkflow.ricci: neural-network metric flows on Riemannian manifolds (tori Tⁿ, spheres Sⁿ) — the local
+limit (Perelman's Ricci flow), the finite-σ generalised Ricci flow of a frozen Gaussian kernel, and flows
+driven by the empirical metric-NTK of finite networks."""
