@@ -15,7 +15,7 @@ PY=${PY:-python3}
 mkdir -p "$OUT"
 if ! (cd / && $PY -c "import ntkflow.cy") 2>/dev/null; then
   PKG=$(mktemp -d); mkdir "$PKG/ntkflow"; cp -r ntkflow/. "$PKG/ntkflow/"
-  for p in engine solvers manifolds ntk flows; do ln -s "$PWD/$p" "$PKG/ntkflow/$p"; done
+  for p in engine solvers manifolds ntk cy ricci experiments; do ln -s "$PWD/$p" "$PKG/ntkflow/$p"; done
   export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null
