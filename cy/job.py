@@ -23,6 +23,7 @@ import numpy as np
 from ntkflow._checks import nonneg_float, positive_float, positive_int
 from ntkflow.cy import algebra, basis as basis_mod
 from ntkflow.cy import gauss_newton as gn
+from ntkflow.manifolds import sigma_weighted
 
 __all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file", "default_k"]
 
@@ -207,9 +208,9 @@ def random_quintic(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 
 
-def sigma_of(eta, w) -> float:
-    k = np.sum(w * eta) / np.sum(w)
-    return float(np.sum(w * np.abs(1.0 - eta / k)) / np.sum(w))
+#: σ from η and weights: the one implementation is ntkflow.manifolds.sigma_weighted (this name is kept
+#: for the callers in cy/ until they call it directly)
+sigma_of = sigma_weighted
 
 
 def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None) -> dict:

@@ -30,6 +30,7 @@ from .geometry import (
     mean_stderr,
     pullback,
     sigma,
+    sigma_weighted,
     to_chart,
     volume_cy,
     volume_kahler,
@@ -44,7 +45,7 @@ __all__ = [
     "preset", "PRESETS", "EULER_CHARACTERISTIC",
     "PointSet", "sample", "sample_reference", "roots_of_lines", "save_points", "load_points", "pointset_from_points",
     "chart_data", "build_jacobian",
-    "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "kappa", "volume_cy", "volume_kahler",
+    "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy", "volume_kahler",
     "integrate", "mean_stderr", "to_chart", "chart_jacobian",
     "Curvature", "curvature", "make_curvature_fn", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
 ]

@@ -19,7 +19,7 @@ from .charts import fs_det_from_chart, fs_pullback_from_chart
 from .pointset import PointSet, pointset_from_points
 
 __all__ = [
-    "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "kappa", "volume_cy",
+    "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy",
     "volume_kahler", "to_chart", "chart_jacobian", "mean_stderr", "integrate",
 ]
 
@@ -95,12 +95,30 @@ def kappa(ps: PointSet, det_g) -> float:
     return volume_kahler(ps, det_g) / volume_cy(ps)
 
 
+def sigma_weighted(eta, w) -> float:
+    r"""σ = Σ w |1 − η/⟨η⟩_w| / Σ w with ⟨η⟩_w = Σ w η / Σ w (the L¹ Monge–Ampère error).
+
+    ``eta`` (n,) η = det g/|Ω|² at the points, ``w`` (n,) their Monte-Carlo weights (any positive
+    normalisation: σ is invariant under η → aη, w → bw). NaN/inf in ``eta`` give NaN (a metric that is
+    not positive definite somewhere); the one σ of the package: every other σ calls this."""
+    e = np.asarray(eta, dtype=np.float64)
+    wt = np.asarray(w, dtype=np.float64)
+    if e.ndim != 1 or wt.shape != e.shape:
+        raise ValueError(f"eta, w: expected two 1-D arrays of the same length, received shapes {e.shape} and {wt.shape}.")
+    if e.size == 0:
+        raise ValueError("eta: received no points; σ needs at least one.")
+    total = np.sum(wt)
+    if not total > 0:
+        raise ValueError(f"w: the weights must have a positive sum, received sum {total!r}; pass the Monte-Carlo weights of the points.")
+    k = np.sum(wt * e) / total
+    return float(np.sum(wt * np.abs(1.0 - e / k)) / total)
+
+
 def sigma(ps: PointSet, det_g) -> float:
-    r"""σ = E_w|1 − η/⟨η⟩_w| = mean(w |1 − η Vol_CY/Vol_K|)/Vol_CY. 0 iff det g ∝ |Ω|² (Ricci-flat)."""
-    e = eta(ps, det_g)
-    w = ps.weights
-    k = np.mean(w * e) / np.mean(w)
-    return float(np.mean(w * np.abs(1.0 - e / k)) / np.mean(w))
+    r"""σ = E_w|1 − η/⟨η⟩_w| = mean(w |1 − η Vol_CY/Vol_K|)/Vol_CY. 0 iff det g ∝ |Ω|² (Ricci-flat).
+
+    ``det_g`` (n,): det of the pulled-back metric at the points of ``ps``; see :func:`sigma_weighted`."""
+    return sigma_weighted(eta(ps, det_g), ps.weights)
 
 
 def integrate(ps: PointSet, density) -> tuple[float, float]:
