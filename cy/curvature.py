@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 # the Levi-Civita symbol, the c_m contraction and the batch loop are shared with the generic curvature code
-from ntkflow.manifolds.curvature import _batched, _chern_einsum, _levi_civita
+from ntkflow.manifolds import Curvature, chern_einsum, levi_civita, map_points
 
 __all__ = ["holomorphic_curvature"]
 
@@ -136,14 +136,12 @@ def holomorphic_curvature(manifold, gfun, ps, *, batch: int = 512):
     import jax
     import jax.numpy as jnp
 
-    from ntkflow.manifolds import Curvature
-
     m = manifold.dim
     qz, dqz = _poly_fns(manifold.exponents, manifold.coefficients)
     qw, dqw = _poly_fns(manifold.exponents, np.conj(manifold.coefficients))
     emb_z, emb_w = _chart(qz, dqz), _chart(qw, dqw)
-    eps = jnp.asarray(_levi_civita(m))
-    spec = _chern_einsum(m)
+    eps = jnp.asarray(levi_civita(m))
+    spec = chern_einsum(m)
 
     def per_point(z0, kept, elim):
         w0 = jnp.conj(z0)
@@ -169,7 +167,7 @@ def holomorphic_curvature(manifold, gfun, ps, *, batch: int = 512):
         c = jnp.einsum(spec, eps, eps, eps, *[T[k] for k in range(m)]) / jnp.pi ** m
         return g, jnp.real(1.0 / jnp.linalg.det(gi)) if m > 3 else jnp.real(_det(g)), ric, R, jnp.real(c)
 
-    cat = _batched(jax.jit(jax.vmap(per_point)), ps, batch)
+    cat = map_points(jax.jit(jax.vmap(per_point)), ps, batch)
     return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
 
 

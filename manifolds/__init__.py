@@ -8,12 +8,15 @@ autodiff. Conventions: ../shared/reference/cy-geometry.md.
 >>> round(sigma(ps, fs_det(ps)), 1)         # σ of the FS metric ≈ 0.373
 0.4
 """
+from .batching import map_batched, map_points
 from .charts import build_jacobian, chart_data
 from .curvature import (
     Curvature,
+    chern_einsum,
     curvature,
     euler_characteristic,
     fs_potential,
+    levi_civita,
     make_curvature_fn,
     metric_from_potential,
     ricci_measure,
@@ -47,5 +50,5 @@ __all__ = [
     "chart_data", "build_jacobian",
     "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy", "volume_kahler",
     "integrate", "mean_stderr", "to_chart", "chart_jacobian",
-    "Curvature", "curvature", "make_curvature_fn", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
+    "Curvature", "curvature", "make_curvature_fn", "levi_civita", "chern_einsum", "map_batched", "map_points", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
 ]

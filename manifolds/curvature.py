@@ -26,7 +26,6 @@ Curvature (G[a, b] = g_{ab̄}):
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,10 +33,11 @@ import numpy as np
 
 from ntkflow._checks import positive_int
 
+from .batching import map_points
 from .geometry import integrate
 from .pointset import PointSet
 
-__all__ = ["Curvature", "curvature", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential"]
+__all__ = ["Curvature", "curvature", "levi_civita", "chern_einsum", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential"]
 
 
 def fs_potential(z):
@@ -62,7 +62,8 @@ class Curvature:
     chern_top: np.ndarray
 
 
-def _levi_civita(m: int) -> np.ndarray:
+def levi_civita(m: int) -> np.ndarray:
+    """ε (m,)*m: the Levi-Civita symbol, +1/−1 on even/odd permutations of range(m), 0 elsewhere."""
     eps = np.zeros((m,) * m)
     for perm in itertools.permutations(range(m)):
         inv = sum(1 for i in range(m) for j in range(i + 1, m) if perm[i] > perm[j])
@@ -70,7 +71,8 @@ def _levi_civita(m: int) -> np.ndarray:
     return eps
 
 
-def _chern_einsum(m: int) -> str:
+def chern_einsum(m: int) -> str:
+    """The einsum spec of c_m ∝ Σ ε_b ε_c ε_d Π_k T[k, b_k, c_k, d_k] (operands ε, ε, ε, T[0], …, T[m−1])."""
     letters = iter("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
     B = [next(letters) for _ in range(m)]
     C = [next(letters) for _ in range(m)]
@@ -151,23 +153,6 @@ def _build_point_fn(manifold, potential: Callable | None, metric: Callable | Non
     return point_fn, metric_fn
 
 
-def _batched(fn, ps: PointSet, batch: int):
-    """Apply a jitted vmapped fn(points, kept, elim) over fixed-size batches (one compilation)."""
-    import jax.numpy as jnp
-
-    n = len(ps)
-    kept = ps.kept
-    outs = []
-    for s in range(0, n, batch):
-        e = min(n, s + batch)
-        idx = np.arange(s, s + batch)
-        idx[idx >= e] = e - 1  # pad the last batch to a fixed shape
-        res = fn(jnp.asarray(ps.points[idx]), jnp.asarray(kept[idx]), jnp.asarray(ps.elim[idx]))
-        res = res if isinstance(res, tuple) else (res,)
-        outs.append([np.asarray(a)[: e - s] for a in res])
-    return [np.concatenate(parts) for parts in zip(*outs)]
-
-
 def metric_from_potential(ps: PointSet, potential: Callable | None = None, *, batch: int = 4096) -> np.ndarray:
     """Pulled-back metric g_{ab̄} = ∂_a∂̄_b K(z(x)) = (P ∂∂̄K P†)_{ab̄} (n, m, m) complex128 in each point's
     chart, for a real JAX potential K(z) of one point's homogeneous coordinates (None → FS).
@@ -179,7 +164,7 @@ def metric_from_potential(ps: PointSet, potential: Callable | None = None, *, ba
     if potential is not None and not callable(potential):
         raise TypeError(f"potential: expected a JAX function, received {type(potential).__name__}.")
     _, metric_fn = _build_point_fn(ps.manifold, potential, None)
-    return _batched(jax.jit(jax.vmap(metric_fn)), ps, positive_int("batch", batch))[0]
+    return map_points(jax.jit(jax.vmap(metric_fn)), ps, positive_int("batch", batch))[0]
 
 
 def make_curvature_fn(manifold, potential: Callable | None = None, metric: Callable | None = None, batch: int = 1024):
@@ -195,8 +180,8 @@ def make_curvature_fn(manifold, potential: Callable | None = None, metric: Calla
     batch = positive_int("batch", batch)
     m = manifold.dim
     point_fn, _ = _build_point_fn(manifold, potential, metric)
-    eps = jnp.asarray(_levi_civita(m))
-    spec = _chern_einsum(m)
+    eps = jnp.asarray(levi_civita(m))
+    spec = chern_einsum(m)
 
     def per_point(z0, kept, elim):
         G, T = point_fn(z0, kept, elim)
@@ -213,7 +198,7 @@ def make_curvature_fn(manifold, potential: Callable | None = None, metric: Calla
             raise TypeError(f"ps: expected a PointSet, received {type(ps).__name__}.")
         if ps.manifold.n_coords != manifold.n_coords:
             raise ValueError(f"ps: points of {ps.manifold.name} do not match {manifold.name}.")
-        cat = _batched(fn, ps, batch)
+        cat = map_points(fn, ps, batch)
         return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
 
     return run
