@@ -35,6 +35,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntkflow._checks import positive_float, positive_int, time_budget
+from ntkflow.engine import ProjectiveGaussian, kernel_operator
+from ntkflow.engine.kernels.kahler import KahlerMetricKernel, f_derivative, kahler_points
+from ntkflow.manifolds import PointSet, fs_pullback, sample, sigma_weighted
 
 __all__ = ["GaussianFlowConfig", "GaussianFlowResult", "GaussianKahlerFlow", "pack_hermitian",
            "unpack_hermitian", "run_gaussian_flow"]
@@ -134,11 +137,6 @@ class GaussianFlowResult:
                 "reached_t": self.reached_t, "message": self.message}
 
 
-def _sigma(eta, w) -> float:
-    k = np.sum(w * eta) / np.sum(w)
-    return float(np.sum(w * np.abs(1.0 - eta / k)) / np.sum(w))
-
-
 class GaussianKahlerFlow:
     """The frozen-kernel flow dS/dt = −E(g_S) on a training ``PointSet`` (see the module docstring).
 
@@ -149,10 +147,6 @@ class GaussianKahlerFlow:
     """
 
     def __init__(self, train, config: GaussianFlowConfig = GaussianFlowConfig(), test=None):
-        from ntkflow.engine import ProjectiveGaussian, kernel_operator
-        from ntkflow.engine.kernels.kahler import KahlerMetricKernel, kahler_points
-        from ntkflow.manifolds import PointSet, fs_pullback
-
         if not isinstance(train, PointSet):
             raise TypeError(f"train: expected a PointSet (ntkflow.manifolds.sample), received {type(train).__name__}.")
         if test is not None and not isinstance(test, PointSet):
@@ -247,15 +241,13 @@ class GaussianKahlerFlow:
         det = np.real(np.linalg.det(g))
         if np.any(det <= 0):
             return float("nan")
-        return _sigma(det / ps.omega_sq, ps.weights)
+        return sigma_weighted(det / ps.omega_sq, ps.weights)
 
     # -- the potential (for checks) -------------------------------------------------------------
     def potential(self, S, points) -> np.ndarray:
         """φ(z) = Σ_{x'} Σ_kl S_kl(x') ∂̄'_k∂'_lΘ(z, x') at homogeneous points (m, N) (closed form
         Φ = h(u) b/(ZW) − u f'(u) τ/W of :mod:`ntkflow.engine.kernels.kahler`, one JAX pass)."""
         import jax.numpy as jnp
-
-        from ntkflow.engine.kernels.kahler import f_derivative
 
         N, d = self.train.manifold.n_coords, self.d
         z = jnp.asarray(np.asarray(points, dtype=np.complex128))
@@ -358,8 +350,6 @@ class GaussianKahlerFlow:
 def run_gaussian_flow(manifold, n_train: int, n_test: int, config: GaussianFlowConfig = GaussianFlowConfig(), *,
                       seed: int = 0, log=None):
     """Sample n_train + n_test points (seed), build the flow and run it; returns (flow, result)."""
-    from ntkflow.manifolds import sample
-
     n_train = positive_int("n_train", n_train)
     n_test = positive_int("n_test", n_test)
     ps = sample(manifold, n_train + n_test, seed=seed, progress=False)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkflow.cy import gauss_newton as gn
+from ntkflow.manifolds import sigma_weighted
 
 __all__ = ["rkhs_gram_diagonal", "FlowRun", "literal_flow", "ntk_spectrum"]
 
@@ -58,8 +59,6 @@ def literal_flow(problem: gn.MAProblem, gram_diag: np.ndarray, t_max: float, *, 
     """Integrate dθ/dt = −D⁻¹∇L (θ = coefficients and c₀; D for c₀ is 1) with scipy's solve_ivp."""
     from scipy.integrate import solve_ivp
 
-    from ntkflow.cy.job import sigma_of
-
     dinv = np.r_[1.0 / gram_diag, 1.0]
     st = gn.initial_state(problem, gn.LMConfig())
 
@@ -78,7 +77,7 @@ def literal_flow(problem: gn.MAProblem, gram_diag: np.ndarray, t_max: float, *, 
     for th in sol.y.T:
         losses.append(problem.loss(th))
         ld, _, ok = problem.logdet(th)
-        sigmas.append(sigma_of(np.exp(ld - problem.log_omega), problem.weights) if ok else np.nan)
+        sigmas.append(sigma_weighted(np.exp(ld - problem.log_omega), problem.weights) if ok else np.nan)
     return FlowRun(times=sol.t, loss=np.asarray(losses), sigma=np.asarray(sigmas), theta=sol.y.T,
                    seconds=secs, nfev=int(sol.nfev), message=str(sol.message))
 

@@ -26,6 +26,13 @@ import numpy as np
 
 from ntkflow._checks import increasing_times, positive_float, positive_int
 from ntkflow.cy import algebra
+from ntkflow.cy.basis import detect_symmetry, invariant_basis
+from ntkflow.cy.donaldson import balanced_metric
+from ntkflow.cy.model import DonaldsonModel
+from ntkflow.engine import kernel_operator
+from ntkflow.experiments.metric_flow import MetricFlowConfig, make_kernel
+from ntkflow.manifolds import PointSet, fs_pullback, sigma
+from ntkflow.solvers import cg, ntk_flow
 
 __all__ = ["MemoriseConfig", "MemoriseResult", "memorise", "donaldson_target", "donaldson_potential"]
 
@@ -91,10 +98,6 @@ class MemoriseResult:
 
 def donaldson_target(manifold, train_ps, k: int, *, iterations: int = 12):
     """Donaldson's balanced metric of degree k (T-operator on ``train_ps``) as a DonaldsonModel."""
-    from ntkflow.cy.basis import detect_symmetry, invariant_basis
-    from ntkflow.cy.donaldson import balanced_metric
-    from ntkflow.cy.model import DonaldsonModel
-
     k = positive_int("k", k)
     sym = detect_symmetry(manifold.exponents, manifold.coefficients)
     b = invariant_basis(manifold.n_coords, k, sym)
@@ -116,8 +119,6 @@ def _packed_metric(model, ps):
 
 
 def _sigma_packed(ps, F):
-    from ntkflow.manifolds import sigma
-
     return sigma(ps, np.real(np.linalg.det(algebra.unpack(F, ps.dim))))
 
 
@@ -132,11 +133,6 @@ def memorise(train_ps, test_ps, target, config: MemoriseConfig = MemoriseConfig(
             σ is NaN).
         config: :class:`MemoriseConfig`.
     """
-    from ntkflow.engine import kernel_operator
-    from ntkflow.experiments.metric_flow import MetricFlowConfig, make_kernel
-    from ntkflow.manifolds import PointSet, fs_pullback
-    from ntkflow.solvers import cg, ntk_flow
-
     for name, ps in (("train_ps", train_ps), ("test_ps", test_ps)):
         if not isinstance(ps, PointSet):
             raise TypeError(f"{name}: expected an ntkflow.manifolds.PointSet, received {type(ps).__name__}.")

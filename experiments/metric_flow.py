@@ -44,6 +44,10 @@ import numpy as np
 
 from ntkflow._checks import increasing_times, positive_float, positive_int
 from ntkflow.cy import algebra
+from ntkflow.cy.model import as_pointset
+from ntkflow.engine import NoMixing, ProjectiveGaussian, ProjectivePower, kernel_operator
+from ntkflow.manifolds import PointSet, fs_pullback, pointset_from_points, sigma
+from ntkflow.solvers import as_operator, cg
 
 __all__ = [
     "MetricFlowConfig",
@@ -108,8 +112,6 @@ class MetricFlowConfig:
 
 def make_kernel(config: MetricFlowConfig):
     """The scalar kernel Θ(x, x') of the config (a C*-invariant projective kernel)."""
-    from ntkflow.engine import ProjectiveGaussian, ProjectivePower
-
     if config.kernel == "gaussian":
         return ProjectiveGaussian(s2=config.s2)
     return ProjectivePower(k=config.power)
@@ -144,9 +146,6 @@ class MetricFlowProblem:
 
     @classmethod
     def build(cls, ps, config: MetricFlowConfig = MetricFlowConfig(), *, kappa: float | None = None):
-        from ntkflow.engine import NoMixing, kernel_operator
-        from ntkflow.manifolds import PointSet, fs_pullback
-
         if not isinstance(ps, PointSet):
             raise TypeError(f"ps: expected an ntkflow.manifolds.PointSet, received {type(ps).__name__}.")
         if not isinstance(config, MetricFlowConfig):
@@ -204,8 +203,6 @@ class MetricFlowProblem:
         return -(self.w[:, None] * grad) / self.n
 
     def sigma(self, G) -> float:
-        from ntkflow.manifolds import sigma
-
         return sigma(self.ps, np.real(np.linalg.det(algebra.unpack(G, self.ps.dim))))
 
 
@@ -223,15 +220,10 @@ class KernelMetric:
     backend: str = "jax"
 
     def packed_delta(self, ps) -> np.ndarray:
-        from ntkflow.engine import kernel_operator
-
         B = kernel_operator(self.kernel, ps.points, self.centres, backend=self.backend)
         return np.asarray(B.mm(np.ascontiguousarray(self.alpha)))
 
     def metric(self, ps) -> np.ndarray:
-        from ntkflow.cy.model import as_pointset
-        from ntkflow.manifolds import fs_pullback
-
         ps = as_pointset(self.manifold, ps)
         return fs_pullback(ps) + algebra.unpack(self.packed_delta(ps), ps.dim)
 
@@ -317,8 +309,6 @@ def fixed_point(problem: MetricFlowProblem, alpha, *, steps: int = 5, cg_rtol: f
     Each step solves (Θ ∘ V Vᵀ) c = −r by CG (the Schur product applied as v_i·(Θ (V∘c))_i, one lazy
     Θ product per iteration) and sets α ← α + s V∘c with s halved until the loss decreases.
     Returns (α, history of dicts: loss, σ train, CG iterations)."""
-    from ntkflow.solvers import as_operator, cg
-
     n, p = problem.n, problem.p
     alpha = np.asarray(alpha, dtype=float).reshape(n, p).copy()
     hist = []
@@ -371,8 +361,6 @@ def shifted_pointset(ps, delta, *, newton: int = 8):
 
     δ (n, d) complex displaces the kept coordinates; the eliminated one is re-solved from Q = 0 by
     Newton. Returns a PointSet built in the forced charts (weights copied)."""
-    from ntkflow.manifolds import pointset_from_points
-
     m = ps.manifold
     z = np.array(ps.points, dtype=np.complex128)
     rows = np.arange(len(z))
