@@ -12,6 +12,22 @@ import ntkflow as _ntkflow  # noqa: F401  (float64 default)
 
 from .cg import CGResult, CGStatus, as_operator, cg
 from .flow import FlowResult, ntk_flow
+from .least_squares import (
+    CGSolve,
+    CheckpointHook,
+    DenseSolve,
+    LeastSquaresProblem,
+    Linearisation,
+    LMConfig,
+    LMResult,
+    LMState,
+    LMStatus,
+    ProgressHook,
+    TimeBudgetHook,
+    levenberg_marquardt,
+    load_checkpoint,
+    time_budget,
+)
 from .nystrom import (
     FalkonPreconditioner,
     KRRResult,
@@ -33,6 +49,20 @@ __all__ = [
     "cg",
     "FlowResult",
     "ntk_flow",
+    "CGSolve",
+    "CheckpointHook",
+    "DenseSolve",
+    "LeastSquaresProblem",
+    "Linearisation",
+    "LMConfig",
+    "LMResult",
+    "LMState",
+    "LMStatus",
+    "ProgressHook",
+    "TimeBudgetHook",
+    "levenberg_marquardt",
+    "load_checkpoint",
+    "time_budget",
     "FalkonPreconditioner",
     "KRRResult",
     "NystromGram",

@@ -1,0 +1,721 @@
+"""Levenberg–Marquardt for weighted nonlinear least squares, with pluggable linear solves.
+
+Problem (a :class:`LeastSquaresProblem`): residuals r(θ) ∈ ℝᵐ of p parameters θ, positive weights W,
+an optional positive semi-definite ridge P (p × p) of weight μ ≥ 0:
+
+    F(θ) = L(θ) + μ θᵀPθ,        L(θ) = Σ_x w_x r_x(θ)² / m        (L = +inf where θ is infeasible)
+
+One step linearises r at θ (J = ∂r/∂θ, an engine ``LinearOperator`` of shape (m, p)) and solves
+
+    (JᵀWJ/m + λD + μP) δ = −(JᵀWr/m + μPθ)
+
+with D = I (``scaling="identity"``: whitened parameters) or D = diag(JᵀWJ)/m (``"marquardt"``).
+θ + δ is accepted when F decreases (an infeasible θ + δ has F = +inf and is rejected); λ ← max(λ·lam_down,
+min_lam) on acceptance, λ ← λ·lam_up on rejection, and a step retries with the larger λ up to
+``max_tries`` times or until λ > max_lam.  The run ends when the relative decrease of an accepted step
+(F_old − F_new)/F_old is below ``gtol`` (CONVERGED), when a step cannot decrease F (NO_DECREASE), after
+``max_iter`` steps (MAX_ITER), when the time budget is spent (TIME_BUDGET), when a hook asks or the user
+interrupts (STOPPED), or on a non-finite residual (NONFINITE).  Fixed points are stationary points of F
+(∇F = 2JᵀWr/m + 2μPθ = 0).
+
+The linear solve is a parameter (as in optimistix, or SciPy's ``least_squares(tr_solver=...)``):
+:class:`DenseSolve` forms JᵀWJ/m and calls ``numpy.linalg.solve``; :class:`CGSolve` runs Jacobi-
+preconditioned CG (:func:`ntkflow.solvers.cg`) on the operator JᵀWJ/m + λD + μP built from ``J.mv``/
+``J.T.mv`` products only.
+
+Hand-written rather than ``scipy.optimize.least_squares`` because that takes neither an engine
+operator with a weighted ridge, nor a +inf feasibility test in the acceptance, nor a resumable state.
+
+Hooks ``hook(state, record) -> dict | None`` run after every step: a returned dict is merged into that
+step's history record (held-out σ, elapsed time); ``{"stop": True | "message" | LMStatus}`` stops the run.
+Ready-made: :class:`ProgressHook`, :func:`time_budget`, :class:`CheckpointHook` (+ :func:`load_checkpoint`).
+
+KeyboardInterrupt: the driver does not re-raise; it returns the last state whose *step* completed, with
+status STOPPED.  An interrupt inside the step's computation returns the previous state; an interrupt
+inside the hooks returns the new state with the hook entries merged so far.  A :class:`CheckpointHook`
+placed before the interrupt point has already written that state; resume with
+``levenberg_marquardt(problem, config, state=load_checkpoint(path)[0])``.
+
+>>> import numpy as np
+>>> from ntkflow.engine.operators import DenseOperator
+>>> A = np.array([[1.0, 0.0], [1.0, 1.0], [1.0, 2.0]]); y = np.array([1.0, 2.0, 4.0])
+>>> class Line:
+...     n_params = 2; weights = np.ones(3)
+...     def initial(self): return np.zeros(2)
+...     def loss(self, th): return float(np.mean((A @ th - y) ** 2))
+...     def linearise(self, th): return Linearisation(A @ th - y, DenseOperator(A), np.mean(A * A, 0))
+...     def penalty(self): return None
+>>> res = levenberg_marquardt(Line(), LMConfig(gtol=1e-14))
+>>> res.status.name, bool(np.allclose(res.value, np.linalg.lstsq(A, y, rcond=None)[0]))
+('CONVERGED', True)
+"""
+from __future__ import annotations
+
+import enum
+import json
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
+
+import numpy as np
+
+from ntkflow._checks import nonneg_float, positive_float, positive_int
+from ntkflow.engine.operators import LinearOperator
+
+from .cg import cg
+
+__all__ = [
+    "Linearisation",
+    "LeastSquaresProblem",
+    "LMConfig",
+    "LMState",
+    "LMStatus",
+    "LMResult",
+    "DenseSolve",
+    "CGSolve",
+    "initial_state",
+    "lm_step",
+    "levenberg_marquardt",
+    "ProgressHook",
+    "TimeBudgetHook",
+    "time_budget",
+    "CheckpointHook",
+    "save_checkpoint",
+    "load_checkpoint",
+]
+
+#: floor of the Marquardt scaling D and of the Jacobi preconditioner (a zero column of J)
+_DIAG_FLOOR = 1e-300
+
+
+# ------------------------------------------------------------------------------------------
+# the protocol
+# ------------------------------------------------------------------------------------------
+
+
+class Linearisation(NamedTuple):
+    """The problem linearised at θ (immutable; returned by ``linearise``, never stored on the problem)."""
+
+    r: np.ndarray  # (m,) residual at θ
+    J: LinearOperator  # (m, p) ∂r/∂θ: J.mv(v), J.T.mv(u), J.mm(V)
+    diag: np.ndarray  # (p,) diag(JᵀWJ)/m: Jacobi preconditioner and Marquardt scaling
+
+
+@runtime_checkable
+class LeastSquaresProblem(Protocol):
+    """min_θ Σ_x w_x r_x(θ)²/m + μ θᵀPθ (see the module docstring)."""
+
+    n_params: int  # p
+    weights: np.ndarray  # (m,) W > 0, used as given
+
+    def initial(self) -> np.ndarray:
+        """(p,) θ₀."""
+
+    def loss(self, theta) -> float:
+        """Σ w r²/m at θ; +inf where θ is infeasible (e.g. the metric is not positive definite)."""
+
+    def linearise(self, theta) -> Linearisation | None:
+        """r, J and diag(JᵀWJ)/m at θ; None where θ is infeasible."""
+
+    def penalty(self) -> LinearOperator | None:
+        """The ridge P (p × p, positive semi-definite), or None."""
+
+
+# ------------------------------------------------------------------------------------------
+# configuration, state, status, result
+# ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """Levenberg–Marquardt settings (the defaults are the dense Monge–Ampère job's).
+
+    max_iter: steps at most (counted from the start of the run, across resumes);
+    lam0: initial damping λ > 0; lam_up > 1 / lam_down ∈ (0, 1): λ factors on rejection / acceptance;
+    gtol: CONVERGED when an accepted step decreases F by less than gtol·F (relative);
+    min_lam / max_lam: λ floor on acceptance / NO_DECREASE once λ exceeds it;
+    max_tries: λ increases tried inside one step before it counts as rejected;
+    stop_on_reject: True — a rejected step (all tries failed) ends the run with NO_DECREASE;
+        False — it is recorded and the next step starts from the larger λ (one try per step:
+        ``max_tries=1, stop_on_reject=False``), the run ending with NO_DECREASE once λ > max_lam;
+    scaling: "identity" (D = I, whitened parameters) or "marquardt" (D = diag(JᵀWJ)/m);
+    mu: weight μ ≥ 0 of the ridge μθᵀPθ (needs ``problem.penalty()``);
+    time_budget: seconds (≥ 0) of this call after which the run stops with TIME_BUDGET (checked after
+        each step, so at least one step runs), or None.
+    """
+
+    max_iter: int = 30
+    lam0: float = 1e-3
+    lam_up: float = 10.0
+    lam_down: float = 0.3
+    gtol: float = 1e-6
+    min_lam: float = 1e-12
+    max_lam: float = 1e12
+    max_tries: int = 20
+    stop_on_reject: bool = True
+    scaling: str = "identity"
+    mu: float = 0.0
+    time_budget: float | None = None
+
+    def __post_init__(self):
+        positive_int("max_iter", self.max_iter)
+        positive_float("lam0", self.lam0)
+        if positive_float("lam_up", self.lam_up) <= 1:
+            raise ValueError(f"lam_up: must be > 1 (λ grows on rejection), received {self.lam_up}.")
+        if not 0 < positive_float("lam_down", self.lam_down) < 1:
+            raise ValueError(f"lam_down: must be in (0, 1) (λ shrinks on acceptance), received {self.lam_down}.")
+        nonneg_float("gtol", self.gtol)
+        if positive_float("max_lam", self.max_lam) <= nonneg_float("min_lam", self.min_lam):
+            raise ValueError(f"max_lam: must be > min_lam = {self.min_lam}, received {self.max_lam}.")
+        positive_int("max_tries", self.max_tries)
+        if not isinstance(self.stop_on_reject, bool):
+            raise TypeError(f"stop_on_reject: expected True or False, received {self.stop_on_reject!r}.")
+        if self.scaling not in ("identity", "marquardt"):
+            raise ValueError(f"scaling: expected 'identity' or 'marquardt', received {self.scaling!r}.")
+        nonneg_float("mu", self.mu)
+        if self.time_budget is not None:
+            nonneg_float("time_budget", self.time_budget)
+
+
+@dataclass(frozen=True)
+class LMState:
+    """Everything needed to continue a run exactly (a checkpoint is ``to_arrays()`` + json history).
+
+    ``loss`` is the objective F(θ) = L(θ) + μθᵀPθ that the steps decrease (L when μ = 0).
+    """
+
+    theta: np.ndarray  # (p,) float64
+    lam: float  # λ of the next step
+    loss: float  # F(θ)
+    iteration: int = 0  # steps taken
+    n_accepted: int = 0
+    done: bool = False  # CONVERGED or NO_DECREASE reached
+    history: tuple = ()  # one dict per step
+
+    def to_arrays(self) -> dict:
+        """The state without its history as NumPy arrays (for ``np.savez``)."""
+        return {"theta": np.asarray(self.theta, dtype=np.float64), "lam": np.float64(self.lam),
+                "loss": np.float64(self.loss), "iteration": np.int64(self.iteration),
+                "n_accepted": np.int64(self.n_accepted), "done": np.bool_(self.done)}
+
+    @classmethod
+    def from_arrays(cls, arrs, history=()) -> "LMState":
+        """Inverse of :meth:`to_arrays` (``history``: the records, e.g. read from json)."""
+        return cls(theta=np.array(arrs["theta"], dtype=np.float64), lam=float(arrs["lam"]),
+                   loss=float(arrs["loss"]), iteration=int(arrs["iteration"]),
+                   n_accepted=int(arrs["n_accepted"]), done=bool(arrs["done"]),
+                   history=tuple(dict(h) for h in history))
+
+
+class LMStatus(str, enum.Enum):
+    """Why a Levenberg–Marquardt run ended (``LMStatus.HOW_TO_FIX[status]`` says what to do)."""
+
+    CONVERGED = "converged"
+    MAX_ITER = "max_iter"
+    TIME_BUDGET = "time_budget"
+    STOPPED = "stopped"
+    NO_DECREASE = "no_decrease"
+    NONFINITE = "nonfinite"
+
+
+LMStatus.HOW_TO_FIX = {
+    LMStatus.CONVERGED: "an accepted step decreased the objective by less than gtol (relative): a stationary "
+                        "point to that tolerance; lower gtol for more digits.",
+    LMStatus.MAX_ITER: "max_iter steps were taken before the relative decrease fell below gtol: raise max_iter "
+                       "(resume with state=result.state to continue) or raise gtol.",
+    LMStatus.TIME_BUDGET: "the time budget was spent before convergence: resume with state=result.state (or the "
+                          "checkpoint) and a larger time budget.",
+    LMStatus.STOPPED: "a hook asked to stop or the run was interrupted (KeyboardInterrupt): resume with "
+                      "state=result.state or state=load_checkpoint(path)[0].",
+    LMStatus.NO_DECREASE: "no step decreased the objective although λ grew to max_lam or max_tries tries were "
+                          "used: θ is (numerically) stationary, or the Jacobian is wrong (check it against "
+                          "finite differences), or every step leaves the feasible set (loss = +inf) — start "
+                          "closer to the solution or rescale the parameters.",
+    LMStatus.NONFINITE: "the residual, its linearisation or the loss is NaN/inf (or infeasible) at the current "
+                        "θ: start from a feasible θ₀ (loss finite) and check the residual for overflow or "
+                        "log/sqrt of negative values.",
+}
+
+
+@dataclass(frozen=True)
+class LMResult:
+    """Result of :func:`levenberg_marquardt` (value = θ)."""
+
+    value: np.ndarray  # (p,) θ at the end
+    status: LMStatus
+    message: str  # what happened and how to fix it
+    converged: bool  # status is CONVERGED
+    iterations: int  # steps taken (including those before a resume)
+    loss: float  # objective F(θ)
+    state: LMState  # pass as state= to continue
+    history: tuple = field(default=(), repr=False)  # one dict per step
+
+
+# ------------------------------------------------------------------------------------------
+# step solvers
+# ------------------------------------------------------------------------------------------
+
+
+def _penalty_parts(P: LinearOperator | None, mu: float, theta):
+    """(μPθ (p,) or None, diag(μP) (p,) or None)."""
+    if P is None or mu == 0:
+        return None, None
+    return mu * P.mv(theta), mu * np.real(P.diag())
+
+
+@dataclass(frozen=True)
+class _DenseSystem:
+    """JᵀWJ/m (+ μP) and JᵀWr/m (+ μPθ), formed once per step and reused by every λ tried."""
+
+    a: np.ndarray  # (p, p)
+    b: np.ndarray  # (p,)
+
+
+@dataclass(frozen=True)
+class DenseSolve:
+    """Exact normal equations: A = JᵀWJ/m formed densely (J.to_dense()), δ = −solve(A + μP + λ diag(D), b).
+
+    Cost O(m p²) once per step, O(p³) per λ tried; for p up to a few thousand.
+    """
+
+    def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _DenseSystem:
+        j = np.asarray(lin.J.to_dense())  # (m, p)
+        r = np.asarray(lin.r)
+        m = len(r)
+        jw = j * np.asarray(weights)[:, None]
+        a = jw.T @ j / m  # the arithmetic of cy.gauss_newton (behaviour kept bit for bit)
+        b = jw.T @ r / m
+        if P is not None and mu != 0:
+            a = a + mu * np.asarray(P.to_dense())
+            b = b + mu * P.mv(theta)
+        return _DenseSystem(a=a, b=b)
+
+    def compute(self, system: _DenseSystem, lam: float, D) -> tuple[np.ndarray | None, dict]:
+        try:
+            return -np.linalg.solve(system.a + lam * np.diag(D), system.b), {}
+        except np.linalg.LinAlgError:
+            return None, {"solve_error": "singular normal equations"}
+
+    def solve(self, lin, weights, lam, D, mu, P, theta) -> tuple[np.ndarray | None, dict]:
+        """δ solving (JᵀWJ/m + λ diag(D) + μP) δ = −(JᵀWr/m + μPθ); (None, info) if singular."""
+        return self.compute(self.init(lin, weights, mu, P, theta), lam, D)
+
+
+@dataclass(frozen=True, repr=False)
+class _NormalOperator(LinearOperator):
+    """JᵀWJ/m + λ diag(D) + μP applied by products with J and Jᵀ only (p × p)."""
+
+    J: LinearOperator
+    JT: LinearOperator
+    w: np.ndarray  # (m,)
+    lam: float
+    D: np.ndarray  # (p,)
+    mu: float
+    P: LinearOperator | None
+
+    @property
+    def shape(self):
+        return (self.J.shape[1], self.J.shape[1])
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def _mm(self, V):
+        out = self.JT.mm(self.w[:, None] * self.J.mm(V)) / self.J.shape[0] + self.lam * self.D[:, None] * V
+        if self.P is not None and self.mu != 0:
+            out = out + self.mu * self.P.mm(V)
+        return out
+
+
+@dataclass(frozen=True)
+class _CGSystem:
+    lin: Linearisation
+    JT: LinearOperator
+    w: np.ndarray
+    b: np.ndarray  # (p,) right-hand side −(JᵀWr/m + μPθ)
+    mu: float
+    P: LinearOperator | None
+    pdiag: np.ndarray | None  # (p,) diag(μP) or None
+
+
+@dataclass(frozen=True)
+class CGSolve:
+    """Matrix-free normal equations by Jacobi-preconditioned CG (:func:`ntkflow.solvers.cg`).
+
+    Solves (JᵀWJ/m + λ diag(D) + μP) δ = −(JᵀWr/m + μPθ) with two products (J.mm, J.T.mm) per CG
+    iteration, to ‖residual‖ ≤ rtol·‖rhs‖ or ``maxiter`` iterations (None: CG's default 10·p).
+    ``preconditioner``: "jacobi" (M⁻¹ = diag(JᵀWJ)/m + λD + diag(μP), from ``lin.diag``) or None.
+    The record of each step gets ``cg_iterations``, ``cg_status`` and ``cg_converged`` of its last try:
+    an unconverged CG still proposes its last iterate, which the loss test accepts or rejects.
+    """
+
+    rtol: float = 1e-10
+    maxiter: int | None = None
+    preconditioner: str | None = "jacobi"
+
+    def __post_init__(self):
+        positive_float("rtol", self.rtol)
+        if self.maxiter is not None:
+            positive_int("maxiter", self.maxiter)
+        if self.preconditioner not in ("jacobi", None):
+            raise ValueError(f"preconditioner: expected 'jacobi' or None, received {self.preconditioner!r}.")
+
+    def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _CGSystem:
+        w = np.asarray(weights, dtype=np.float64)
+        m = len(lin.r)
+        JT = lin.J.T
+        b = -JT.mv(w * np.asarray(lin.r)) / m
+        pen, pdiag = _penalty_parts(P, mu, theta)
+        if pen is not None:
+            b = b - pen
+        return _CGSystem(lin=lin, JT=JT, w=w, b=b, mu=mu, P=P, pdiag=pdiag)
+
+    def compute(self, system: _CGSystem, lam: float, D) -> tuple[np.ndarray | None, dict]:
+        D = np.asarray(D, dtype=np.float64)
+        op = _NormalOperator(J=system.lin.J, JT=system.JT, w=system.w, lam=float(lam), D=D, mu=system.mu,
+                             P=system.P)
+        pre = None
+        if self.preconditioner == "jacobi":
+            pd = np.maximum(np.asarray(system.lin.diag, dtype=np.float64), _DIAG_FLOOR) + lam * D
+            if system.pdiag is not None:
+                pd = pd + system.pdiag
+            inv = 1.0 / pd  # (p,)
+            pre = lambda V: inv[:, None] * V  # noqa: E731
+        res = cg(op, system.b, rtol=self.rtol, maxiter=self.maxiter, precond=pre)
+        info = {"cg_iterations": int(res.iterations), "cg_status": res.status, "cg_converged": bool(res.converged)}
+        delta = np.asarray(res.value, dtype=np.float64)
+        return (delta if np.all(np.isfinite(delta)) else None), info
+
+    def solve(self, lin, weights, lam, D, mu, P, theta) -> tuple[np.ndarray | None, dict]:
+        """δ solving (JᵀWJ/m + λ diag(D) + μP) δ = −(JᵀWr/m + μPθ) by CG; info has the CG outcome."""
+        return self.compute(self.init(lin, weights, mu, P, theta), lam, D)
+
+
+# ------------------------------------------------------------------------------------------
+# the driver
+# ------------------------------------------------------------------------------------------
+
+
+def _penalty(problem) -> LinearOperator | None:
+    fn = getattr(problem, "penalty", None)
+    return None if fn is None else fn()
+
+
+def _objective(problem, theta, mu: float, P) -> tuple[float, float]:
+    """(F(θ), L(θ)); F = L + μθᵀPθ, +inf/NaN propagate."""
+    loss = float(problem.loss(theta))
+    if P is None or mu == 0 or not math.isfinite(loss):
+        return loss, loss
+    return loss + mu * float(theta @ P.mv(theta)), loss
+
+
+def _check_mu(problem, config: LMConfig, P):
+    if config.mu > 0 and P is None:
+        raise ValueError(f"mu: config.mu = {config.mu} but {type(problem).__name__}.penalty() returns None; "
+                         f"set mu=0 or give the problem a penalty operator.")
+
+
+def initial_state(problem: LeastSquaresProblem, config: LMConfig = LMConfig()) -> LMState:
+    """θ₀ = ``problem.initial()``, λ = lam0, loss = F(θ₀) (may be non-finite: the driver reports it)."""
+    theta = np.array(problem.initial(), dtype=np.float64)
+    if theta.shape != (problem.n_params,):
+        raise ValueError(f"initial: expected θ₀ of shape ({problem.n_params},) (n_params), received {theta.shape}.")
+    P = _penalty(problem)
+    _check_mu(problem, config, P)
+    return LMState(theta=theta, lam=float(config.lam0), loss=_objective(problem, theta, config.mu, P)[0])
+
+
+def lm_step(problem: LeastSquaresProblem, state: LMState, config: LMConfig = LMConfig(),
+            solve=DenseSolve()) -> LMState:
+    """One Levenberg–Marquardt step from ``state`` (pure: returns the next state with one more record).
+
+    Linearises at θ, then tries λ, λ·lam_up, … (at most ``max_tries``, λ ≤ max_lam) until F(θ + δ) < F(θ).
+    Raises FloatingPointError when the linearisation at θ is missing (infeasible) or not finite.
+    """
+    t0 = time.perf_counter()
+    theta = state.theta
+    loss = state.loss
+    P = _penalty(problem)
+    _check_mu(problem, config, P)
+    lin = problem.linearise(theta)
+    if lin is None:
+        raise FloatingPointError(f"linearise returned None at iteration {state.iteration} (θ infeasible).")
+    if not (np.all(np.isfinite(lin.r)) and np.all(np.isfinite(lin.diag))):
+        raise FloatingPointError(f"the residual or diag(JᵀWJ) is not finite at iteration {state.iteration}.")
+    D = np.ones(problem.n_params) if config.scaling == "identity" else np.maximum(lin.diag, _DIAG_FLOOR)
+    system = solve.init(lin, problem.weights, config.mu, P, theta)
+    lam = state.lam
+    tries = 0
+    nonfinite = 0
+    while True:
+        tries += 1
+        delta, info = solve.compute(system, lam, D)
+        new_loss, new_data = (np.inf, np.inf) if delta is None else _objective(problem, theta + delta, config.mu, P)
+        if not (new_loss == new_loss):  # NaN: rejected like +inf, counted
+            nonfinite += 1
+        if new_loss < loss:
+            accepted = True
+            new_theta = theta + delta
+            rel = (loss - new_loss) / max(loss, 1e-300)
+            new_lam = max(lam * config.lam_down, config.min_lam)
+            break
+        lam = lam * config.lam_up
+        if lam > config.max_lam or tries >= config.max_tries:
+            accepted = False
+            new_theta, new_loss, rel, new_lam = theta, loss, 0.0, lam
+            new_data = None
+            break
+    exhausted = lam > config.max_lam
+    done = (not accepted and (config.stop_on_reject or exhausted)) or (accepted and rel < config.gtol)
+    rec = {"iteration": state.iteration + 1, "loss": float(new_loss), "lam": float(lam),
+           "accepted": bool(accepted), "tries": tries, "rel_decrease": float(rel),
+           "step_seconds": time.perf_counter() - t0}
+    if P is not None and config.mu != 0:
+        data = new_data if new_data is not None else _objective(problem, theta, config.mu, P)[1]
+        rec["loss"] = float(data)  # the data term L; the objective F separately
+        rec["objective"] = float(new_loss)
+    if nonfinite:
+        rec["nonfinite_tries"] = nonfinite
+    rec.update(info)
+    return LMState(theta=new_theta, lam=float(new_lam), loss=float(new_loss), iteration=state.iteration + 1,
+                   n_accepted=state.n_accepted + int(accepted), done=bool(done), history=state.history + (rec,))
+
+
+def _stop_status(value) -> LMStatus:
+    return value if isinstance(value, LMStatus) else LMStatus.STOPPED
+
+
+def _result(state: LMState, status: LMStatus, detail: str = "") -> LMResult:
+    message = f"Levenberg–Marquardt {status.value} after {state.iteration} steps (objective {state.loss:.6g})"
+    message += (f"; {detail}" if detail else "") + f": {LMStatus.HOW_TO_FIX[status]}"
+    return LMResult(value=state.theta, status=status, message=message, converged=status is LMStatus.CONVERGED,
+                    iterations=state.iteration, loss=state.loss, state=state, history=state.history)
+
+
+def _done_status(state: LMState) -> LMStatus:
+    last = state.history[-1] if state.history else None
+    return LMStatus.CONVERGED if last is not None and last["accepted"] else LMStatus.NO_DECREASE
+
+
+def _run_hooks(hooks, state: LMState) -> tuple[LMState, Any]:
+    """Call each hook in order with the state whose last record holds the earlier hooks' entries.
+    Returns (state, stop value or None); every hook runs even after one asks to stop."""
+    stop = None
+    for hook in hooks:
+        out = hook(state, state.history[-1])
+        if out:
+            out = dict(out)
+            s = out.pop("stop", None)
+            if s is not None and s is not False and stop is None:
+                stop = s
+            if out:
+                rec = {**state.history[-1], **out}
+                state = replace(state, history=state.history[:-1] + (rec,))
+    return state, stop
+
+
+def levenberg_marquardt(problem: LeastSquaresProblem, config: LMConfig = LMConfig(), *, solve=DenseSolve(),
+                        state: LMState | None = None, hooks=()) -> LMResult:
+    """Minimise F(θ) = Σ w r²/m + μθᵀPθ by Levenberg–Marquardt (see the module docstring).
+
+    Args:
+        problem: a :class:`LeastSquaresProblem`.
+        config: :class:`LMConfig`.
+        solve: the step solver, :class:`DenseSolve` (default) or :class:`CGSolve`.
+        state: continue from this state (a previous ``result.state`` or ``load_checkpoint(path)[0]``);
+            default :func:`initial_state`.  A resumed run equals the uninterrupted one.
+        hooks: callables ``hook(state, record) -> dict | None`` run in order after every step.
+
+    Returns:
+        :class:`LMResult` with ``status`` (:class:`LMStatus`) and a ``message`` saying how to fix it.
+    """
+    t0 = time.perf_counter()
+    hooks = tuple(hooks)
+    st = state if state is not None else initial_state(problem, config)
+    if st.theta.shape != (problem.n_params,):
+        raise ValueError(f"state: θ has shape {st.theta.shape}, the problem has n_params = {problem.n_params}; "
+                         f"resume with the state of the same problem.")
+    if not math.isfinite(st.loss):
+        return _result(st, LMStatus.NONFINITE, f"the objective at θ is {st.loss}")
+    while True:
+        if st.done:
+            return _result(st, _done_status(st))
+        if st.loss == 0.0:  # an exact zero of the residual: no step can decrease F
+            return _result(st, LMStatus.CONVERGED, "the objective is exactly zero")
+        if st.iteration >= config.max_iter:
+            return _result(st, LMStatus.MAX_ITER)
+        try:
+            new = lm_step(problem, st, config, solve)
+        except FloatingPointError as e:
+            return _result(st, LMStatus.NONFINITE, str(e))
+        except KeyboardInterrupt:
+            return _result(st, LMStatus.STOPPED, "interrupted during a step (KeyboardInterrupt); the state "
+                                                 "before that step is returned")
+        st = new
+        try:
+            st, stop = _run_hooks(hooks, st)
+        except KeyboardInterrupt:
+            return _result(st, LMStatus.STOPPED, "interrupted in a hook (KeyboardInterrupt) after the step "
+                                                 "completed")
+        if st.done:  # converged or exhausted at this step: that outcome outranks a hook's stop
+            continue
+        if stop is not None:
+            detail = stop if isinstance(stop, str) else f"a hook asked to stop ({stop!r})"
+            if isinstance(stop, LMStatus):
+                detail = f"a hook stopped the run with status {stop.value}"
+            return _result(st, _stop_status(stop), detail)
+        if config.time_budget is not None and time.perf_counter() - t0 >= config.time_budget:
+            return _result(st, LMStatus.TIME_BUDGET, f"time_budget = {config.time_budget:g} s spent")
+
+
+# ------------------------------------------------------------------------------------------
+# hooks
+# ------------------------------------------------------------------------------------------
+
+_FMT = re.compile(r"^(?P<align>[<>^=]?)(?P<width>\d*)")
+
+
+@dataclass(frozen=True)
+class ProgressHook:
+    """Prints one table row per step: ``columns`` are (record key, format spec) pairs, e.g.
+    ``(("iteration", ">4"), ("loss", ">11.4e"), ("lam", ">8.1e"))``; a missing key prints blank.
+
+    ``headers`` maps keys to column titles (default: the key); :meth:`header` is the title line
+    (the caller prints it once, before the run).  Rows and header start with ``indent``; a rejected
+    step's row ends with ``rejected``.
+    """
+
+    columns: tuple = (("iteration", ">4"), ("loss", ">11.4e"), ("lam", ">8.1e"), ("step_seconds", ">7.2f"))
+    print_fn: Callable = print
+    headers: dict = field(default_factory=dict)
+    indent: str = "  "
+    rejected: str = "  (rejected)"
+
+    def __post_init__(self):
+        cols = tuple(tuple(c) for c in self.columns)
+        for c in cols:
+            if len(c) != 2 or not isinstance(c[0], str) or not isinstance(c[1], str):
+                raise ValueError(f"columns: expected (key, format spec) pairs like ('loss', '>11.4e'), received {c!r}.")
+        object.__setattr__(self, "columns", cols)
+
+    def _width(self, spec):
+        m = _FMT.match(spec)
+        return (m.group("align") or ">") + m.group("width")
+
+    def header(self) -> str:
+        return self.indent + " ".join(format(self.headers.get(k, k), self._width(s)) for k, s in self.columns)
+
+    def row(self, record: dict) -> str:
+        cells = [format(record[k], s) if record.get(k) is not None else format("", self._width(s))
+                 for k, s in self.columns]
+        return self.indent + " ".join(cells) + ("" if record.get("accepted", True) else self.rejected)
+
+    def __call__(self, state, record):
+        self.print_fn(self.row(record))
+
+
+@dataclass(frozen=True)
+class TimeBudgetHook:
+    """Adds ``elapsed`` (seconds since ``start``, a ``time.perf_counter()`` value) to each record and
+    stops the run with TIME_BUDGET once elapsed ≥ ``seconds``."""
+
+    seconds: float
+    start: float
+
+    def __post_init__(self):
+        nonneg_float("seconds", self.seconds)
+
+    def __call__(self, state, record):
+        elapsed = time.perf_counter() - self.start
+        out = {"elapsed": elapsed}
+        if elapsed >= self.seconds:
+            out["stop"] = LMStatus.TIME_BUDGET
+        return out
+
+
+def time_budget(seconds: float, *, start: float | None = None) -> TimeBudgetHook:
+    """A hook stopping the run with TIME_BUDGET once ``time.perf_counter() − start ≥ seconds``
+    (``start`` default: now, e.g. the start of the job)."""
+    return TimeBudgetHook(seconds=seconds, start=time.perf_counter() if start is None else float(start))
+
+
+def _jsonable(x):
+    if isinstance(x, enum.Enum):
+        return x.value
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"history: a record holds {type(x).__name__} {x!r}, which json cannot store; "
+                    f"return numbers, strings, lists or dicts from hooks.")
+
+
+def _paths(path) -> tuple[str, str]:
+    base = os.fspath(path)
+    for ext in (".npz", ".json"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+    return base + ".npz", base + ".json"
+
+
+@dataclass(frozen=True)
+class CheckpointHook:
+    """Writes the state after every step: ``PATH.npz`` (θ, λ, counters and ``extra_arrays``) and
+    ``PATH.json`` (history and ``meta``), each to a temporary file then ``os.replace`` (atomic).
+
+    ``path`` may end in .npz/.json (stripped).  Put it last among the hooks so the saved history holds
+    every hook's entries.  Read back with :func:`load_checkpoint`.  No pickle anywhere.
+    """
+
+    path: str
+    extra_arrays: dict = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for k in self.extra_arrays:
+            if not isinstance(k, str) or not k.isidentifier():
+                raise ValueError(f"extra_arrays: keys must be identifiers, received {k!r}.")
+        json.dumps(self.meta, default=_jsonable)  # fails now, not after the first step
+
+    def __call__(self, state, record):
+        save_checkpoint(self.path, state, extra_arrays=self.extra_arrays, meta=self.meta)
+
+
+def save_checkpoint(path, state: LMState, *, extra_arrays=None, meta=None) -> None:
+    """Write ``state`` (with history), ``extra_arrays`` and ``meta`` atomically (see :class:`CheckpointHook`)."""
+    npz, js = _paths(path)
+    arrays = {f"state_{k}": v for k, v in state.to_arrays().items()}
+    arrays.update({f"extra_{k}": np.asarray(v) for k, v in (extra_arrays or {}).items()})
+    doc = {"format": "ntkflow.lm-checkpoint/1", "iteration": state.iteration, "meta": dict(meta or {}),
+           "history": list(state.history)}
+    text = json.dumps(doc, default=_jsonable)
+    tmp_npz, tmp_js = npz + ".tmp", js + ".tmp"
+    with open(tmp_npz, "wb") as f:
+        np.savez(f, **arrays)
+    with open(tmp_js, "w") as f:
+        f.write(text)
+    os.replace(tmp_npz, npz)
+    os.replace(tmp_js, js)
+
+
+def load_checkpoint(path) -> tuple[LMState, dict, dict]:
+    """(state with history, meta, extra_arrays) written by :class:`CheckpointHook` / :func:`save_checkpoint`."""
+    npz, js = _paths(path)
+    for p in (npz, js):
+        if not os.path.exists(p):
+            raise FileNotFoundError(f"path: no checkpoint file {p!r}; a checkpoint is the pair PATH.npz + PATH.json.")
+    with np.load(npz, allow_pickle=False) as f:
+        arrs = {k: f[k] for k in f.files}
+    with open(js) as f:
+        doc = json.load(f)
+    state_arrays = {k[len("state_"):]: v for k, v in arrs.items() if k.startswith("state_")}
+    extra = {k[len("extra_"):]: v for k, v in arrs.items() if k.startswith("extra_")}
+    if int(state_arrays["iteration"]) != int(doc["iteration"]):
+        raise ValueError(f"path: {npz!r} (iteration {int(state_arrays['iteration'])}) and {js!r} (iteration "
+                         f"{doc['iteration']}) do not match — the run was killed between the two writes; "
+                         f"restart without resuming.")
+    return LMState.from_arrays(state_arrays, history=doc["history"]), doc["meta"], extra
