@@ -63,7 +63,7 @@ from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int
-from ntkflow.engine.operators import LinearOperator
+from ntkflow.engine.operators import DenseOperator, LinearOperator
 
 from .cg import cg
 
@@ -282,7 +282,8 @@ class DenseSolve:
     """
 
     def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _DenseSystem:
-        j = np.asarray(lin.J.to_dense())  # (m, p)
+        # (m, p); a DenseOperator's own matrix, not a copy (the Monge–Ampère Jacobian can be GBs)
+        j = lin.J.matrix if isinstance(lin.J, DenseOperator) else np.asarray(lin.J.to_dense())
         r = np.asarray(lin.r)
         m = len(r)
         jw = j * np.asarray(weights)[:, None]

@@ -321,8 +321,10 @@ def test_keyboard_interrupt_inside_a_step_returns_the_previous_state():
 
 def test_checkpoint_round_trip_is_exact(tmp_path):
     prob, *_ = exp_fit(noise=0.05)
-    res = levenberg_marquardt(prob, LMConfig(max_iter=3), hooks=[lambda s, r: {"sigma": np.float64(0.1) * r["iteration"],
-                                                                               "tag": "x", "vec": np.arange(2)}])
+    def extras(state, rec):  # NumPy scalars and arrays, as a σ hook returns them
+        return {"sigma": np.float64(0.1) * rec["iteration"], "tag": "x", "vec": np.arange(2)}
+
+    res = levenberg_marquardt(prob, LMConfig(max_iter=3), hooks=[extras])
     st = res.state
     # to_arrays / from_arrays
     back = LMState.from_arrays(st.to_arrays(), history=st.history)
@@ -468,6 +470,7 @@ class MAAdapter:
 @pytest.fixture(scope="module")
 def ma_problem():
     """The whitened Fermat-quintic problem of tests/cy/test_flows_gauss_newton.py (k = 6, 400 points)."""
+    # deferred: only the Monge–Ampère tests need the CY stack (JAX sampling); the rest stay NumPy/SciPy
     from ntkflow.cy import algebra, basis
     from ntkflow.cy import gauss_newton as gn
     from ntkflow.manifolds import preset, sample
