@@ -21,7 +21,9 @@ interrupts (STOPPED), or on a non-finite residual (NONFINITE).  Fixed points are
 The linear solve is a parameter (as in optimistix, or SciPy's ``least_squares(tr_solver=...)``):
 :class:`DenseSolve` forms JᵀWJ/m and calls ``numpy.linalg.solve``; :class:`CGSolve` runs Jacobi-
 preconditioned CG (:func:`ntkflow.solvers.cg`) on the operator JᵀWJ/m + λD + μP built from ``J.mv``/
-``J.T.mv`` products only.
+``J.T.mv`` products only.  A step solver has ``init(lin, weights, mu, P, θ)`` (once per step: what
+does not depend on λ) and ``compute(system, λ, D) -> (δ or None, record entries)`` (once per λ tried);
+``solve(lin, weights, λ, D, mu, P, θ)`` is the two in one.
 
 Hand-written rather than ``scipy.optimize.least_squares`` because that takes neither an engine
 operator with a weighted ridge, nor a +inf feasibility test in the acceptance, nor a resumable state.

@@ -10,7 +10,7 @@ import pytest
 import scipy.optimize
 
 import ntkflow  # noqa: F401  (float64)
-from ntkflow.engine.operators import DenseOperator
+from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.solvers import (
     CGSolve,
     CheckpointHook,
@@ -162,6 +162,37 @@ def test_dense_solve_matches_numpy_solve_of_the_damped_system():
     for solve in (DenseSolve(), CGSolve(rtol=1e-13)):
         delta, info = solve.solve(lin, w, lam, D, mu, prob.penalty(), theta)
         np.testing.assert_allclose(delta, ref, rtol=1e-10, atol=1e-12)
+
+
+class ProductsOnly(LinearOperator):
+    """An operator known only by its products A V and Aᵀ U: forming it densely is an error."""
+
+    def __init__(self, a):
+        self.a = np.asarray(a)
+        self.shape, self.dtype = self.a.shape, self.a.dtype
+
+    def _mm(self, V):
+        return self.a @ V
+
+    @property
+    def T(self):
+        return ProductsOnly(self.a.T)
+
+    def to_dense(self):
+        raise AssertionError("a matrix-free solve formed the operator densely")
+
+    def diag(self):
+        raise AssertionError("a matrix-free solve asked for the operator's diagonal")
+
+
+def test_cg_solve_is_matrix_free():
+    prob, A, b, w = linear_problem()
+    dense_lin = prob.linearise
+    prob.linearise = lambda th: dense_lin(th)._replace(J=ProductsOnly(A))
+    res = levenberg_marquardt(prob, TIGHT, solve=CGSolve(rtol=1e-12))
+    np.testing.assert_allclose(res.value, weighted_lstsq(A, b, w), rtol=0, atol=1e-10)
+    with pytest.raises(AssertionError, match="densely"):
+        levenberg_marquardt(prob, TIGHT, solve=DenseSolve())
 
 
 def test_cg_nonconvergence_shows_in_the_record():
