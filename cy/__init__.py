@@ -1,30 +1,35 @@
-"""ntkflow.cy: Kähler potential flows to Calabi–Yau metrics in the frozen (infinite-width) kernel
-function space.
+"""ntkflow.cy: Calabi–Yau metrics from the frozen (infinite-width) kernel function space.
 
-Main entry points:
+Layers (each imports only those above it):
 
-- :func:`run_cy` / ``ntkflow cy``: Gauss–Newton (Levenberg–Marquardt) on the Monge–Ampère residual in
-  the symmetric Bergman (u^k) function space; Donaldson and finite-network baselines.
-- :func:`load` / ``ntkflow.load(DIR)``: a saved model with ``.metric(points)``, ``.potential(points)``,
-  ``.eta(points)``; ``ntkflow eval DIR POINTS.npz``.
-- :mod:`ntkflow.cy.basis`, :mod:`ntkflow.cy.algebra`: invariant (k,k) function spaces and the
-  closed-form pulled-back Hessians; :mod:`ntkflow.cy.gauss_newton`: the LM solver.
-- :func:`run_dual` (:mod:`ntkflow.cy.dual`, ``ntkflow cy --kernel gaussian|mixture|power``): the same
-  Gauss–Newton in the dual (kernel) form φ = Σ_b α_b k(·, c_b) over Nyström centres.
+- :mod:`~ntkflow.cy.basis`, :mod:`~ntkflow.cy.algebra`: invariant (k,k) function spaces and the closed-form
+  pulled-back Hessians; :mod:`~ntkflow.cy.curvature`: holomorphic-derivative curvature;
+- :mod:`~ntkflow.cy.model`: saved models and their registry (``@register("kind")``, :func:`load`);
+- :mod:`~ntkflow.cy.config`: the settings, one frozen dataclass per concern (:class:`CYConfig`);
+- the Monge–Ampère least-squares problems, each a :class:`ntkflow.solvers.least_squares.LeastSquaresProblem`:
+  :class:`MAProblem` (dense symmetric basis), :class:`PrimalProblem` (matrix-free, identity/log link),
+  :class:`DualProblem` (dual kernel form over Nyström centres, with :class:`DualKernelModel`); the
+  baselines :func:`~ntkflow.cy.donaldson.balanced_metric` and :class:`~ntkflow.cy.network.NetworkModel`;
+- :mod:`~ntkflow.cy.job`: :func:`run_cy` — sample → method → fit (one Levenberg–Marquardt) → evaluate → write;
+- :mod:`~ntkflow.cy.cli`: ``ntkflow cy`` and ``ntkflow eval``.
 
 Research experiments (the literal flow, the Kähler metric flow, the Gaussian flow, memorisation) live in
 :mod:`ntkflow.experiments`, which the product never imports.
 """
 from ntkflow.cy.basis import PairBasis, Symmetry, detect_symmetry, full_basis, invariant_basis, monomials
-from ntkflow.cy.job import CYConfig, CYResult, evaluate_model, random_quintic, run_cy
-from ntkflow.cy.dual import DualConfig, DualKernelModel, DualProblem, run_dual
-from ntkflow.cy.gauss_newton import LMConfig, LMResult, LMState, MAProblem, levenberg_marquardt, whitening
-from ntkflow.cy.model import BergmanModel, DonaldsonModel, load
+from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
+                               NetworkMethod, OutputConfig)
+from ntkflow.cy.dual import DualKernelModel, DualProblem
+from ntkflow.cy.gauss_newton import MAProblem, whitening
+from ntkflow.cy.job import CYResult, evaluate_model, random_quintic, run_cy
+from ntkflow.cy.matrixfree import PrimalProblem
+from ntkflow.cy.model import MODELS, BergmanModel, DonaldsonModel, Model, load, register
+from ntkflow.cy.network import NetworkModel
 
 __all__ = [
-    "run_cy", "CYConfig", "CYResult", "evaluate_model", "random_quintic",
-    "load", "BergmanModel", "DonaldsonModel",
-    "DualConfig", "DualProblem", "DualKernelModel", "run_dual",
+    "run_cy", "CYConfig", "DataConfig", "BergmanMethod", "DualMethod", "DonaldsonMethod", "NetworkMethod",
+    "LMSettings", "OutputConfig", "CYResult", "evaluate_model", "random_quintic",
+    "load", "register", "MODELS", "Model", "BergmanModel", "DonaldsonModel", "DualKernelModel", "NetworkModel",
+    "MAProblem", "PrimalProblem", "DualProblem", "whitening",
     "PairBasis", "Symmetry", "detect_symmetry", "invariant_basis", "full_basis", "monomials",
-    "MAProblem", "LMConfig", "LMState", "LMResult", "levenberg_marquardt", "whitening",
 ]

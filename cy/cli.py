@@ -1,23 +1,78 @@
-"""``ntkflow cy`` (learn a Calabi–Yau metric) and ``ntkflow eval`` (evaluate a saved model)."""
+"""``ntkflow cy`` (learn a Calabi–Yau metric) and ``ntkflow eval`` (evaluate a saved model).
+
+The options of ``ntkflow cy`` are built from the settings dataclasses of :mod:`ntkflow.cy.config`: one
+argparse group per concern (data, method, dual form, baselines, Levenberg–Marquardt, output), each
+option with the help text and default of its field. An option that belongs to a method other than the
+one chosen is refused (it would be silently ignored otherwise).
+"""
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
+from dataclasses import fields
 
-from ntkflow._checks import complex_arg as _complex
+import numpy as np
 
-__all__ = ["register"]
+from ntkflow._checks import complex_arg
+from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
+                               NetworkMethod, OutputConfig, SOLVERS, field_default)
+from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
+from ntkflow.cy.model import load
+from ntkflow.manifolds import PRESETS, load_points
+
+__all__ = ["register", "config_from_args"]
+
+#: (group title, dataclass) in --help order; a flag shared by several dataclasses (-k, --symmetry) is
+#: listed once, in the first group that has it
+_GROUPS = (
+    ("data", DataConfig),
+    ("method: bergman (the frozen u^k kernel, primal form; the default)", BergmanMethod),
+    ("method: dual (kernel) form over Nystrom centres (--kernel gaussian|mixture|power, or --solver dual)", DualMethod),
+    ("method: donaldson (balanced metrics)", DonaldsonMethod),
+    ("method: network (finite-width phi-network, Adam)", NetworkMethod),
+    ("Levenberg-Marquardt", LMSettings),
+    ("output", OutputConfig),
+)
+
+
+def _flag(f) -> str:
+    return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+
+
+def _parse_tuple(text: str) -> tuple:
+    try:
+        return tuple(float(a) for a in text.split(",") if a.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers like 0,1,0.5, received {text!r}") from None
+
+
+def _add_field(group, f):
+    """One option from a dataclass field: its flag, type, choices, help and shown default."""
+    meta = f.metadata
+    d = field_default(f)
+    kw = {"dest": f.name, "default": d, "help": meta["help"] + " (default: %(default)s)"}
+    if meta.get("choices"):
+        kw["choices"] = meta["choices"]
+    if meta.get("metavar"):
+        kw["metavar"] = meta["metavar"]
+    if isinstance(d, tuple):
+        kw["type"] = _parse_tuple
+        kw["help"] = meta["help"] + " (default: none)"
+    elif isinstance(d, (int, float)):
+        kw["type"] = type(d)
+    if f.name == "k":  # None: the job's default_k (12, or chosen from the points without symmetry)
+        kw["default"] = None
+        kw["help"] = f"{meta['help']} (default: {d}; without symmetry on the bergman method the largest k <= 6 with N_k^2 <= n_train/2)"
+    names = [meta["short"], _flag(f)] if meta.get("short") else [_flag(f)]
+    group.add_argument(*names, **kw)
 
 
 def register(subparsers) -> None:
-    from ntkflow.cy.job import CYConfig
-
-    d = CYConfig()
     p = subparsers.add_parser(
         "cy",
-        help="learn a Calabi-Yau metric (frozen Bergman kernel + Gauss-Newton; Donaldson and network baselines)",
+        help="learn a Calabi-Yau metric (frozen Bergman kernel + Gauss-Newton; dual kernel form; Donaldson and "
+             "network baselines)",
         description=(
             "Fit g = g_FS + i dd-bar phi on a CY hypersurface so that det g / |Omega|^2 is constant, with phi in "
             "the symmetry-invariant degree-k (k,k) functions (the RKHS of the group-averaged u^k kernel: the "
@@ -26,45 +81,42 @@ def register(subparsers) -> None:
             "metrics.json, history.json, convergence.png and the model (ntkflow.load(DIR))."
         ),
     )
-    p.add_argument("--manifold", default=d.manifold, help=f"preset name (default {d.manifold}): cubic-curve, quartic-k3, fermat-quintic, dwork-quintic")
-    p.add_argument("--psi", type=_complex, default=None, help="family parameter (dwork-quintic)")
-    p.add_argument("--hypersurface", default=None, metavar="FILE",
-                   help="monomials + coefficients of any hypersurface (.json {exponents, coefficients}, .npz, or text lines 'e0 .. eN-1 re [im]')")
-    p.add_argument("--random-quintic", type=int, default=None, metavar="SEED",
-                   help="a quintic with random complex coefficients on all 126 monomials (no symmetry)")
-    p.add_argument("--method", choices=("bergman", "donaldson", "network"), default=d.method)
-    p.add_argument("-k", "--k", type=int, default=None,
-                   help=f"kernel / Donaldson degree (default {d.k}; on a manifold without symmetry the Gauss-Newton "
-                        f"job picks the largest k with N_k^2 <= n_train/2)")
-    p.add_argument("--symmetry", choices=("auto", "none"), default=d.symmetry, help="use the detected symmetry group (auto) or not")
-    p.add_argument("--n-train", type=int, default=d.n_train)
-    p.add_argument("--n-test", type=int, default=d.n_test)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--max-iter", type=int, default=d.max_iter)
-    p.add_argument("--n-curvature", type=int, default=d.n_curvature, help="held-out points for Ricci measure and Euler characteristic (0: skip)")
-    p.add_argument("--whiten-rtol", type=float, default=d.whiten_rtol)
-    p.add_argument("--donaldson-iter", type=int, default=d.donaldson_iter)
-    p.add_argument("--width", type=int, default=d.width)
-    p.add_argument("--depth", type=int, default=d.depth)
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--time-budget", type=float, default=d.time_budget, help="network and matrix-free Gauss-Newton: stop after this many seconds (0: epochs / max-iter)")
-    p.add_argument("--kernel", choices=("bergman", "gaussian", "mixture", "power"), default=d.kernel,
-                   help="bergman (default): primal u^k function space (symmetric basis / matrix-free); gaussian "
-                        "exp((u-1)/s2), mixture sum_j a_j u^j, power u^k: dual (kernel) form over Nystrom centres")
-    p.add_argument("--s2", type=float, default=d.s2, help=f"s^2 of the Gaussian kernel (default {d.s2}); also the default mixture")
-    p.add_argument("--mixture-coeffs", default=None, metavar="A0,A1,...",
-                   help="mixture coefficients a_j >= 0 (default: 1/(j! s2^j), j = 0..k)")
-    p.add_argument("--centers", type=int, default=d.centers, metavar="M", help=f"dual form: Nystrom centres (default {d.centers})")
-    p.add_argument("--centers-method", choices=("uniform", "rpcholesky"), default=d.centers_method)
-    p.add_argument("--ridge", type=float, default=d.ridge, help="dual form: RKHS penalty mu ||phi||_H^2 (default 0)")
-    p.add_argument("--link", choices=("auto", "identity", "log"), default=d.link,
-                   help="matrix-free u^k path: potential phi = F (identity) or K = log(s^+ H s)/(k pi) (log); "
-                        "auto: log without symmetry and on the matrix-free path, identity on the symmetric dense path")
-    p.add_argument("-o", "--output", default="runs/cy", help="output directory (default runs/cy)")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/checkpoint.npz (same settings)")
-    p.add_argument("-q", "--quiet", action="store_true")
+    man = p.add_argument_group("manifold (one of)").add_mutually_exclusive_group()
+    man.add_argument("--manifold", default="fermat-quintic", choices=sorted(PRESETS),
+                     help="preset name (default: %(default)s)")
+    man.add_argument("--hypersurface", default=None, metavar="FILE",
+                     help="monomials + coefficients of any hypersurface (.json {exponents, coefficients}, .npz, or "
+                          "text lines 'e0 .. eN-1 re [im]') (default: none)")
+    man.add_argument("--random-quintic", type=int, default=None, metavar="SEED",
+                     help="a quintic with random complex coefficients on all 126 monomials, no symmetry (default: none)")
+    p.add_argument_group("manifold parameter").add_argument(
+        "--psi", type=complex_arg, default=None, help="family parameter of the preset (dwork-quintic) (default: none)")
+    seen = set()
+    for title, cls in _GROUPS:
+        g = p.add_argument_group(title, (cls.__doc__ or "").strip().split("\n")[0])
+        if cls is BergmanMethod:
+            g.add_argument("--method", choices=("bergman", "donaldson", "network"), default="bergman",
+                           help="bergman: Gauss-Newton in the frozen-kernel function space (dense, matrix-free or "
+                                "dual, see --solver); donaldson, network: the baselines (default: %(default)s)")
+        if cls is DualMethod:
+            g.add_argument("--kernel", choices=("bergman",) + tuple(f.metadata["choices"] for f in fields(DualMethod)
+                                                                      if f.name == "kernel")[0],
+                           default="bergman",
+                           help="bergman: the primal u^k function space; gaussian exp((u-1)/s2), mixture sum_j a_j u^j, "
+                                "power u^k: the dual (kernel) form over Nystrom centres (default: %(default)s)")
+        for f in fields(cls):
+            if not f.metadata.get("cli", True) or f.name == "kernel":
+                continue
+            if _flag(f) in seen:
+                continue
+            seen.add(_flag(f))
+            _add_field(g, f)
+    out = p.add_argument_group("output files")
+    out.add_argument("-o", "--output", default="runs/cy", help="output directory (default: %(default)s)")
+    out.add_argument("--resume", action="store_true",
+                     help="continue from OUTPUT/checkpoint.npz + .json (same settings; a larger --max-iter or "
+                          "--time-budget continues further) (default: off)")
+    out.add_argument("-q", "--quiet", action="store_true", help="print nothing (default: off)")
     p.set_defaults(func=_run_cy)
 
     e = subparsers.add_parser(
@@ -74,61 +126,71 @@ def register(subparsers) -> None:
     )
     e.add_argument("model", metavar="DIR")
     e.add_argument("points", metavar="POINTS.npz")
-    e.add_argument("--n-curvature", type=int, default=5000, help="points used for curvature (0: skip)")
+    e.add_argument("--n-curvature", type=int, default=5000, help="points used for curvature (0: skip) (default: %(default)s)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_run_eval)
 
 
+def _method_class(args):
+    """The method dataclass the options ask for, and a sentence saying why."""
+    if args.method in ("donaldson", "network"):
+        if args.kernel != "bergman" or args.solver != "auto":
+            raise ValueError(f"method: --kernel/--solver choose among the Gauss-Newton forms of --method bergman, "
+                             f"received --method {args.method} with --kernel {args.kernel} --solver {args.solver}.")
+        return DonaldsonMethod if args.method == "donaldson" else NetworkMethod
+    if args.kernel != "bergman" or args.solver == "dual":
+        if args.solver not in ("auto", "dual"):
+            raise ValueError(f"solver: --kernel {args.kernel} is a dual (kernel) form; received --solver {args.solver} "
+                             f"(use --solver auto or dual, or --kernel bergman for the primal paths).")
+        return DualMethod
+    return BergmanMethod
+
+
+def config_from_args(args) -> CYConfig:
+    """CYConfig from parsed ``ntkflow cy`` options; an option of another method than the chosen one is an error."""
+    mcls = _method_class(args)
+    values = {}
+    for _, cls in _GROUPS:
+        for f in fields(cls):
+            if f.metadata.get("cli", True) and hasattr(args, f.name):
+                values[f.name] = getattr(args, f.name)
+    # options given for another method (their value differs from the default) would be silently ignored
+    used = {f.name for f in fields(mcls)} | {"n_train", "n_test", "seed", "max_iter", "time_budget", "n_curvature",
+                                             "kernel", "solver"}  # kernel, solver: read by _method_class
+    for _, cls in _GROUPS:
+        for f in fields(cls):
+            if f.name in used or not f.metadata.get("cli", True) or f.name not in values:
+                continue
+            if values[f.name] is not None and values[f.name] != field_default(f):
+                raise ValueError(f"{f.name}: {_flag(f)} belongs to {cls.name if hasattr(cls, 'name') else cls.__name__} "
+                                 f"settings, not to the chosen method {mcls.name}; received {_flag(f)} {values[f.name]}.")
+    data = DataConfig(manifold=args.manifold, psi=args.psi, hypersurface=args.hypersurface,
+                      random_quintic=args.random_quintic, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    kw = {f.name: values[f.name] for f in fields(mcls) if f.name in values}
+    if mcls is DualMethod:  # --solver dual with the Bergman kernel: u^k in the dual form
+        kw["kernel"] = "power" if args.kernel == "bergman" else args.kernel
+        kw.pop("solver", None)
+    if "k" in kw and kw["k"] is None:
+        kw.pop("k")
+    method = mcls(**kw)
+    cfg = CYConfig(data=data, method=method,
+                   lm=LMSettings(max_iter=args.max_iter, time_budget=args.time_budget),
+                   output=OutputConfig(n_curvature=args.n_curvature))
+    return cfg
+
+
 def _run_cy(args) -> int:
-    from ntkflow.cy.job import CYConfig, run_cy
-
-    hyp = args.hypersurface
-    if args.random_quintic is not None:
-        from ntkflow.cy.job import random_quintic
-
-        os.makedirs(args.output, exist_ok=True)
-        m = random_quintic(args.random_quintic)
-        hyp = os.path.join(args.output, "hypersurface.json")
-        with open(hyp, "w") as f:
-            json.dump({"name": m.name, "exponents": m.exponents.tolist(),
-                       "coefficients": [[c.real, c.imag] for c in m.coefficients.tolist()]}, f)
-    cfg = CYConfig(manifold=args.manifold, psi=args.psi, hypersurface=hyp, method=args.method, k=CYConfig.k if args.k is None else args.k,
-                   symmetry=args.symmetry, n_train=args.n_train, n_test=args.n_test, seed=args.seed,
-                   max_iter=args.max_iter, n_curvature=args.n_curvature, whiten_rtol=args.whiten_rtol,
-                   donaldson_iter=args.donaldson_iter, width=args.width, depth=args.depth,
-                   epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                   time_budget=args.time_budget, kernel=args.kernel, s2=args.s2,
-                   mixture_coeffs=_coeffs(args.mixture_coeffs), centers=args.centers,
-                   centers_method=args.centers_method, ridge=args.ridge, link=args.link)
-    if args.k is None:
-        from dataclasses import replace
-
-        from ntkflow.cy.job import default_k, make_manifold
-
-        k, why = default_k(make_manifold(cfg), cfg)
-        cfg = replace(cfg, k=k)
+    cfg = config_from_args(args)
+    if getattr(args, "k", None) is None and isinstance(cfg.method, BergmanMethod):
+        k, why = default_k(make_manifold(cfg.data), cfg)
+        cfg = cfg.with_(k=k)
         if why and not args.quiet:
             print(f"ntkflow cy: -k {k} ({why}; pass -k to choose)", flush=True)
     run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
     return 0
 
 
-def _coeffs(text):
-    if not text:
-        return ()
-    try:
-        return tuple(float(a) for a in text.split(","))
-    except ValueError:
-        raise ValueError(f"mixture-coeffs: expected comma-separated numbers like 0,1,0.5, received {text!r}.") from None
-
-
 def _run_eval(args) -> int:
-    import numpy as np
-
-    from ntkflow.cy.job import _jsonable, evaluate_model
-    from ntkflow.cy.model import load
-    from ntkflow.manifolds import load_points
-
     model = load(args.model)
     ps = load_points(args.points)
     if ps.manifold.n_coords != model.manifold.n_coords or not np.array_equal(
@@ -138,7 +200,7 @@ def _run_eval(args) -> int:
     res = evaluate_model(model, ps, n_curvature=args.n_curvature)
     res["seconds"] = time.perf_counter() - t
     if args.json:
-        print(json.dumps(_jsonable(res), indent=2))
+        print(json.dumps(jsonable(res), indent=2))
         return 0
     print(f"model {args.model} ({model.kind}, k={getattr(model, 'k', '-')}) on {len(ps)} points of {ps.manifold.name}:")
     print(f"  sigma             {res['sigma']:.4e}")

@@ -18,21 +18,20 @@ import time
 
 import numpy as np
 
+from ntkflow.manifolds import monomials
 
-__all__ = ["pair_values", "balanced_metric", "run_donaldson"]
+
+__all__ = ["pair_values", "balanced_metric"]
 
 
 def pair_values(b, z, *, chunk: int = 4096) -> np.ndarray:
     """(n, n_functions): s^T H^{(a)} s̄ at the points (no |z|^{2k} normalisation)."""
-    from ntkflow.cy.algebra import _powers
-
-    n, nc = z.shape
+    n = z.shape[0]
     out = np.empty((n, b.n_functions))
     starts = b.starts
     for lo in range(0, n, chunk):
         zz = z[lo:lo + chunk]
-        pw = _powers(zz, b.k)
-        s = np.prod(pw[:, np.arange(nc)[None, :], b.exponents], axis=-1)
+        s = monomials(zz, b.exponents)  # (c, N_k)
         sv = s[:, b.alpha] * np.conj(s[:, b.beta]) * b.weight[None, :]
         out[lo:lo + chunk] = 2.0 * np.real(np.add.reduceat(sv, starts, axis=1))
     return out
@@ -78,51 +77,3 @@ def balanced_metric(b, points, weights, *, iterations: int = 12, callback=None):
         if callback:
             callback(rec)
     return g, hist
-
-
-def run_donaldson(config, out_dir=None, *, quiet=False):
-    """``ntkflow cy --method donaldson --k K``: balanced metric of degree k, same data/evaluation."""
-    import os
-
-    from ntkflow.cy.job import CYResult, _printer, choose_basis, evaluate_model, finish_outputs, make_manifold
-    from ntkflow.cy.model import DonaldsonModel
-    from ntkflow.manifolds import fs_det, sample, sigma
-
-    log = _printer(quiet)
-    t_start = time.perf_counter()
-    timings = {}
-    m = make_manifold(config)
-    ps = sample(m, config.n_train + config.n_test, seed=config.seed, progress=False)
-    train, test = ps.split(config.n_train)
-    b, sym = choose_basis(m, config)
-    log(f"ntkflow cy: {m.name}, method donaldson (balanced metric, T-operator), k={config.k}")
-    log(f"  symmetry: {sym.describe()}; G in the span of {b.n_functions} invariant matrices (N_k = {b.n_monomials})")
-    log(f"  points: {config.n_train} for the T-operator integral + {config.n_test} held-out")
-    t = time.perf_counter()
-    g, hist = balanced_metric(b, train.points, train.weights, iterations=config.donaldson_iter,
-                              callback=lambda r: log(f"  {r['iteration']:>4}  change {r['change']:.3e}  {r['seconds']:.2f} s"))
-    timings["t_operator"] = time.perf_counter() - t
-    model = DonaldsonModel(manifold=m, basis=b.combined(g), info={"k": config.k, "symmetry": sym.describe()})
-    t = time.perf_counter()
-    det_te = np.real(np.linalg.det(model.metric(test)))
-    sig_te = sigma(test, det_te)
-    history = []
-    for r in hist:
-        history.append({**r, "loss": r["change"]})
-    history[-1]["sigma_test"] = sig_te
-    ev = evaluate_model(model, test, n_curvature=config.n_curvature, det_g=det_te, log=log)
-    timings["evaluation"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_start
-    ref = 3.1 / config.k ** 2 - 4.2 / config.k ** 3
-    metrics = {"manifold": m.name, "method": "donaldson", "k": config.k, "sigma_test": sig_te,
-               "sigma_dklr_fit": ref, "kappa": ev["kappa"], "vol_kahler_test": ev["vol_kahler"],
-               "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"),
-               "euler_stderr": ev.get("euler_stderr"),
-               "fs_baseline": {"sigma_test": sigma(test, fs_det(test))},
-               "n_functions": b.n_functions, "timings": timings, "settings": config.to_json()}
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-        finish_outputs(out_dir, model, metrics, history, det_te / test.omega_sq, log=log,
-                       title=f"{m.name}, donaldson k={config.k}")
-    log(f"  done: held-out σ = {sig_te:.4e} (DKLR fit 3.1/k² − 4.2/k³ = {ref:.4e}), total {timings['total']:.1f} s")
-    return CYResult(metrics=metrics, model=model, history=tuple(history), out_dir=out_dir)

@@ -1,136 +1,52 @@
-"""The main job: a Calabi–Yau metric from the frozen (infinite-width) Bergman kernel, by Gauss–Newton.
+"""The job behind ``ntkflow cy``: sample → choose the method → fit → evaluate → write, for every method.
 
-``run_cy(CYConfig(...), out_dir)`` samples training and held-out points, builds the function space
-(the Γ-invariant real (k,k) functions for the manifold's symmetry group Γ, or all of them when Γ is
-trivial), precomputes the pulled-back Hessians of the basis, whitens the basis on the training points,
-runs Levenberg–Marquardt on r = log(det g_φ/|Ω|²) − c₀, checkpoints after every iteration, and writes
-``metrics.json``, ``history.json``, plots and the model (``ntkflow.load(out_dir)``).
+``run_cy(CYConfig(...), out_dir)`` samples training and held-out points on the manifold, then
 
-Other methods with the same data and evaluation: ``donaldson`` (balanced metrics, T-operator) and
-``network`` (finite-width φ-network trained with optax), see donaldson.py and network.py.
+- ``bergman`` (the frozen u^k kernel, primal): builds the Monge–Ampère least-squares problem in the
+  symmetric basis (:class:`ntkflow.cy.gauss_newton.MAProblem`, whitened, solved by ``DenseSolve``) or
+  matrix-free over the full Hermitian H (:class:`ntkflow.cy.matrixfree.PrimalProblem`, ``CGSolve``);
+- ``dual`` (kernel form over Nyström centres, :class:`ntkflow.cy.dual.DualProblem`, ``CGSolve``);
+
+and fits every one of them with the same :func:`ntkflow.solvers.least_squares.levenberg_marquardt`, the
+same hooks (held-out σ, progress table, time budget, checkpoint with history) and the same resume
+(``resume=True`` continues from ``OUT/checkpoint.{npz,json}``, equal to the uninterrupted run). The
+baselines ``donaldson`` (balanced metric, T-operator) and ``network`` (finite φ-network, Adam) fit their
+own way. All methods end in one epilogue: σ held-out/train, κ, Ricci measure and Euler characteristic
+(:func:`evaluate_model`), one ``metrics.json`` schema with the run's ``status`` (method extras under
+``method_info``), ``history.json``, ``convergence.png`` and the model (``ntkflow.load(out_dir)``).
 """
 from __future__ import annotations
 
-import hashlib
 import json
+import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, replace
 
+import jax
+import matplotlib
 import numpy as np
 
-from ntkflow._checks import nonneg_float, positive_float, positive_int
 from ntkflow.cy import algebra, basis as basis_mod
-from ntkflow.cy import gauss_newton as gn
-from ntkflow.manifolds import sigma_weighted
+from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, NetworkMethod)
+from ntkflow.cy.curvature import holomorphic_curvature
+from ntkflow.cy.donaldson import balanced_metric
+from ntkflow.cy.dual import DualKernelModel, DualProblem, choose_form, kernel_spec, make_kernel, select_dual_centers
+from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
+from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
+from ntkflow.cy.model import BergmanModel, DonaldsonModel
+from ntkflow.cy.network import train_network
+from ntkflow.manifolds import (Hypersurface, curvature, euler_characteristic, fs_det, kappa, preset, ricci_measure,
+                               sample, sigma, sigma_weighted, volume_kahler)
+from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMStatus, ProgressHook,
+                                           levenberg_marquardt, load_checkpoint, time_budget)
 
-__all__ = ["CYConfig", "CYResult", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file", "default_k"]
+__all__ = ["CYResult", "Fit", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file",
+           "random_quintic", "default_k", "choose_basis", "symmetry_of", "choose_solver", "write_outputs"]
 
-METHODS = ("bergman", "donaldson", "network")
-#: "bergman": the primal u^k path (symmetric basis or matrix-free); the others: the dual form (flows/dual.py)
-KERNELS = ("bergman", "gaussian", "mixture", "power")
-_DUAL_DEFAULTS = {"kernel": "bergman", "s2": 0.2, "mixture_coeffs": [], "centers": 1000, "centers_method": "uniform",
-                  "ridge": 0.0, "link": "auto"}
-LINKS = ("auto", "identity", "log")
-
-
-@dataclass(frozen=True)
-class CYConfig:
-    """Settings of ``ntkflow cy`` (defaults: the main job, ≤ 5 min on 2 cores).
-
-    manifold: preset name; psi: family parameter; hypersurface: path to a .json/.npz/.txt file with
-    monomial exponents and coefficients (overrides ``manifold``); method: bergman | donaldson | network;
-    k: kernel degree (u^k, Donaldson degree); symmetry: "auto" (detect and use Γ) or "none";
-    n_train/n_test: points; seed: sampling seed (test points are the tail of the same sample);
-    max_iter, lam0, gtol: LM; whiten_rtol: basis orthogonalisation cut; n_curvature: held-out points
-    used for Ricci measure and Euler characteristic (0: skip).
-    """
-
-    manifold: str = "fermat-quintic"
-    psi: complex | None = None
-    hypersurface: str | None = None
-    method: str = "bergman"
-    k: int = 12
-    symmetry: str = "auto"
-    n_train: int = 10_000
-    n_test: int = 10_000
-    seed: int = 0
-    max_iter: int = 20
-    lam0: float = 1e-3
-    gtol: float = 1e-6
-    whiten_rtol: float = 1e-10
-    n_curvature: int = 2_000
-    # donaldson
-    donaldson_iter: int = 12
-    # network
-    width: int = 64
-    depth: int = 3
-    epochs: int = 200
-    batch_size: int = 5000
-    learning_rate: float = 1e-3
-    time_budget: float = 0.0  # seconds for the network (0: epochs decide)
-    # dual (kernel) form, flows/dual.py: kernel "bergman" is the primal u^k path above (default)
-    kernel: str = "bergman"
-    s2: float = 0.2
-    mixture_coeffs: tuple = ()
-    centers: int = 1000
-    centers_method: str = "uniform"
-    ridge: float = 0.0
-    # how the u^k kernel function F = s†Hs/|z|^{2k} becomes the potential (flows/matrixfree.py):
-    # "identity" φ = F; "log" K = (1/(kπ)) log s†Hs (Bergman/Donaldson form); "auto": log on a
-    # manifold without symmetry and on the matrix-free path, identity on the symmetric dense path
-    link: str = "auto"
-
-    def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, received {self.method!r}.")
-        if self.symmetry not in ("auto", "none"):
-            raise ValueError(f"symmetry: expected 'auto' or 'none', received {self.symmetry!r}.")
-        positive_int("k", self.k)
-        positive_int("n_train", self.n_train)
-        positive_int("n_test", self.n_test)
-        positive_int("max_iter", self.max_iter)
-        nonneg_float("lam0", self.lam0)
-        nonneg_float("gtol", self.gtol)
-        positive_float("whiten_rtol", self.whiten_rtol)
-        if self.n_curvature < 0:
-            raise ValueError(f"n_curvature: must be >= 0, received {self.n_curvature}.")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
-            raise TypeError(f"seed: expected an integer, received {self.seed!r}.")
-        if self.kernel not in KERNELS:
-            raise ValueError(f"kernel: expected one of {KERNELS}, received {self.kernel!r}.")
-        positive_float("s2", self.s2)
-        object.__setattr__(self, "mixture_coeffs", tuple(float(nonneg_float(f"mixture_coeffs[{i}]", a))
-                                                         for i, a in enumerate(self.mixture_coeffs)))
-        positive_int("centers", self.centers)
-        if self.centers_method not in ("uniform", "rpcholesky"):
-            raise ValueError(f"centers_method: expected 'uniform' or 'rpcholesky', received {self.centers_method!r}.")
-        nonneg_float("ridge", self.ridge)
-        if self.link not in LINKS:
-            raise ValueError(f"link: expected one of {LINKS}, received {self.link!r}.")
-        if self.link == "log" and (self.method != "bergman" or self.kernel != "bergman"):
-            raise ValueError(f"link: 'log' needs method 'bergman' with kernel 'bergman' (the primal u^k path), "
-                             f"received method {self.method!r}, kernel {self.kernel!r}.")
-        if self.kernel != "bergman" and self.method != "bergman":
-            raise ValueError(f"kernel: {self.kernel!r} needs method 'bergman' (the Gauss–Newton job), received method {self.method!r}.")
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["mixture_coeffs"] = list(self.mixture_coeffs)
-        d["psi"] = None if self.psi is None else [complex(self.psi).real, complex(self.psi).imag]
-        return d
-
-    def fingerprint(self) -> str:
-        """Hash of everything that determines the optimisation trajectory (not where it stops:
-        max_iter and time_budget may change on --resume; not n_curvature)."""
-        d = self.to_json()
-        for key in ("n_curvature", "max_iter", "time_budget"):
-            d.pop(key)
-        for key, default in _DUAL_DEFAULTS.items():  # fields added with the dual form: hashed only when set,
-            if d.get(key) == default:               # so fingerprints (and checkpoints) of older runs still match
-                d.pop(key)
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+#: the dense path stores the basis Hessians of all points; above this many GB it goes matrix-free
+DENSE_MEMORY_GB = 8.0
 
 
 @dataclass(frozen=True)
@@ -141,6 +57,31 @@ class CYResult:
     out_dir: str | None
 
 
+@dataclass(frozen=True)
+class Fit:
+    """What a method's fit hands to the common epilogue.
+
+    det_test (n_test,): det g of the fitted metric on the held-out points (closed form of the method);
+    status/message: why the fit stopped (an :class:`LMStatus` for every method); info: the method's
+    extras (``metrics["method_info"]``)."""
+
+    model: object
+    history: tuple
+    det_test: np.ndarray
+    sigma_train: float | None
+    iterations: int
+    status: LMStatus
+    message: str
+    solver: str
+    info: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# manifold and data
+# ----------------------------------------------------------------------------------------------
+
+
 def load_hypersurface_file(path: str):
     """Hypersurface from a file of monomials and coefficients.
 
@@ -148,8 +89,6 @@ def load_hypersurface_file(path: str):
     ``.npz`` with ``exponents`` and ``coefficients``; text: one monomial per line,
     ``e_0 ... e_{N-1} re [im]``.
     """
-    from ntkflow.manifolds import Hypersurface
-
     if not os.path.exists(path):
         raise FileNotFoundError(f"hypersurface: no such file {path!r}; write monomials and coefficients (see --help).")
     name = os.path.splitext(os.path.basename(path))[0]
@@ -185,22 +124,70 @@ def load_hypersurface_file(path: str):
     return Hypersurface(exps, np.asarray(co, dtype=np.complex128), name=name)
 
 
-def make_manifold(config: CYConfig):
-    from ntkflow.manifolds import preset
-
-    if config.hypersurface:
-        return load_hypersurface_file(config.hypersurface)
-    return preset(config.manifold, psi=config.psi) if config.psi is not None else preset(config.manifold)
-
-
 def random_quintic(seed: int = 0):
     """A quintic with random complex Gaussian coefficients on all 126 monomials (no symmetry)."""
-    from ntkflow.manifolds import Hypersurface
-
     rng = np.random.default_rng(seed)
     exps = basis_mod.monomials(5, 5)
     co = rng.normal(size=len(exps)) + 1j * rng.normal(size=len(exps))
     return Hypersurface(exps, co, name=f"random-quintic-{seed}")
+
+
+def make_manifold(data: DataConfig):
+    """The hypersurface of ``data``: a file, a random quintic, or a preset."""
+    if data.hypersurface:
+        return load_hypersurface_file(data.hypersurface)
+    if data.random_quintic is not None:
+        return random_quintic(data.random_quintic)
+    return preset(data.manifold, psi=data.psi) if data.psi is not None else preset(data.manifold)
+
+
+def symmetry_of(manifold, method):
+    """The group a method uses: detected (``symmetry="auto"``) or trivial (``"none"``)."""
+    if getattr(method, "symmetry", "none") == "auto":
+        return basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients)
+    return basis_mod.no_symmetry(manifold.n_coords)
+
+
+def choose_basis(manifold, method):
+    """(basis, symmetry): the invariant degree-k basis when Γ is non-trivial, else all (k,k)."""
+    sym = symmetry_of(manifold, method)
+    return basis_mod.invariant_basis(manifold.n_coords, method.k, sym), sym
+
+
+def default_k(manifold, config: CYConfig) -> tuple[int, str]:
+    """The CLI's degree when ``-k`` is not given: ``method.k`` (12), except for the Bergman method on a
+    manifold without usable symmetry, where every Hermitian H over the N_k monomials is a parameter:
+    there the largest k ≤ min(method.k, 6) with N_k² ≤ n_train/2 (measured on the random quintic: more
+    parameters than that fit the Monte-Carlo noise of the points, and k = 6 is the largest degree
+    measured on 2 cores, docs/cy.md). Returns (k, reason or "")."""
+    method, n_train = config.method, config.data.n_train
+    if not isinstance(method, BergmanMethod) or not symmetry_of(manifold, method).trivial:
+        return getattr(method, "k", 0), ""
+    n = manifold.n_coords
+    k = 1
+    while k < min(method.k, 6) and math.comb(k + 1 + n - 1, n - 1) ** 2 <= n_train / 2:
+        k += 1
+    return k, (f"no symmetry: N_k² = {math.comb(k + n - 1, n - 1) ** 2} real parameters for {n_train} "
+               f"training points; the largest k ≤ 6 with N_k² ≤ n_train/2")
+
+
+def choose_solver(method: BergmanMethod, n_functions: int, n_points: int, dim: int, trivial: bool) -> tuple[str, str, str]:
+    """(solver, link, why) for the Bergman method: ``--solver auto`` is dense when the basis Hessians of all
+    points fit in DENSE_MEMORY_GB and the link is identity, else matrix-free; ``--link auto`` is log without
+    symmetry and on the matrix-free path, identity on the dense path."""
+    mem = n_points * n_functions * dim ** 2 * 8 / 1e9
+    wants_log = method.link == "log" or (method.link == "auto" and trivial)
+    if method.solver == "dense":
+        return "dense", "identity", f"--solver dense ({mem:.2f} GB of Hessians)"
+    if method.solver == "matrix-free":
+        return "matrix-free", resolve_link(method.link), "--solver matrix-free"
+    if mem > DENSE_MEMORY_GB:
+        return "matrix-free", resolve_link(method.link), f"dense Hessian storage would need {mem:.1f} GB"
+    if wants_log:
+        why = ("no symmetry, --link auto: the log link" if method.link == "auto" else
+               "--link log (the symmetric basis is linear in φ; the log link runs on the full Hermitian H)")
+        return "matrix-free", "log", why
+    return "dense", "identity", f"{mem:.2f} GB of Hessians"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -208,18 +195,10 @@ def random_quintic(seed: int = 0):
 # ----------------------------------------------------------------------------------------------
 
 
-#: σ from η and weights: the one implementation is ntkflow.manifolds.sigma_weighted (this name is kept
-#: for the callers in cy/ until they call it directly)
-sigma_of = sigma_weighted
-
-
 def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None) -> dict:
     """σ, κ, Vol_K, Ricci measure and Euler characteristic of ``model`` on the point set ``ps``.
 
     Curvature uses the first ``n_curvature`` points (autodiff of the model's metric function)."""
-    from ntkflow.manifolds import curvature, euler_characteristic, ricci_measure
-    from ntkflow.manifolds import kappa, sigma, volume_kahler
-
     t0 = time.perf_counter()
     if det_g is None:
         det_g = np.real(np.linalg.det(model.metric(ps)))
@@ -229,8 +208,6 @@ def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None
         sub = ps[: min(n_curvature, len(ps))]
         t1 = time.perf_counter()
         if hasattr(model, "gfun"):
-            from ntkflow.cy.curvature import holomorphic_curvature
-
             curv = holomorphic_curvature(sub.manifold, model.gfun(), sub, batch=64)
         else:
             curv = curvature(sub, metric=model.metric_jax(), batch=256)
@@ -248,72 +225,27 @@ def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None
     return out
 
 
-def fs_baseline(ps, *, n_curvature: int = 0) -> dict:
-    from ntkflow.manifolds import fs_det, kappa, sigma
-
-    d = fs_det(ps)
-    out = {"sigma": sigma(ps, d), "kappa": kappa(ps, d)}
-    if n_curvature:
-        from ntkflow.manifolds import curvature, euler_characteristic, ricci_measure
-
-        sub = ps[:n_curvature]
-        curv = curvature(sub, batch=256)
-        out["ricci_measure"] = ricci_measure(sub, curv=curv)
-        out["euler"], out["euler_stderr"] = euler_characteristic(sub, curv=curv)
-    return out
+def _sigma_or_nan(ps, det):
+    return float("nan") if not np.all(np.isfinite(det)) or np.any(det <= 0) else sigma(ps, det)
 
 
 # ----------------------------------------------------------------------------------------------
-# checkpoints
-# ----------------------------------------------------------------------------------------------
-
-
-def _atomic_savez(path, **arrays):
-    tmp = path + ".tmp.npz"
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
-
-
-def save_checkpoint(path, config: CYConfig, state: gn.LMState, extra: dict | None = None):
-    arrays = state.to_arrays()
-    arrays["fingerprint"] = np.array(config.fingerprint())
-    arrays["history_json"] = np.array(json.dumps(list(state.history)))
-    for k, v in (extra or {}).items():
-        arrays[k] = np.asarray(v)
-    _atomic_savez(path, **arrays)
-
-
-def load_checkpoint(path, config: CYConfig):
-    with np.load(path, allow_pickle=False) as f:
-        arrs = {k: f[k] for k in f.files}
-    fp = str(arrs["fingerprint"])
-    if fp != config.fingerprint():
-        raise ValueError(
-            f"resume: the checkpoint {path!r} was written with different settings (fingerprint {fp} != "
-            f"{config.fingerprint()}); rerun with the same options, or without --resume / with a new -o.")
-    hist = tuple(json.loads(str(arrs["history_json"])))
-    return gn.LMState.from_arrays(arrs, history=hist), arrs
-
-
-# ----------------------------------------------------------------------------------------------
-# plots
+# plots and files
 # ----------------------------------------------------------------------------------------------
 
 
 def write_plots(out_dir, history, eta_test, *, title=""):
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # pyplot after choosing the backend
 
     it = [h["iteration"] for h in history]
     fig, ax = plt.subplots(1, 2, figsize=(10, 4))
     if history:
         ax[0].semilogy(it, [h["loss"] for h in history], "o-", label="loss (train)")
-        if "sigma_train" in history[0]:
-            ax[0].semilogy(it, [h["sigma_train"] for h in history], "s--", label="σ train")
-        if "sigma_test" in history[0]:
-            ax[0].semilogy(it, [h["sigma_test"] for h in history], "^-", label="σ held-out")
+        for key, style, label in (("sigma_train", "s--", "σ train"), ("sigma_test", "^-", "σ held-out")):
+            pts = [(h["iteration"], h[key]) for h in history if h.get(key) is not None]
+            if pts:
+                ax[0].semilogy(*zip(*pts), style, label=label)
     ax[0].set_xlabel("iteration")
     ax[0].legend()
     ax[0].set_title(title)
@@ -327,9 +259,33 @@ def write_plots(out_dir, history, eta_test, *, title=""):
     return path
 
 
-# ----------------------------------------------------------------------------------------------
-# the Bergman / Gauss–Newton job
-# ----------------------------------------------------------------------------------------------
+def jsonable(x):
+    """Plain-JSON copy of metrics / history records (NumPy scalars, enums, complex numbers)."""
+    if isinstance(x, dict):
+        return {k: jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    if hasattr(x, "value") and hasattr(x, "name") and not isinstance(x, (int, float, str)):  # an Enum
+        return x.name
+    if isinstance(x, complex):
+        return [x.real, x.imag]
+    return x
+
+
+def write_outputs(out_dir, model, metrics, history, eta_test, *, log=print, title=""):
+    """model.json/npz, history.json, convergence.png, metrics.json (the one epilogue of every method)."""
+    model.save(out_dir)
+    with open(os.path.join(out_dir, "history.json"), "w") as f:
+        json.dump(jsonable(list(history)), f, indent=1)
+    try:
+        write_plots(out_dir, list(history), eta_test, title=title)
+    except Exception as exc:  # plotting must never lose a finished run
+        log(f"  (plots skipped: {exc})")
+    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+        json.dump(jsonable(metrics), f, indent=2)
+    log(f"  wrote {out_dir}/metrics.json, history.json, convergence.png, model.json, model.npz")
 
 
 def _printer(quiet):
@@ -341,100 +297,28 @@ def _printer(quiet):
     return log
 
 
-def transform_basis(hess, tmat):
-    """(n, p, d²) Hessians in the basis f' = f T: (n, q, d²) (BLAS matmul, chunked)."""
-    out = np.empty((hess.shape[0], tmat.shape[1], hess.shape[2]))
-    for lo in range(0, hess.shape[0], 8192):
-        out[lo:lo + 8192] = np.swapaxes(np.swapaxes(hess[lo:lo + 8192], 1, 2) @ tmat, 1, 2)
-    return out
+# ----------------------------------------------------------------------------------------------
+# the Gauss–Newton methods: one problem each, one solver, the same hooks
+# ----------------------------------------------------------------------------------------------
 
 
-def default_k(manifold, config: CYConfig) -> tuple[int, str]:
-    """The CLI's degree when ``-k`` is not given: ``config.k`` (12), except for the Gauss–Newton job on a
-    manifold without usable symmetry, where every Hermitian H over the N_k monomials is a parameter:
-    there the largest k ≤ min(config.k, 6) with N_k² ≤ n_train/2 (measured on the random quintic: more
-    parameters than that fit the Monte-Carlo noise of the points, and k = 6 is the largest degree
-    measured on 2 cores, docs/cy.md). Returns (k, reason or "")."""
-    from math import comb
+@dataclass(frozen=True)
+class _Setup:
+    """A least-squares method ready to fit: problem, step solver, LM settings, σ of a θ."""
 
-    if config.method != "bergman" or config.kernel != "bergman":
-        return config.k, ""
-    if not symmetry_of(manifold, config).trivial:
-        return config.k, ""
-    n = manifold.n_coords
-    k = 1
-    while k < min(config.k, 6) and comb(k + 1 + n - 1, n - 1) ** 2 <= config.n_train / 2:
-        k += 1
-    return k, (f"no symmetry: N_k² = {comb(k + n - 1, n - 1) ** 2} real parameters for {config.n_train} "
-               f"training points; the largest k ≤ 6 with N_k² ≤ n_train/2")
+    problem: object
+    solve: object
+    lm: LMConfig
+    sigma_train: object  # θ -> σ on the training points
+    det_test: object  # θ -> det g (n_test,) on the held-out points
+    model: object  # θ -> model
+    solver: str
+    info: dict
+    timings: dict
 
 
-def symmetry_of(manifold, config: CYConfig):
-    """The group the job uses: detected (``symmetry="auto"``) or trivial (``"none"``)."""
-    if config.symmetry == "auto":
-        return basis_mod.detect_symmetry(manifold.exponents, manifold.coefficients)
-    return basis_mod.no_symmetry(manifold.n_coords)
-
-
-def choose_basis(manifold, config: CYConfig):
-    """(basis, symmetry): the invariant basis when Γ is non-trivial, else all (k,k)."""
-    sym = symmetry_of(manifold, config)
-    b = basis_mod.invariant_basis(manifold.n_coords, config.k, sym)
-    return b, sym
-
-
-def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume: bool = False,
-           quiet: bool = False, on_iteration=None) -> CYResult:
-    """Run the main job (see the module docstring); returns metrics, model and history.
-
-    ``on_iteration(state)`` is called after each LM iteration and its checkpoint (tests use it to
-    simulate an interruption by raising KeyboardInterrupt)."""
-    if config.method == "donaldson":
-        from ntkflow.cy.donaldson import run_donaldson
-
-        return run_donaldson(config, out_dir, quiet=quiet)
-    if config.method == "network":
-        from ntkflow.cy.network import run_network
-
-        return run_network(config, out_dir, quiet=quiet, resume=resume)
-    from ntkflow.manifolds import sample
-    from ntkflow.cy.model import BergmanModel
-
-    log = _printer(quiet)
+def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
     timings = {}
-    t_start = time.perf_counter()
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
-    ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint.npz")
-    m = make_manifold(config)
-    t = time.perf_counter()
-    ps = sample(m, config.n_train + config.n_test, seed=config.seed, progress=False)
-    train, test = ps.split(config.n_train)
-    timings["sample"] = time.perf_counter() - t
-    if config.kernel != "bergman":
-        from ntkflow.cy.dual import run_dual
-
-        log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {config.kernel}, dual (kernel) form")
-        log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
-        return run_dual(config, m, train, test, out_dir, log=log, t_start=t_start, resume=resume)
-    b, sym = choose_basis(m, config)
-    log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={config.k}")
-    log(f"  symmetry: {sym.describe()}")
-    log(f"  basis: {b.description}")
-    log(f"  points: {config.n_train} train + {config.n_test} held-out (seed {config.seed}), sampled in {timings['sample']:.1f} s")
-    mem = (config.n_train + config.n_test) * b.n_functions * m.dim ** 2 * 8 / 1e9
-    use_log = config.link == "log" or (config.link == "auto" and sym.trivial)
-    if mem > 8.0 or use_log:
-        why = (f"dense Hessian storage would need {mem:.1f} GB" if mem > 8.0 else
-               "no symmetry, --link auto: the log link" if config.link == "auto" else
-               "--link log (the symmetric basis is linear in φ; the log link runs on the full Hermitian H)")
-        log(f"  {why}: using the matrix-free primal Gauss–Newton "
-            f"(primal form: u^{config.k} has a finite feature space, cost independent of the number of centres)")
-        from ntkflow.cy.matrixfree import run_matrix_free
-
-        return run_matrix_free(config, m, train, test, out_dir, log=log, t_start=t_start, resume=resume)
-    log(f"  solver: primal form (u^{config.k} has a finite feature space), dense Levenberg–Marquardt on "
-        f"{b.n_functions} basis functions ({mem:.2f} GB of Hessians)")
     t = time.perf_counter()
     h_train = algebra.pair_hessians(b, train.points, train.jacobian)
     h_test = algebra.pair_hessians(b, test.points, test.jacobian)
@@ -442,115 +326,298 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     log(f"  pulled-back Hessians of the basis: {timings['hessians']:.1f} s")
     g0_tr = algebra.pack(algebra.fs_pulled(train.points, train.jacobian))
     g0_te = algebra.pack(algebra.fs_pulled(test.points, test.jacobian))
-    prob_raw = gn.MAProblem(g0=g0_tr, hess=h_train, log_omega=np.log(train.omega_sq), weights=train.weights, dim=m.dim)
+    lo_tr, lo_te = np.log(train.omega_sq), np.log(test.omega_sq)
     t = time.perf_counter()
-    tmat = gn.whitening(prob_raw, rtol=config.whiten_rtol)
-    h_train = transform_basis(h_train, tmat)
-    h_test = transform_basis(h_test, tmat)
+    tmat = whitening(MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim),
+                     rtol=method.whiten_rtol)
+    h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
     timings["whitening"] = time.perf_counter() - t
-    log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {config.whiten_rtol:g}), {timings['whitening']:.1f} s")
-    prob = gn.MAProblem(g0=g0_tr, hess=h_train, log_omega=np.log(train.omega_sq), weights=train.weights, dim=m.dim)
-    prob_te = gn.MAProblem(g0=g0_te, hess=h_test, log_omega=np.log(test.omega_sq), weights=test.weights, dim=m.dim)
-    del prob_raw
+    log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {method.whiten_rtol:g}), "
+        f"{timings['whitening']:.1f} s")
+    prob = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim)
+    prob_te = MAProblem(g0=g0_te, hess=h_test, log_omega=lo_te, weights=test.weights, dim=m.dim)
 
-    def sig(pr, theta):
-        ld, _, ok = pr.logdet(theta)
-        if not ok:
-            return float("nan")
-        return sigma_of(np.exp(ld - pr.log_omega), pr.weights)
+    def sigma_train(theta):
+        ld, _, ok = prob.logdet(theta)
+        return sigma_weighted(np.exp(ld - prob.log_omega), prob.weights) if ok else float("nan")
 
-    lm_cfg = gn.LMConfig(max_iter=config.max_iter, lam0=config.lam0, gtol=config.gtol)
-    state = None
-    if resume and ckpt and os.path.exists(ckpt):
-        state, _ = load_checkpoint(ckpt, config)
-        log(f"  resumed from {ckpt} at iteration {state.iteration} (loss {state.loss:.4e}){' — already finished' if state.done else ''}")
-    if state is None:
-        state = gn.initial_state(prob, lm_cfg)
-    theta0 = np.zeros(prob.n_params)
-    fs_sig_tr, fs_sig_te = sig(prob, theta0), sig(prob_te, theta0)
-    log(f"  Fubini–Study: σ train {fs_sig_tr:.4f}, held-out {fs_sig_te:.4f}")
-    log(f"  {'iter':>4} {'loss':>11} {'σ train':>10} {'σ held-out':>10} {'λ':>8} {'step s':>7} {'total s':>8}")
-    t_lm = time.perf_counter()
+    def det_test(theta):
+        ld, _, ok = prob_te.logdet(theta)
+        return np.exp(ld) if ok else np.full(len(test), np.nan)
 
-    def callback(st):
-        rec = dict(st.history[-1])
-        rec["sigma_train"] = sig(prob, st.theta)
-        rec["sigma_test"] = sig(prob_te, st.theta)
-        rec["elapsed"] = time.perf_counter() - t_start
-        st2 = gn.with_state(st, history=st.history[:-1] + (rec,))
-        log(f"  {rec['iteration']:>4} {rec['loss']:>11.4e} {rec['sigma_train']:>10.3e} {rec['sigma_test']:>10.3e} "
-            f"{rec['lam']:>8.1e} {rec['step_seconds']:>7.2f} {rec['elapsed']:>8.1f}{'' if rec['accepted'] else '  (rejected)'}")
-        callback.state = st2
-        if ckpt:
-            save_checkpoint(ckpt, config, st2, extra={"whitening": tmat})
-        if on_iteration is not None:
-            on_iteration(st2)
-        return False
+    def model(theta):
+        return BergmanModel(manifold=m, basis=b.combined(tmat @ theta[:-1]), log_kappa=float(theta[-1]),
+                            info={"k": method.k, "n_functions": b.n_functions, "n_kept": int(tmat.shape[1]),
+                                  "symmetry": sym.describe(), "fingerprint": config.fingerprint()})
 
-    callback.state = state
-    # run manually so that the history carries σ (callback replaces the last record)
-    st = state
-    while not st.done and st.iteration < lm_cfg.max_iter:
-        st = gn.lm_step(prob, st, lm_cfg)
-        callback(st)
-        st = callback.state
-    timings["gauss_newton"] = time.perf_counter() - t_lm
-    theta = st.theta
-    coeffs = tmat @ theta[:-1]
-    model = BergmanModel(manifold=m, basis=b.combined(coeffs), log_kappa=float(theta[-1]),
-                         info={"k": config.k, "n_functions": b.n_functions, "n_kept": int(tmat.shape[1]),
-                               "symmetry": sym.describe(), "fingerprint": config.fingerprint()})
-    # evaluation (closed form on all held-out points, curvature on a subset)
+    lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="identity")
+    info = {"n_functions": b.n_functions, "n_kept": int(tmat.shape[1]), "n_pairs": b.n_pairs,
+            "symmetry": sym.describe(), "link": "identity"}
+    return _Setup(prob, DenseSolve(), lm, sigma_train, det_test, model, "dense", info, timings)
+
+
+def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
+    timings = {}
     t = time.perf_counter()
-    ld_te, _, _ = prob_te.logdet(theta)
-    det_te = np.exp(ld_te)
-    ev = evaluate_model(model, test, n_curvature=config.n_curvature, det_g=det_te, log=log)
-    ld_tr, _, _ = prob.logdet(theta)
-    from ntkflow.manifolds import sigma as msigma
+    backend = "numpy" if jax.default_backend() == "cpu" else "jax"  # an accelerator keeps the features on it
+    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k,
+                         backend=backend, link=link)
+    timings["features"] = time.perf_counter() - t
+    log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
+        f"parameters), products on {'the host (NumPy)' if backend == 'numpy' else jax.devices()[0].device_kind}, "
+        f"features {timings['features']:.1f} s")
+    log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
+                      "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
+                      "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
+    if prob.n_params - 1 > len(train) // 2:
+        log(f"  warning: {prob.n_params - 1} parameters for {len(train)} training points — Gauss–Newton will fit "
+            f"the points' Monte-Carlo noise (held-out σ stalls while train σ → 0); measured on the random quintic: "
+            f"n ≳ 2.5 × parameters (docs/cy.md). Use more --n-train or a smaller -k.")
+    # held-out metric with the same GEMM products (monomial basis): far cheaper than the model's
+    # pair-by-pair evaluation, which the tests check it against
+    tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), method.k, whiten=False,
+                          backend=backend, link=link)
 
-    sig_train = msigma(train, np.exp(ld_tr))
-    timings["evaluation"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_start
+    def sigma_train(theta):
+        r, _ = prob.residual(theta)
+        return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
+
+    def det_test(theta):
+        Hm = prob.monomial_H(prob.unvec(theta)[0])
+        return np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
+
+    def model(theta):
+        b = hermitian_basis(prob.monomial_H(prob.unvec(theta)[0]), prob.exps, method.k)
+        info = {"k": method.k, "solver": "matrix-free", "link": link, "fingerprint": config.fingerprint()}
+        if link == "log":
+            return DonaldsonModel(manifold=m, basis=b, info=info)
+        return BergmanModel(manifold=m, basis=b, log_kappa=float(theta[-1]), info=info)
+
+    lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
+                  max_tries=1, stop_on_reject=False)
+    info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend}
+    return _Setup(prob, CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter), lm, sigma_train, det_test, model,
+                  "matrix-free", info, timings)
+
+
+def _setup_dual(config, method: DualMethod, m, train, test, log) -> _Setup:
+    timings = {}
+    base = make_kernel(method)
+    form, why = choose_form(base, m.n_coords, method.centers, len(train))
+    log(f"  {why}")
+    t = time.perf_counter()
+    centers = np.asarray(train.points)[select_dual_centers(base, train, method, seed=config.data.seed)]
+    timings["centers"] = time.perf_counter() - t
+    prob = DualProblem(base, centers, train.points, train.jacobian, train.weights, np.log(train.omega_sq),
+                       jacobian=method.jacobian, dense_max_entries=method.dense_max_entries, tile=method.tile,
+                       log_det_fs=np.log(fs_det(train)))
+    why_mode = ("requested" if method.jacobian != "auto" else
+                f"n·m = {prob.n * prob.m:.3g} {'≤' if prob.mode == 'dense' else '>'} {method.dense_max_entries:.3g}")
+    mode = (f"J formed once per step ({why_mode}), CG products by BLAS" if prob.mode == "dense"
+            else f"every CG product one lazy JAX pass, J never formed ({why_mode})")
+    log(f"  centres: {method.centers} ({method.centers_method}, seed {config.data.seed}) in {timings['centers']:.1f} s; "
+        f"Jacobian: {mode}; ridge μ = {method.ridge:g}")
+
+    def sigma_train(theta):
+        r, _ = prob.residual(theta)
+        return float("nan") if r is None else sigma_weighted(np.exp(r + theta[-1]), prob.weights)
+
+    def det_test(theta):
+        return np.real(np.linalg.det(prob.metric(theta[:-1], test.points, test.jacobian)))
+
+    def model(theta):
+        return DualKernelModel(manifold=m, base=base, centers=centers, alpha=theta[:-1], log_kappa=float(theta[-1]),
+                               info={"form": form, "centers_method": method.centers_method,
+                                     "n_centers": method.centers, "kernel": kernel_spec(base),
+                                     "ridge": method.ridge, "fingerprint": config.fingerprint()})
+
+    lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
+                  max_tries=1, stop_on_reject=False, max_lam=1e8, mu=method.ridge)
+    info = {"kernel": kernel_spec(base), "form": form, "why": why, "jacobian": prob.mode,
+            "n_centers": method.centers, "centers_method": method.centers_method, "ridge": method.ridge}
+    return _Setup(prob, CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter), lm, sigma_train, det_test, model,
+                  "dual", info, timings)
+
+
+def _fit_least_squares(setup: _Setup, config: CYConfig, test, out_dir, *, resume, log, hooks, t_start) -> Fit:
+    """Levenberg–Marquardt on ``setup.problem`` with the hooks of every path; resume from the checkpoint."""
+    ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint")
+    fp = config.fingerprint()
+    state = None
+    if resume and ckpt and os.path.exists(ckpt + ".npz"):
+        state, meta, _ = load_checkpoint(ckpt)
+        if meta.get("fingerprint") != fp:
+            raise ValueError(
+                f"resume: the checkpoint {ckpt}.npz was written with different settings (fingerprint "
+                f"{meta.get('fingerprint')} != {fp}); rerun with the same options, or without --resume / with a new -o.")
+        log(f"  resumed from {ckpt}.npz at iteration {state.iteration} (loss {state.loss:.4e})"
+            f"{' — already finished' if state.done else ''}")
+
+    def sigma_hook(st, record):
+        return {"sigma_train": setup.sigma_train(st.theta), "sigma_test": _sigma_or_nan(test, setup.det_test(st.theta)),
+                "elapsed": time.perf_counter() - t_start}
+
+    cols = [("iteration", ">4"), ("loss", ">11.4e"), ("sigma_train", ">10.3e"), ("sigma_test", ">10.3e"),
+            ("lam", ">8.1e")]
+    if isinstance(setup.solve, CGSolve):
+        cols.append(("cg_iterations", ">6"))
+    cols += [("step_seconds", ">7.2f"), ("elapsed", ">8.1f")]
+    progress = ProgressHook(columns=tuple(cols), print_fn=log,
+                            headers={"iteration": "iter", "sigma_train": "σ train", "sigma_test": "σ held-out",
+                                     "lam": "λ", "cg_iterations": "CG it", "step_seconds": "step s",
+                                     "elapsed": "total s"})
+    all_hooks = [sigma_hook]
+    if config.lm.time_budget > 0:
+        all_hooks.append(time_budget(config.lm.time_budget, start=t_start))
+    all_hooks.append(progress)
+    if ckpt:
+        all_hooks.append(CheckpointHook(ckpt, meta={"fingerprint": fp}))
+    all_hooks.extend(hooks)
+    lm = setup.lm if config.lm.time_budget <= 0 else replace(setup.lm, time_budget=None)
+    log(progress.header())
+    t = time.perf_counter()
+    res = levenberg_marquardt(setup.problem, lm, solve=setup.solve, state=state, hooks=all_hooks)
+    timings = {**setup.timings, "gauss_newton": time.perf_counter() - t}
+    if res.status is LMStatus.STOPPED and "KeyboardInterrupt" in res.message:
+        log(f"  interrupted at iteration {res.iterations}; {'the checkpoint keeps it (--resume continues)' if ckpt else 'nothing written'}")
+        raise KeyboardInterrupt(res.message)
+    if res.status is LMStatus.TIME_BUDGET:
+        log(f"  time budget {config.lm.time_budget:g} s reached (--resume with a larger --time-budget continues)")
+    elif res.status is LMStatus.NONFINITE or res.status is LMStatus.NO_DECREASE:
+        log(f"  {res.message}")
+    theta = res.value
+    return Fit(model=setup.model(theta), history=res.history, det_test=setup.det_test(theta),
+               sigma_train=setup.sigma_train(theta), iterations=res.iterations, status=res.status,
+               message=res.message, solver=setup.solver, info=setup.info, timings=timings)
+
+
+# ----------------------------------------------------------------------------------------------
+# the baselines
+# ----------------------------------------------------------------------------------------------
+
+
+def _fit_donaldson(config, method: DonaldsonMethod, m, train, test, log) -> Fit:
+    b, sym = choose_basis(m, method)
+    log(f"  symmetry: {sym.describe()}; G in the span of {b.n_functions} invariant matrices (N_k = {b.n_monomials})")
+    t = time.perf_counter()
+    g, hist = balanced_metric(b, train.points, train.weights, iterations=method.iterations,
+                              callback=lambda r: log(f"  {r['iteration']:>4}  change {r['change']:.3e}  {r['seconds']:.2f} s"))
+    timings = {"t_operator": time.perf_counter() - t}
+    model = DonaldsonModel(manifold=m, basis=b.combined(g), info={"k": method.k, "symmetry": sym.describe()})
+    det_te = np.real(np.linalg.det(model.metric(test)))
+    history = [{**r, "loss": r["change"]} for r in hist]
+    history[-1]["sigma_test"] = sigma(test, det_te)
+    ref = 3.1 / method.k ** 2 - 4.2 / method.k ** 3
+    status = LMStatus.MAX_ITER
+    message = (f"T-operator: {method.iterations} iterations, last relative change {hist[-1]['change']:.3g} "
+               f"(more with --donaldson-iter)")
+    return Fit(model=model, history=tuple(history), det_test=det_te, sigma_train=None, iterations=len(hist),
+               status=status, message=message, solver="donaldson",
+               info={"sigma_dklr_fit": ref, "n_functions": b.n_functions, "symmetry": sym.describe()},
+               timings=timings)
+
+
+def _fit_network(config, method: NetworkMethod, m, train, test, log, t_start) -> Fit:
+    t = time.perf_counter()
+    model, history, det_te, n_params, stopped = train_network(method, train, test, seed=config.data.seed,
+                                                              time_budget=config.lm.time_budget, t_start=t_start,
+                                                              log=log)
+    status = LMStatus.TIME_BUDGET if stopped else LMStatus.MAX_ITER
+    message = (f"Adam: {len(history)} epochs" + (f", time budget {config.lm.time_budget:g} s reached" if stopped else
+                                                   " (more with --epochs)"))
+    return Fit(model=model, history=tuple(history), det_test=det_te, sigma_train=None, iterations=len(history),
+               status=status, message=message, solver="adam", info={"n_parameters": n_params},
+               timings={"train": time.perf_counter() - t})
+
+
+# ----------------------------------------------------------------------------------------------
+# the job
+# ----------------------------------------------------------------------------------------------
+
+
+def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume: bool = False,
+           quiet: bool = False, hooks=()) -> CYResult:
+    """Run the job (see the module docstring); returns metrics, model and history.
+
+    ``hooks``: extra Levenberg–Marquardt hooks ``hook(state, record)`` run after the checkpoint of each
+    step (tests interrupt a run with one that raises KeyboardInterrupt)."""
+    if not isinstance(config, CYConfig):
+        raise TypeError(f"config: expected a CYConfig, received {type(config).__name__}.")
+    log = _printer(quiet)
+    t_start = time.perf_counter()
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    method = config.method
+    if isinstance(method, NetworkMethod) and resume:
+        raise ValueError("resume: the network baseline writes no checkpoint; rerun without --resume.")
+    m = make_manifold(config.data)
+    t = time.perf_counter()
+    ps = sample(m, config.data.n_train + config.data.n_test, seed=config.data.seed, progress=False)
+    train, test = ps.split(config.data.n_train)
+    t_sample = time.perf_counter() - t
+    points = (f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), "
+              f"sampled in {t_sample:.1f} s")
+    if isinstance(method, BergmanMethod):
+        b, sym = choose_basis(m, method)
+        log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={method.k}")
+        log(f"  symmetry: {sym.describe()}")
+        log(f"  basis: {b.description}")
+        log(points)
+        solver, link, why = choose_solver(method, b.n_functions, len(ps), m.dim, sym.trivial)
+        if solver == "dense":
+            log(f"  solver: primal form (u^{method.k} has a finite feature space), dense Levenberg–Marquardt on "
+                f"{b.n_functions} basis functions ({why})")
+            setup = _setup_dense(config, method, m, b, sym, train, test, log)
+        else:
+            log(f"  {why}: using the matrix-free primal Gauss–Newton "
+                f"(primal form: u^{method.k} has a finite feature space, cost independent of the number of centres)")
+            setup = _setup_matrix_free(config, method, m, link, train, test, log)
+    elif isinstance(method, DualMethod):
+        log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {method.kernel}, dual (kernel) form")
+        log(points)
+        setup = _setup_dual(config, method, m, train, test, log)
+    elif isinstance(method, DonaldsonMethod):
+        log(f"ntkflow cy: {m.name}, method donaldson (balanced metric, T-operator), k={method.k}")
+        log(f"  points: {config.data.n_train} for the T-operator integral + {config.data.n_test} held-out")
+        setup = None
+    else:
+        log(f"ntkflow cy: {m.name}, method network (finite width {method.width} x {method.depth}, tanh), "
+            f"Adam lr {method.learning_rate}")
+        setup = None
+    fs = {"sigma_train": sigma(train, fs_det(train)), "sigma_test": sigma(test, fs_det(test))}
+    if setup is not None:
+        log(f"  Fubini–Study: σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")
+        fit = _fit_least_squares(setup, config, test, out_dir, resume=resume, log=log, hooks=hooks, t_start=t_start)
+    elif isinstance(method, DonaldsonMethod):
+        fit = _fit_donaldson(config, method, m, train, test, log)
+    else:
+        fit = _fit_network(config, method, m, train, test, log, t_start)
+    return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample)
+
+
+def _finish(config, m, test, fit: Fit, fs, out_dir, *, log, t_start, t_sample) -> CYResult:
+    """The epilogue of every method: evaluate on the held-out points, one metrics schema, write."""
+    t = time.perf_counter()
+    ev = evaluate_model(fit.model, test, n_curvature=config.output.n_curvature, det_g=fit.det_test, log=log)
+    timings = {"sample": t_sample, **fit.timings, "evaluation": time.perf_counter() - t,
+               "total": time.perf_counter() - t_start}
+    method = config.method
     metrics = {
-        "manifold": m.name, "method": "bergman", "k": config.k,
-        "sigma_test": ev["sigma"], "sigma_train": sig_train,
-        "kappa": ev["kappa"], "vol_kahler_test": ev["vol_kahler"],
-        "intersection_number": ev["intersection_number"],
-        "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"),
-        "euler_stderr": ev.get("euler_stderr"), "n_curvature": ev.get("n_curvature", 0),
-        "fs_baseline": {"sigma_train": fs_sig_tr, "sigma_test": fs_sig_te},
-        "n_functions": b.n_functions, "n_kept": int(tmat.shape[1]), "n_pairs": b.n_pairs,
-        "iterations": st.iteration, "converged": bool(st.done),
-        "timings": timings, "settings": config.to_json(), "symmetry": sym.describe(),
+        "manifold": m.name, "method": method.name, "solver": fit.solver, "k": getattr(method, "k", None),
+        "sigma_test": ev["sigma"], "sigma_train": fit.sigma_train,
+        "kappa": ev["kappa"], "vol_kahler_test": ev["vol_kahler"], "intersection_number": ev["intersection_number"],
+        "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"), "euler_stderr": ev.get("euler_stderr"),
+        "n_curvature": ev.get("n_curvature", 0), "fs_baseline": fs,
+        "iterations": fit.iterations, "converged": fit.status is LMStatus.CONVERGED,
+        "status": {"name": fit.status.name, "message": fit.message},
+        "timings": timings, "settings": config.to_json(), "fingerprint": config.fingerprint(),
+        "method_info": fit.info,
     }
     if out_dir is not None:
-        finish_outputs(out_dir, model, metrics, st.history, np.exp(ld_te - prob_te.log_omega), log=log,
-                       title=f"{m.name}, bergman k={config.k}")
-    log(f"  done: held-out σ = {metrics['sigma_test']:.3e} (FS {fs_sig_te:.3f}), train σ = {sig_train:.3e}, "
-        f"κ = {metrics['kappa']:.6g}, total {timings['total']:.1f} s")
-    return CYResult(metrics=metrics, model=model, history=tuple(st.history), out_dir=out_dir)
-
-
-def finish_outputs(out_dir, model, metrics, history, eta_test, *, log=print, title=""):
-    model.save(out_dir)
-    with open(os.path.join(out_dir, "history.json"), "w") as f:
-        json.dump(list(history), f, indent=1)
-    try:
-        write_plots(out_dir, list(history), eta_test, title=title)
-    except Exception as exc:  # plotting must never lose a finished run
-        log(f"  (plots skipped: {exc})")
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(_jsonable(metrics), f, indent=2)
-    log(f"  wrote {out_dir}/metrics.json, history.json, convergence.png, model.json, model.npz")
-
-
-def _jsonable(x):
-    if isinstance(x, dict):
-        return {k: _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, (np.floating, np.integer, np.bool_)):
-        return x.item()
-    if isinstance(x, complex):
-        return [x.real, x.imag]
-    return x
+        title = f"{m.name}, {method.name} ({fit.solver})" + (f" k={method.k}" if hasattr(method, "k") else "")
+        write_outputs(out_dir, fit.model, metrics, fit.history, fit.det_test / test.omega_sq, log=log, title=title)
+    train_part = "" if fit.sigma_train is None else f", train σ = {fit.sigma_train:.3e}"
+    log(f"  done: held-out σ = {metrics['sigma_test']:.3e} (FS {fs['sigma_test']:.3f}){train_part}, "
+        f"κ = {metrics['kappa']:.6g}, {fit.status.name.lower()} after {fit.iterations} iterations, "
+        f"total {timings['total']:.1f} s")
+    return CYResult(metrics=metrics, model=fit.model, history=tuple(fit.history), out_dir=out_dir)

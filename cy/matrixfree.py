@@ -18,19 +18,24 @@ g = X̃ H X̃† / (kπ F|z|^{2k}) with X̃ = X − (X H s̄ / s†Hs) s (the pr
 every linearisation (the network's output is e^{kπφ}, not φ; its kernel is still u^k). The Gauss–Newton
 system (JᵀWJ/n + λD) δ = −JᵀW r/n is solved by preconditioned CG (:func:`ntkflow.solvers.cg`, Jacobi
 preconditioner D = diag JᵀWJ/n, computed chunkwise) on the real coordinates
-θ = (diag H, Re H_{α<β}, Im H_{α<β}, c).  Steps are accepted like in :mod:`gauss_newton` (loss decrease
-and positive definiteness at every training point).
+θ = (diag H, Re H_{α<β}, Im H_{α<β}, c): :class:`PrimalProblem` implements
+:class:`ntkflow.solvers.least_squares.LeastSquaresProblem` (J an engine operator applied by the two
+GEMM products above, the ridge P = diag(1, …, 1, 0) of a Tikhonov penalty μ‖H‖²_F as ``penalty()``), and
+the job runs :func:`ntkflow.solvers.least_squares.levenberg_marquardt` with ``CGSolve`` on it. Steps are
+accepted on a loss decrease; ``loss`` is +inf where g is not positive definite at a training point.
 """
 from __future__ import annotations
 
-import os
-import time
+from typing import NamedTuple
 
 import numpy as np
 
 from ntkflow.cy import algebra, basis as basis_mod
+from ntkflow.cy.basis import PairBasis
+from ntkflow.cy.problems import DiagonalOperator, ProductOperator, cholesky_logdet, fitted_constant
+from ntkflow.solvers.least_squares import Linearisation
 
-__all__ = ["PrimalProblem", "run_matrix_free", "lm_update", "LINKS"]
+__all__ = ["PrimalProblem", "LINKS", "resolve_link", "hermitian_basis"]
 
 #: how the kernel function F = s†Hs/|z|^{2k} becomes the potential: φ = F, or K = (1/(kπ)) log s†Hs
 LINKS = ("identity", "log")
@@ -61,6 +66,18 @@ def section_features(z, jac, exponents, *, xp=np):
     return s, x
 
 
+class _Point(NamedTuple):
+    """One point of linearisation: H, g⁻¹ and the per-point factors of J (module docstring); ``cached``
+    holds (Y, Z0) on an accelerator (built once per linearisation), None on the host."""
+
+    H: object
+    ginv: object
+    shift: object
+    a: object
+    q: object
+    cached: object
+
+
 class PrimalProblem:
     """Monge–Ampère least squares over Hermitian H (see the module docstring).
 
@@ -78,7 +95,6 @@ class PrimalProblem:
         self.backend = backend
         self.link = link
         self.block = int(block)  # host products run over blocks of this many points (bounded temporaries)
-        self._cached = None
         self.k = int(k)
         self.exps = basis_mod.monomials(z.shape[1], self.k)
         n_mono = len(self.exps)
@@ -198,7 +214,7 @@ class PrimalProblem:
             return proj / (self.k * np.pi * v[:, None, None])
         return self.gfs[b] + self.hk[b][:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs[b])
 
-    def initial_vector(self):
+    def initial(self):
         """Start of the optimisation: identity link H = 0 (Fubini–Study); log link H = I in the whitened
         basis (s†Hs = Σ|s'_a|², Donaldson's T-map applied once to Fubini–Study); c fitted to either."""
         v = np.zeros(self.n_params)
@@ -207,105 +223,124 @@ class PrimalProblem:
         r, _ = self.residual(v)
         if r is None:
             raise ValueError("initial metric is not positive definite at every training point.")
-        w = self.xp.asarray(self.w)
-        v[-1] = float(self.xp.sum(w * r) / self.xp.sum(w))
+        v[-1] = fitted_constant(self._host(r), self._host(self.w))
         return v
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(n,) Monte-Carlo weights normalised to mean 1, on the host."""
+        return self._host(self.w)
+
+    def _evaluate(self, v):
+        """(r, g⁻¹, H) at θ = v, or (None, None, H) where g is not positive definite at some point."""
+        xp = self.xp
+        H, c = self.unvec(v)
+        g = self.metric(H)
+        if self.link == "log" and not bool(xp.all(self._val(H) > 0)):
+            return None, None, H
+        ld = cholesky_logdet(g, xp)
+        if ld is None:
+            return None, None, H
+        return ld - self.log_omega - c, xp.linalg.inv(g), H
 
     def residual(self, v):
         """(r, g⁻¹) with r = log det g − log|Ω|² − c at the training points, or (None, None) when g
         is not positive definite at some point."""
-        xp = self.xp
-        H, c = self.unvec(v)
-        self._H = H
-        g = self.metric(H)
-        if self.link == "log" and not bool(xp.all(self._val(H) > 0)):
-            return None, None
-        if xp is np:
-            try:
-                ch = np.linalg.cholesky(g)
-            except np.linalg.LinAlgError:
-                return None, None
-        else:
-            ch = xp.linalg.cholesky(g)  # NaN (not an exception) where g is not positive definite
-        ld = 2 * xp.sum(xp.log(xp.real(xp.diagonal(ch, axis1=1, axis2=2))), axis=1)
-        if xp is not np and not bool(xp.all(xp.isfinite(ld))):
-            return None, None
-        return ld - self.log_omega - c, xp.linalg.inv(g)
+        r, ginv, _ = self._evaluate(v)
+        return r, ginv
 
     def loss(self, v):
         r, _ = self.residual(v)
         return np.inf if r is None else float(self.xp.mean(self.w * r * r))
 
-    # ---- Jacobian products at a fixed metric (ginv) ---------------------------------------
-    def linearise(self, ginv):
-        """Fix the point of linearisation (g⁻¹ from :meth:`residual`, which also records H).
+    def penalty(self):
+        """P = diag(1, …, 1, 0): the ridge μ‖H‖²_F on the (whitened) coefficients, not on c — the
+        kernel-ridge regularisation of the frozen-kernel function space (weight μ = ``LMConfig.mu``)."""
+        d = np.ones(self.n_params)
+        d[-1] = 0.0
+        return DiagonalOperator(d)
+
+    # ---- Jacobian products at a fixed metric ---------------------------------------------
+    def linearise(self, v) -> Linearisation | None:
+        """(r, J, diag JᵀWJ/n) at θ = v (None where g is not positive definite).
 
         J(δH)_x = a_x [tr(g⁻¹ Y δH Y†)/π − q_x s^T δH s̄] − δc with (identity link) Y = X,
         a = |z|^{-2k}, q = k tr(g⁻¹ g_FS), or (log link) Y = X̃ = X − (X H s̄ / s^T H s̄) s^T,
         a = 1/(k s^T H s̄), q = k d.  On the host the (n, d, N_k) arrays Y and Z0 = g⁻ᵀȲ are rebuilt
         block by block inside every product (O(n d² N_k), small next to the O(n d N_k²) GEMM), so memory
         stays at the features X, S; on an accelerator they are built once."""
+        r, ginv, H = self._evaluate(v)
+        if r is None:
+            return None
+        pt = self._point(H, ginv)
+        J = ProductOperator(self.n, self.n_params,
+                            forward=lambda V: np.stack([self._jvp(pt, V[:, j]) for j in range(V.shape[1])], 1),
+                            adjoint=lambda U: np.stack([self._vjp(pt, U[:, j]) for j in range(U.shape[1])], 1))
+        return Linearisation(r=self._host(r), J=J, diag=self._jacobi_diag(pt))
+
+    def _point(self, H, ginv) -> _Point:
         xp = self.xp
-        self.ginv = ginv
         if self.link == "log":
-            H = self._H
             v = self._val(H)
             ahs = xp.concatenate([(self._xh(H, self.X[b]) @ xp.conj(self.S[b])[:, :, None])[:, :, 0]
                                   for b in self._blocks()])  # (n, d): X H s̄
-            self.shift = ahs / v[:, None]
-            self.a = 1.0 / (self.k * v)
-            self.q = xp.full((self.n,), float(self.k * self.dim))
+            pt = _Point(H, ginv, ahs / v[:, None], 1.0 / (self.k * v), xp.full((self.n,), float(self.k * self.dim)), None)
         else:
-            self.shift = None
-            self.a = self.hk
-            self.q = self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs))
-        self._cached = None
+            pt = _Point(H, ginv, None, self.hk, self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs)), None)
         if xp is not np:
-            self._cached = self._yz(slice(None))
+            pt = pt._replace(cached=self._yz(pt, slice(None)))
+        return pt
+
+    def jacobi_diag(self, v, *, chunk: int | None = None, max_points: int | None = 20_000):
+        """diag(JᵀWJ)/n at θ = v (see :meth:`_jacobi_diag`)."""
+        r, ginv, H = self._evaluate(v)
+        if r is None:
+            raise ValueError("v: the metric is not positive definite at every training point.")
+        return self._jacobi_diag(self._point(H, ginv), chunk=chunk, max_points=max_points)
 
     def _blocks(self):
         if self.xp is not np or self.n <= self.block:
             return [slice(None)]
         return [slice(lo, lo + self.block) for lo in range(0, self.n, self.block)]
 
-    def _yz(self, sl):
+    def _yz(self, pt: _Point, sl):
         """(Y, Z0) on the points ``sl`` (a slice or an index array); Z0[n, b, α] = Σ_a g⁻¹_ab conj(Y_aα),
         so that tr(g⁻¹ Y H Y†) = Σ_{bα} (YH)_{bα} Z0_{bα}."""
         xp = self.xp
-        if self._cached is not None:
-            y, z0 = self._cached
+        if pt.cached is not None:
+            y, z0 = pt.cached
             return (y, z0) if isinstance(sl, slice) and sl == slice(None) else (y[sl], z0[sl])
         y = self.X[sl]
-        if self.shift is not None:
-            y = y - self.shift[sl][:, :, None] * self.S[sl][:, None, :]
-        return y, xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(y)
+        if pt.shift is not None:
+            y = y - pt.shift[sl][:, :, None] * self.S[sl][:, None, :]
+        return y, xp.swapaxes(pt.ginv[sl], 1, 2) @ xp.conj(y)
 
-    def jvp(self, v):
+    def _jvp(self, pt: _Point, v):
         """J θ (n,) on the host."""
         xp = self.xp
         H, c = self.unvec(v)
         tr = []
         for b in self._blocks():
-            y, z0 = self._yz(b)
+            y, z0 = self._yz(pt, b)
             tr.append(xp.real(xp.sum(self._xh(H, y) * z0, axis=(1, 2))))
         tr = xp.concatenate(tr)
-        return self._host(self.a * (tr / np.pi - self.q * self._val(H)) - c)
+        return self._host(pt.a * (tr / np.pi - pt.q * self._val(H)) - c)
 
-    def vjp(self, u):
+    def _vjp(self, pt: _Point, u):
         """J^T u in θ-coordinates (u (n,) on the host or device)."""
         xp = self.xp
         u = xp.asarray(u)
-        cx = u * self.a
+        cx = u * pt.a
         G = 0.0
         for b in self._blocks():
-            y, z0 = self._yz(b)
+            y, z0 = self._yz(pt, b)
             Z = (cx[b][:, None, None] / np.pi) * z0  # (c, d, N_k)
             G = G + y.reshape(-1, self.nk).T @ Z.reshape(-1, self.nk)
-        G = G - self.S.T @ ((cx * self.q)[:, None] * xp.conj(self.S))
+        G = G - self.S.T @ ((cx * pt.q)[:, None] * xp.conj(self.S))
         G = 0.5 * (G + xp.conj(G.T))
         return self.grad_vec(G, -float(xp.sum(u)))
 
-    def jacobi_diag(self, chunk: int | None = None, max_points: int | None = 20_000):
+    def _jacobi_diag(self, pt: _Point, chunk: int | None = None, max_points: int | None = 20_000):
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
         is estimated on an evenly strided subset (a preconditioner: it changes the CG iterations, never
         the solution; exact for n ≤ max_points, which the tests check)."""
@@ -318,9 +353,9 @@ class PrimalProblem:
         acc_im = xp.zeros((nk, nk))
         for lo in range(0, len(idx), chunk):
             sl = idx[lo:lo + chunk] if stride > 1 else slice(lo, lo + chunk)
-            Y, _ = self._yz(sl)
-            M = xp.swapaxes(Y, 1, 2) @ xp.swapaxes(self.ginv[sl], 1, 2) @ xp.conj(Y)  # (c, N_k, N_k)
-            A = self.a[sl, None, None] * (M / np.pi - self.q[sl, None, None]
+            Y, _ = self._yz(pt, sl)
+            M = xp.swapaxes(Y, 1, 2) @ xp.swapaxes(pt.ginv[sl], 1, 2) @ xp.conj(Y)  # (c, N_k, N_k)
+            A = pt.a[sl, None, None] * (M / np.pi - pt.q[sl, None, None]
                                           * self.S[sl, :, None] * xp.conj(self.S[sl, None, :]))
             ww = self.w[sl, None, None]
             acc_re = acc_re + xp.sum(ww * xp.real(A) ** 2, axis=0)
@@ -341,144 +376,8 @@ def resolve_link(link: str) -> str:
     return link
 
 
-def gn_step(prob: PrimalProblem, v, lam: float, *, rtol=1e-3, maxiter=50, ridge: float = 0.0, log=None):
-    """Solve (JᵀWJ/n + μP + λD) δ = −JᵀWr/n − μPv matrix-free by Jacobi-preconditioned CG.
-
-    μ = ``ridge`` is a Tikhonov penalty μ‖H‖²_F on the (whitened) coefficients (P = I on the H part,
-    0 on the constant c): the kernel-ridge regularisation of the frozen-kernel function space, which
-    keeps N_k² parameters from fitting the Monte-Carlo noise of the training points."""
-    from scipy.sparse.linalg import LinearOperator
-
-    from ntkflow.solvers import cg
-
-    r, ginv = prob.residual(v)
-    prob.linearise(ginv)
-    P = np.ones(prob.n_params)
-    P[-1] = 0.0
-    b = -prob.vjp(prob.w * r) / prob.n - ridge * P * v
-    loss0 = float(prob.xp.mean(prob.w * r * r))
-    D = np.maximum(prob.jacobi_diag(), 1e-300) + ridge * P
-    p = prob.n_params
-
-    def mv(x):
-        x = np.asarray(x).reshape(-1)
-        return prob.vjp(prob.w * prob.jvp(x)) / prob.n + ridge * P * x + lam * D * x
-
-    op = LinearOperator((p, p), matvec=mv, matmat=lambda V: np.stack([mv(V[:, j]) for j in range(V.shape[1])], 1), dtype=np.float64)
-    pre = lambda V: V / (D * (1 + lam))[:, None] if np.ndim(V) == 2 else V / (D * (1 + lam))  # noqa: E731
-    res = cg(op, b, rtol=rtol, maxiter=maxiter, precond=pre)
-    return res, loss0
-
-
-def lm_update(prob, v, step, loss0: float, loss: float, lam: float):
-    """Levenberg–Marquardt acceptance: take v + step if it lowers the loss (and λ ← 0.3λ), else keep v
-    and λ ← 10λ. Returns (v, loss, λ, accepted, loss at v + step)."""
-    new = v + step
-    new_loss = prob.loss(new)
-    if new_loss < loss0:
-        return new, new_loss, max(lam * 0.3, 1e-12), True, new_loss
-    return v, loss, lam * 10.0, False, new_loss
-
-
-def run_matrix_free(config, m, train, test, out_dir, *, log=print, t_start=None, resume=False):
-    """``ntkflow cy`` on a manifold without usable symmetry: primal matrix-free Gauss–Newton."""
-    from ntkflow.cy.job import CYResult, _atomic_savez, evaluate_model, finish_outputs, sigma_of
-    from ntkflow.cy.model import BergmanModel, DonaldsonModel
-    from ntkflow.manifolds import fs_det, sigma
-
-    t_start = time.perf_counter() if t_start is None else t_start
-    timings = {}
-    t = time.perf_counter()
-    import jax
-
-    backend = "numpy" if jax.default_backend() == "cpu" else "jax"  # an accelerator keeps the features on it
-    link = resolve_link(config.link)
-    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), config.k, backend=backend,
-                         link=link)
-    timings["features"] = time.perf_counter() - t
-    log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
-        f"parameters), products on {'the host (NumPy)' if backend == 'numpy' else jax.devices()[0].device_kind}, "
-        f"features {timings['features']:.1f} s")
-    log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
-                      "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
-                      "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
-    if prob.n_params - 1 > len(train) // 2:
-        log(f"  warning: {prob.n_params - 1} parameters for {len(train)} training points — Gauss–Newton will fit "
-            f"the points' Monte-Carlo noise (held-out σ stalls while train σ → 0); measured on the random quintic: "
-            f"n ≳ 2.5 × parameters (docs/cy.md). Use more --n-train or a smaller -k.")
-    v = prob.initial_vector()
-    lam = config.lam0 if config.lam0 > 0 else 1e-3
-    ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint.npz")
-    history = []
-    it0 = 0
-    if resume and ckpt and os.path.exists(ckpt):
-        with np.load(ckpt, allow_pickle=False) as f:
-            if str(f["fingerprint"]) != config.fingerprint():
-                raise ValueError(f"resume: {ckpt} was written with different settings; rerun with the same options.")
-            v, lam, it0 = f["v"], float(f["lam"]), int(f["iteration"])
-        log(f"  resumed at iteration {it0}")
-    loss = prob.loss(v)
-
-    # held-out metric with the same GEMM products (monomial basis): far cheaper than the model's
-    # pair-by-pair evaluation, which the tests check it against
-    tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), config.k, whiten=False,
-                          backend=backend, link=link)
-
-    def test_sigma(vv):
-        """(held-out σ, det g on the held-out points)."""
-        Hm = prob.monomial_H(prob.unvec(vv)[0])
-        d = np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
-        return sigma(test, d), d
-
-    fs_te = sigma(test, fs_det(test))
-    log(f"  Fubini–Study: σ held-out {fs_te:.4f}")
-    log(f"  {'iter':>4} {'loss':>11} {'σ train':>10} {'σ held-out':>10} {'λ':>8} {'CG it':>6} {'step s':>7} {'total s':>8}")
-    for it in range(it0, config.max_iter):
-        ts = time.perf_counter()
-        res, loss0 = gn_step(prob, v, lam, rtol=1e-2, maxiter=60)
-        v, loss, lam, accepted, new_loss = lm_update(prob, v, res.value, loss0, loss, lam)
-        r, _ = prob.residual(v)
-        s_tr = sigma_of(np.exp(r + v[-1]), prob.w)
-        s_te, _ = test_sigma(v)
-        rec = {"iteration": it + 1, "loss": loss, "lam": lam, "accepted": bool(accepted), "cg_iterations": res.iterations,
-               "sigma_train": s_tr, "sigma_test": s_te, "step_seconds": time.perf_counter() - ts,
-               "elapsed": time.perf_counter() - t_start}
-        history.append(rec)
-        log(f"  {it + 1:>4} {loss:>11.4e} {s_tr:>10.3e} {s_te:>10.3e} {lam:>8.1e} {res.iterations:>6} "
-            f"{rec['step_seconds']:>7.1f} {rec['elapsed']:>8.1f}{'' if accepted else '  (rejected)'}")
-        if ckpt:
-            _atomic_savez(ckpt, v=v, lam=np.float64(lam), iteration=np.int64(it + 1),
-                          fingerprint=np.array(config.fingerprint()))
-        if accepted and (loss0 - new_loss) < config.gtol * loss0:
-            break
-        if config.time_budget and rec["elapsed"] > config.time_budget:
-            log(f"  time budget {config.time_budget:g} s reached (--resume with a larger --time-budget continues)")
-            break
-    s_te, d_te = test_sigma(v)
-    b = _hermitian_basis(prob.monomial_H(prob.unvec(v)[0]), prob.exps, config.k)  # the model is built once, here
-    info = {"k": config.k, "solver": "matrix-free", "link": link}
-    if link == "log":
-        model = DonaldsonModel(manifold=m, basis=b, info=info)
-    else:
-        model = BergmanModel(manifold=m, basis=b, log_kappa=float(v[-1]), info=info)
-    ev = evaluate_model(model, test, n_curvature=config.n_curvature, det_g=d_te, log=log)
-    timings["total"] = time.perf_counter() - t_start
-    metrics = {"manifold": m.name, "method": "bergman", "solver": "matrix-free primal GN", "link": link, "k": config.k,
-               "sigma_test": s_te, "sigma_train": history[-1]["sigma_train"] if history else None,
-               "kappa": ev["kappa"], "ricci_measure": ev.get("ricci_measure"), "euler": ev.get("euler"),
-               "euler_stderr": ev.get("euler_stderr"), "fs_baseline": {"sigma_test": fs_te},
-               "n_parameters": prob.n_params - 1, "timings": timings, "settings": config.to_json()}
-    if out_dir is not None:
-        finish_outputs(out_dir, model, metrics, history, d_te / test.omega_sq, log=log,
-                       title=f"{m.name}, matrix-free k={config.k}")
-    log(f"  done: held-out σ = {s_te:.3e} (FS {fs_te:.3f}), total {timings['total']:.1f} s")
-    return CYResult(metrics=metrics, model=model, history=tuple(history), out_dir=out_dir)
-
-
-def _hermitian_basis(H, exps, k):
+def hermitian_basis(H, exps, k) -> PairBasis:
     """One-function PairBasis for φ = s†Hs/|z|^{2k} (half pairs α ≤ β)."""
-    from ntkflow.cy.basis import PairBasis
-
     nk = len(exps)
     a, b = np.triu_indices(nk)
     w = H[a, b].copy()

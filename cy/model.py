@@ -12,6 +12,8 @@ Kinds
 - ``"network"``: K = (1/π)[log|z|² + φ_θ] with φ_θ a finite MLP on z z̄ᵀ/|z|² (see network.py).
 - ``"dual-kernel"``: K = (1/π)[log|z|² + φ], φ = Σ_b α_b k(z, c_b) over stored centres (see dual.py).
 
+Each model class registers its kind with ``@register("kind")``; :func:`load` is a lookup in that
+registry (importing :mod:`ntkflow.cy` registers every built-in kind).
 Files: ``model.json`` (kind, manifold, scalars) + ``model.npz`` (arrays), no pickles.
 """
 from __future__ import annotations
@@ -24,8 +26,10 @@ import numpy as np
 
 from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
+from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
+from ntkflow.manifolds import Hypersurface, PointSet, pointset_from_points
 
-__all__ = ["BergmanModel", "DonaldsonModel", "load", "as_pointset", "MODEL_FORMAT"]
+__all__ = ["Model", "BergmanModel", "DonaldsonModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT"]
 
 MODEL_FORMAT = "ntkflow-model"
 MODEL_VERSION = 1
@@ -33,8 +37,6 @@ MODEL_VERSION = 1
 
 def as_pointset(manifold, points):
     """PointSet from a PointSet (checked) or an (n, N) array of points on ``manifold``."""
-    from ntkflow.manifolds import PointSet, pointset_from_points
-
     if isinstance(points, PointSet):
         if points.manifold.n_coords != manifold.n_coords:
             raise ValueError(f"points: a PointSet of {points.manifold.name} does not match the model's manifold {manifold.name}.")
@@ -79,8 +81,26 @@ def _sections_jax(z, exps, k):
     return s, jnp.stack(grads, -1)
 
 
-class _Model:
-    """Shared evaluation: subclasses provide ``_metric_ps(ps)`` and ``metric_jax``."""
+#: kind -> model class; filled by :func:`register`
+MODELS: dict = {}
+
+
+def register(kind: str):
+    """Class decorator: ``@register("bergman")`` makes ``load`` read model files of that kind with the class
+    (its ``_from_payload``) and sets ``cls.kind``."""
+    def deco(cls):
+        if kind in MODELS and MODELS[kind] is not cls:
+            raise ValueError(f"kind: {kind!r} is registered already by {MODELS[kind].__name__}; pick another name.")
+        cls.kind = kind
+        MODELS[kind] = cls
+        return cls
+
+    return deco
+
+
+class Model:
+    """Shared evaluation: subclasses provide ``_metric_ps(ps)``, ``metric_jax``, ``_potential_z``,
+    ``_payload`` and ``_from_payload``, and are registered with :func:`register`."""
 
     kind = ""
 
@@ -116,8 +136,9 @@ class _Model:
         return os.fspath(directory)
 
 
+@register("bergman")
 @dataclass(frozen=True, eq=False)
-class BergmanModel(_Model):
+class BergmanModel(Model):
     """K = (1/π)[log|z|² + φ], φ = Σ_{pairs} 2Re(ω_p s_α s̄_β)/|z|^{2k} (one combined function).
 
     basis: a one-function :class:`PairBasis` (``PairBasis.combined``); log_kappa: the fitted constant
@@ -127,7 +148,6 @@ class BergmanModel(_Model):
     basis: PairBasis = field(repr=False)
     log_kappa: float = 0.0
     info: dict = field(default_factory=dict, repr=False)
-    kind = "bergman"
 
     def __post_init__(self):
         if self.basis.n_functions != 1:
@@ -173,8 +193,6 @@ class BergmanModel(_Model):
 
     def gfun(self):
         """Holomorphic extension of the metric (for :mod:`ntkflow.cy.curvature`)."""
-        from ntkflow.cy.curvature import bergman_gfun
-
         return bergman_gfun(self.basis)
 
     def _payload(self):
@@ -194,14 +212,14 @@ class BergmanModel(_Model):
                    info=meta.get("info", {}))
 
 
+@register("donaldson")
 @dataclass(frozen=True, eq=False)
-class DonaldsonModel(_Model):
+class DonaldsonModel(Model):
     """K = (1/(kπ)) log(s†Gs), G = Σ half pairs ω_p (E_αβ + h.c.) Hermitian positive definite."""
 
     manifold: object
     basis: PairBasis = field(repr=False)
     info: dict = field(default_factory=dict, repr=False)
-    kind = "donaldson"
 
     @property
     def k(self) -> int:
@@ -255,8 +273,6 @@ class DonaldsonModel(_Model):
         return g_fn
 
     def gfun(self):
-        from ntkflow.cy.curvature import donaldson_gfun
-
         return donaldson_gfun(self.basis)
 
     def _payload(self):
@@ -273,17 +289,8 @@ class DonaldsonModel(_Model):
         return cls(manifold=manifold, basis=b, info=meta.get("info", {}))
 
 
-_KINDS = {"bergman": BergmanModel, "donaldson": DonaldsonModel}
-
-
-def register_kind(name, cls):
-    _KINDS[name] = cls
-
-
 def load(directory):
-    """Load a model saved by ``ntkflow cy`` (any method) from ``directory``."""
-    from ntkflow.manifolds import Hypersurface
-
+    """Load a model saved by ``ntkflow cy`` (any registered kind) from ``directory``."""
     d = os.fspath(directory)
     jpath, npath = os.path.join(d, "model.json"), os.path.join(d, "model.npz")
     if not (os.path.exists(jpath) and os.path.exists(npath)):
@@ -293,15 +300,11 @@ def load(directory):
         meta = json.load(f)
     if meta.get("format") != MODEL_FORMAT:
         raise ValueError(f"directory: {jpath} is not an ntkflow model (format {meta.get('format')!r}).")
+    kind = meta.get("kind")
+    if kind not in MODELS:
+        raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(MODELS)} "
+                         f"(import the module that registers it; ntkflow.cy registers every built-in kind).")
     with np.load(npath, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     spec = {k[len("manifold_"):]: v for k, v in arrays.items() if k.startswith("manifold_")}
-    manifold = Hypersurface.from_spec(spec)
-    kind = meta.get("kind")
-    if kind == "network" and kind not in _KINDS:
-        from ntkflow.cy import network  # noqa: F401  (registers the kind)
-    if kind == "dual-kernel" and kind not in _KINDS:
-        from ntkflow.cy import dual  # noqa: F401  (registers the kind)
-    if kind not in _KINDS:
-        raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(_KINDS)}.")
-    return _KINDS[kind]._from_payload(manifold, meta, arrays)
+    return MODELS[kind]._from_payload(Hypersurface.from_spec(spec), meta, arrays)
