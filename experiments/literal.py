@@ -60,7 +60,7 @@ def literal_flow(problem: gn.MAProblem, gram_diag: np.ndarray, t_max: float, *, 
     from scipy.integrate import solve_ivp
 
     dinv = np.r_[1.0 / gram_diag, 1.0]
-    st = gn.initial_state(problem, gn.LMConfig())
+    theta0 = problem.initial()
 
     def rhs(t, th):
         r, inv = problem.residual(th)
@@ -71,7 +71,7 @@ def literal_flow(problem: gn.MAProblem, gram_diag: np.ndarray, t_max: float, *, 
 
     times = np.r_[0.0, np.geomspace(t_max * 1e-6, t_max, n_eval - 1)]
     t0 = time.perf_counter()
-    sol = solve_ivp(rhs, (0.0, t_max), st.theta, t_eval=times, rtol=rtol, atol=1e-12, method=method)
+    sol = solve_ivp(rhs, (0.0, t_max), theta0, t_eval=times, rtol=rtol, atol=1e-12, method=method)
     secs = time.perf_counter() - t0
     losses, sigmas = [], []
     for th in sol.y.T:
