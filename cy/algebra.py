@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from ntkflow.cy.basis import PairBasis
+from ntkflow.manifolds import monomial_sections
 
 __all__ = [
     "fs_ambient",
@@ -89,42 +90,22 @@ def fs_pulled(z: np.ndarray, jac: np.ndarray) -> np.ndarray:
     return g / np.pi
 
 
-def _powers(z: np.ndarray, k: int) -> np.ndarray:
-    """(n, N, k+1) table z_i^e."""
-    n, nc = z.shape
-    pw = np.empty((n, nc, k + 1), dtype=np.complex128)
-    pw[:, :, 0] = 1.0
-    for e in range(1, k + 1):
-        pw[:, :, e] = pw[:, :, e - 1] * z
-    return pw
+def section_features(z, jac, exponents, *, shift: bool = True, xp=np, layout: str = "nad"):
+    """Monomials and their pulled-back gradients at the points (array module ``xp``: numpy or jax.numpy).
 
-
-def section_features(z: np.ndarray, jac: np.ndarray, exponents: np.ndarray, *, shift: bool = True):
-    """Monomials and their pulled-back gradients at the points.
-
-    Returns s (n, N_k), X (n, N_k, d) with X_α = P(∇s_α − k s_α z̄/|z|²) (shift=True) or P∇s_α
-    (shift=False), and h = |z|² (n,).
+    Returns s (n, N_k), X with X_α = P(∇s_α − k s_α z̄/|z|²) (shift=True) or P∇s_α (shift=False), and
+    h = |z|² (n,); X is (n, N_k, d) for ``layout="nad"``, (n, d, N_k) for ``layout="nda"``. s and ∇s
+    are :func:`ntkflow.manifolds.monomial_sections` (the package's one implementation).
     """
-    k = int(exponents[0].sum())
-    n, nc = z.shape
-    pw = _powers(z, k)
-    ar = np.arange(nc)
-    # factors[n, α, i] = z_i^{I_αi}
-    fac = pw[:, ar[None, :], exponents]  # (n, N_k, N)
-    s = np.prod(fac, axis=-1)
-    grad = np.empty(s.shape + (nc,), dtype=np.complex128)
-    lower = np.maximum(exponents - 1, 0)
-    for i in range(nc):
-        # product over j != i of z_j^{I_j}, times I_i z_i^{I_i - 1}
-        others = np.ones_like(s)
-        for j in range(nc):
-            if j != i:
-                others = others * fac[:, :, j]
-        grad[:, :, i] = others * exponents[None, :, i] * pw[:, i, lower[:, i]]
-    h = np.sum(np.abs(z) ** 2, axis=-1)
+    if layout not in ("nad", "nda"):
+        raise ValueError(f"layout: expected 'nad' or 'nda', received {layout!r}.")
+    exps = np.asarray(exponents)
+    k = int(exps[0].sum())
+    s, grad = monomial_sections(z, exps, xp=xp)  # (n, N_k), (n, N_k, N)
+    h = xp.sum(xp.real(z * xp.conj(z)), axis=-1)
     if shift:
-        grad = grad - k * s[:, :, None] * (np.conj(z) / h[:, None])[:, None, :]
-    x = np.einsum("nai,ndi->nad", grad, jac)
+        grad = grad - k * s[:, :, None] * (xp.conj(z) / h[:, None])[:, None, :]
+    x = xp.einsum(f"nai,ndi->{layout}", grad, jac)
     return s, x, h
 
 

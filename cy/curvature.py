@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 # the Levi-Civita symbol, the c_m contraction and the batch loop are shared with the generic curvature code
-from ntkflow.manifolds import Curvature, chern_einsum, levi_civita, map_points
+from ntkflow.manifolds import Curvature, chern_einsum, levi_civita, map_points, monomial_sections
 
 __all__ = ["holomorphic_curvature"]
 
@@ -187,16 +187,14 @@ def _pair_sections(basis):
     w_ / wc the pair weights and their conjugates (JAX arrays)."""
     import jax.numpy as jnp
 
-    from ntkflow.cy.model import _sections_jax
-
-    exps = jnp.asarray(basis.exponents)
+    exps = np.asarray(basis.exponents)
     al, be = jnp.asarray(basis.alpha), jnp.asarray(basis.beta)
     w_ = jnp.asarray(basis.weight)
     k = basis.k
 
     def sections(z, w):
-        s, gs = _sections_jax(z, exps, k)
-        t, gt = _sections_jax(w, exps, k)
+        s, gs = monomial_sections(z, exps, xp=jnp)
+        t, gt = monomial_sections(w, exps, xp=jnp)
         return s, gs, t, gt
 
     return sections, al, be, w_, jnp.conj(w_), k

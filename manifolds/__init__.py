@@ -42,6 +42,7 @@ from .hypersurface import Hypersurface, Manifold, SingularityWarning, SingularMa
 from .pointset import PointSet, load_points, pointset_from_points, save_points
 from .presets import EULER_CHARACTERISTIC, PRESETS, preset
 from .sampling import roots_of_lines, sample, sample_reference
+from .sections import monomial_sections, monomials
 
 __all__ = [
     "Manifold", "Hypersurface", "SingularityWarning", "SingularManifoldError",
@@ -50,5 +51,6 @@ __all__ = [
     "chart_data", "build_jacobian",
     "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy", "volume_kahler",
     "integrate", "mean_stderr", "to_chart", "chart_jacobian",
+    "monomials", "monomial_sections",
     "Curvature", "curvature", "make_curvature_fn", "levi_civita", "chern_einsum", "map_batched", "map_points", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
 ]
