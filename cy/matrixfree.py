@@ -43,26 +43,8 @@ LINKS = ("identity", "log")
 
 def section_features(z, jac, exponents, *, xp=np):
     """s (n, N) degree-k monomials and X (n, d, N), X_α = P(∇s_α − k s_α z̄/|z|²), with the array
-    module ``xp`` (numpy or jax.numpy: the same formulas as :func:`ntkflow.cy.algebra.section_features`,
-    which is the reference in the tests)."""
-    exps = np.asarray(exponents)
-    k = int(exps[0].sum())
-    nc = z.shape[1]
-    pw = [xp.ones_like(z)]
-    for _ in range(k):
-        pw.append(pw[-1] * z)
-    pw = xp.stack(pw, axis=-1)  # (n, N_c, k+1)
-    ar = np.arange(nc)
-    fac = pw[:, ar[None, :], exps]  # (n, N, N_c): z_i^{I_αi}
-    s = xp.prod(fac, axis=-1)
-    lower = np.maximum(exps - 1, 0)
-    h = xp.sum(xp.real(z * xp.conj(z)), axis=-1)
-    cols = []
-    for i in range(nc):
-        others = xp.prod(fac[:, :, [j for j in range(nc) if j != i]], axis=-1)
-        cols.append(others * exps[None, :, i] * pw[:, i, lower[:, i]] - k * s * (xp.conj(z[:, i]) / h)[:, None])
-    grad = xp.stack(cols, axis=-1)  # (n, N, N_c)
-    x = xp.einsum("nai,ndi->nda", grad, jac)  # (n, d, N)
+    module ``xp`` (numpy or jax.numpy): :func:`ntkflow.cy.algebra.section_features` in this layout."""
+    s, x, _ = algebra.section_features(z, jac, exponents, xp=xp, layout="nda")  # (n, N), (n, d, N)
     return s, x
 
 

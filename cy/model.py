@@ -26,6 +26,7 @@ import numpy as np
 
 from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
+from ntkflow.manifolds import monomial_sections
 from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
 from ntkflow.manifolds import Hypersurface, PointSet, pointset_from_points
 
@@ -54,31 +55,6 @@ def _basis_jax(b):
     import jax.numpy as jnp
 
     return jnp.asarray(b.exponents), jnp.asarray(b.alpha), jnp.asarray(b.beta), jnp.asarray(b.weight), b.k
-
-
-def _sections_jax(z, exps, k):
-    """s (N_k,), ∇s (N_k, N) at one point (explicit products: cheap forward-mode derivatives)."""
-    import jax.numpy as jnp
-
-    nc = z.shape[0]
-    pw = [jnp.ones_like(z)]
-    for _ in range(k):
-        pw.append(pw[-1] * z)
-    pw = jnp.stack(pw, -1)  # (N, k+1)
-    fac = [pw[i][exps[:, i]] for i in range(nc)]  # N × (N_k,)
-    lower = [pw[i][jnp.maximum(exps[:, i] - 1, 0)] * exps[:, i] for i in range(nc)]
-    # prefix / suffix products
-    pre = [jnp.ones_like(fac[0])]
-    for i in range(nc - 1):
-        pre.append(pre[-1] * fac[i])
-    suf = [jnp.ones_like(fac[0])] * nc
-    acc = jnp.ones_like(fac[0])
-    for i in range(nc - 1, -1, -1):
-        suf[i] = acc
-        acc = acc * fac[i]
-    s = acc
-    grads = [pre[i] * suf[i] * lower[i] for i in range(nc)]
-    return s, jnp.stack(grads, -1)
 
 
 #: kind -> model class; filled by :func:`register`
@@ -179,7 +155,7 @@ class BergmanModel(Model):
         exps, al, be, w, k = _basis_jax(self.basis)
 
         def g_fn(z, P, omega):
-            s, gs = _sections_jax(z, exps, k)
+            s, gs = monomial_sections(z, exps, xp=jnp)
             h = jnp.sum(jnp.real(z) ** 2 + jnp.imag(z) ** 2)
             zb = jnp.conj(z)
             x = (gs - k * s[:, None] * zb[None, :] / h) @ P.T  # (N_k, m)
@@ -262,7 +238,7 @@ class DonaldsonModel(Model):
         exps, al, be, w, k = _basis_jax(self.basis)
 
         def g_fn(z, P, omega):
-            s, gs = _sections_jax(z, exps, k)
+            s, gs = monomial_sections(z, exps, xp=jnp)
             x = gs @ P.T  # (N_k, m)
             f = 2.0 * jnp.real(jnp.sum(w * s[al] * jnp.conj(s[be])))
             d = (x[al] * (w * jnp.conj(s[be]))[:, None]).sum(0) + (x[be] * (jnp.conj(w) * jnp.conj(s[al]))[:, None]).sum(0)
