@@ -130,7 +130,8 @@ class ConformalTorus:
 
     def scalars(self, y) -> dict:
         K = self.curvature(y)
-        return {"area": self.area(y), "K_min": float(K.min()), "K_max": float(K.max()),
+        A = self.area(y)
+        return {"area": A, "volume": A, "K_min": float(K.min()), "K_max": float(K.max()),
                 "R_min": 2.0 * float(K.min()), "R_max": 2.0 * float(K.max())}
 
     def singularity(self, y, limit: float):
@@ -213,7 +214,7 @@ class AxisymmetricSphere:
     def scalars(self, y) -> dict:
         K = self.curvature(y)
         A = self.area(y)
-        return {"area": A, "K_min": float(K.min()), "K_max": float(K.max()),
+        return {"area": A, "volume": A, "K_min": float(K.min()), "K_max": float(K.max()),
                 "R_min": 2.0 * float(K.min()), "R_max": 2.0 * float(K.max()),
                 "radius": math.sqrt(max(A, 0.0) / (4.0 * np.pi))}
 

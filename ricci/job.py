@@ -1,0 +1,592 @@
+"""The ``ntkflow ricci`` job: one initial metric, Hamilton's flow ∂_t g = −2 Ric by the reference solver
+(where the case has one) and the finite-σ generalised flow for each σ > 0, side by side.
+
+Every flow is a "problem" with ``rhs``/``scalars``/``singularity`` stepped by
+:func:`ntkflow.ricci.reference.integrate` one accepted step at a time. After each accepted step the job
+prints progress and writes a checkpoint (``checkpoint.json`` + ``checkpoint.npz``, each written to a
+temporary file and renamed); ``resume=True`` continues from it with the saved step size, which reproduces
+the uninterrupted run. Ctrl-C keeps the last good state (the checkpoint of the last accepted step). A
+singularity (extinction, neckpinch, curvature blow-up) ends that flow with the solver's message; its last
+good state is saved. Outputs in ``out_dir``: ``results.json`` (settings, per flow: status, message, the
+tracked scalars after every step, errors against the reference / exact solution), ``states.npz`` (last
+good state and snapshots of every flow) and the plots ``curvature.png``, ``metric.png``, ``bump.png``
+(scalar curvature on a line through the bump at a few times, reference vs finite σ: non-locality) and
+``sigma_error.png`` (several σ > 0).
+
+Built-in cases (:data:`CASES`): round-s2, round-s3, bumpy-s2, bumpy-t2, bumpy-t3, dumbbell-s3, and
+``custom`` (a user metric from a Python file defining ``metric(x)``, see docs/ricci.md).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from . import geometry
+from .domains import Sphere, Torus, metric_from_function
+from .kernel_flow import GaussianKernel, kernel_flow_problem
+from .reference import AxisymmetricSphere, ConformalTorus, WarpedProduct, integrate, round_radius2
+
+__all__ = ["CASES", "Case", "RicciConfig", "RicciResult", "load_metric_file", "make_domain", "run_ricci"]
+
+DOMAINS = ("T2", "T3", "S2", "S3")
+
+
+def make_domain(name: str):
+    """"T2" | "T3" | "S2" | "S3" → Torus(n) / Sphere(n)."""
+    if name not in DOMAINS:
+        raise ValueError(f"--domain: expected one of {', '.join(DOMAINS)}, received {name!r}.")
+    return (Torus if name[0] == "T" else Sphere)(int(name[1]))
+
+
+# ----------------------------------------------------------------------------------------------
+# built-in cases
+# ----------------------------------------------------------------------------------------------
+
+_BUMP_A, _BUMP_S2 = 0.4, 0.15  # bump amplitude of u and its width² (chordal) / (angle²-like on Tⁿ)
+
+
+def _bump_torus(th):
+    """u(θ) = A exp(Σ_i (cos θ_i − 1)/s²): a smooth periodic bump at θ = 0."""
+    return _BUMP_A * jnp.exp(jnp.sum(jnp.cos(th) - 1.0) / _BUMP_S2)
+
+
+def _bump_sphere_mu(mu, xp=np):
+    """u(x) = A exp(−(1 − x_last)/s²): an axisymmetric bump at the north pole (μ = x_last)."""
+    return _BUMP_A * xp.exp(-(1.0 - mu) / _BUMP_S2)
+
+
+def _dumbbell_psi(x):
+    return np.sin(x) * (1.0 - 0.8 * np.sin(x) ** 2)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A built-in initial metric. ``metric(x)``: JAX function (None: reference solver only);
+    ``reference(resolution)`` → (problem, y0) or None; ``line(m)`` → (s (m,), points (m, A)): the line
+    through the bump on which R(x, t) is drawn; ``exact(t)`` → dict of exact scalars (round spheres)."""
+
+    name: str
+    domain: str
+    description: str
+    t_end: float
+    metric: Callable | None
+    reference: Callable | None
+    resolution: int
+    exact: Callable | None = None
+
+
+def _ref_round_s2(res):
+    p = AxisymmetricSphere(res)
+    return p, p.initial(lambda mu: 0.0 * mu)
+
+
+def _ref_bumpy_s2(res):
+    p = AxisymmetricSphere(res)
+    return p, p.initial(_bump_sphere_mu)
+
+
+def _ref_bumpy_t2(res):
+    p = ConformalTorus(res)
+    return p, p.initial(lambda a, b: _BUMP_A * np.exp((np.cos(a) + np.cos(b) - 2.0) / _BUMP_S2))
+
+
+def _ref_round_s3(res):
+    p = WarpedProduct(2, res)
+    x = p.grid()
+    return p, p.initial(np.ones_like(x), np.sin(x))
+
+
+def _ref_dumbbell(res):
+    p = WarpedProduct(2, res)
+    x = p.grid()
+    return p, p.initial(np.ones_like(x), _dumbbell_psi(x))
+
+
+def _exact_round(n):
+    def exact(t):
+        r2 = round_radius2(1.0, n, t)
+        vol = (4 * math.pi if n == 2 else 2 * math.pi ** 2) * np.maximum(r2, 0.0) ** (n / 2)
+        return {"volume": vol, "R_min": n * (n - 1) / r2, "R_max": n * (n - 1) / r2}
+
+    return exact
+
+
+CASES = {
+    "round-s2": Case("round-s2", "S2", "round unit S², G = I (extinct at t = 1/2)", 0.45,
+                     lambda x: jnp.eye(3) + 0.0 * x[0], _ref_round_s2, 8, _exact_round(2)),
+    "round-s3": Case("round-s3", "S3", "round unit S³, G = I (extinct at t = 1/4)", 0.225,
+                     lambda x: jnp.eye(4) + 0.0 * x[0], _ref_round_s3, 16, _exact_round(3)),
+    "bumpy-s2": Case("bumpy-s2", "S2", f"G = e^{{2u}} I on S², u = {_BUMP_A} exp(−(1 − x₃)/{_BUMP_S2}) (a bump at the north pole)",
+                     0.1, lambda x: jnp.exp(2.0 * _bump_sphere_mu(x[2], jnp)) * jnp.eye(3), _ref_bumpy_s2, 32),
+    "bumpy-t2": Case("bumpy-t2", "T2", f"g = e^{{2u}} δ on T², u = {_BUMP_A} exp(Σ(cos θ_i − 1)/{_BUMP_S2}) (a bump at θ = 0)",
+                     0.1, lambda th: jnp.exp(2.0 * _bump_torus(th)) * jnp.eye(2), _ref_bumpy_t2, 32),
+    "bumpy-t3": Case("bumpy-t3", "T3", f"g = e^{{2u}} δ on T³, u = {_BUMP_A} exp(Σ(cos θ_i − 1)/{_BUMP_S2}) (no reference solver)",
+                     0.1, lambda th: jnp.exp(2.0 * _bump_torus(th)) * jnp.eye(3), None, 0),
+    "dumbbell-s3": Case("dumbbell-s3", "S3", "dumbbell S³: dx² + ψ² g_S², ψ = sin x (1 − 0.8 sin² x) (reference solver; neckpinch near t = 0.021)",
+                        0.05, None, _ref_dumbbell, 64),
+}
+
+
+def load_metric_file(path: str, domain_name: str | None):
+    """Import ``metric`` from a Python file and validate it on the domain (errors name --metric-file)."""
+    if domain_name is None:
+        raise ValueError("--domain: a --metric-file needs its domain; pass --domain T2, T3, S2 or S3.")
+    domain = make_domain(domain_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"--metric-file: no such file {path!r}; pass the path of a .py file defining metric(x).")
+    spec = importlib.util.spec_from_file_location("ntkflow_user_metric", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ValueError(f"--metric-file {path}: importing it failed ({type(exc).__name__}: {exc}); fix the file.") from None
+    fn = getattr(module, "metric", None)
+    if not callable(fn):
+        raise ValueError(f"--metric-file {path}: defines no function `metric`; add `def metric(x): ...` returning the "
+                         f"{'n×n' if domain_name[0] == 'T' else '(n+1)×(n+1)'} matrix with jax.numpy.")
+    try:
+        field_ = metric_from_function(fn, domain)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"--metric-file {path} (--domain {domain_name}): {exc}") from None
+    return fn, field_, domain
+
+
+# ----------------------------------------------------------------------------------------------
+# configuration and result
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RicciConfig:
+    """Settings of one ``ntkflow ricci`` run (every field has a CLI option of the same name)."""
+
+    case: str = "round-s2"
+    metric_file: str | None = None
+    domain: str | None = None
+    sigma: tuple = (0.0,)
+    t_end: float | None = None  # None: the case's default
+    points: int = 128
+    backend: str = "jax"
+    resolution: int = 0  # reference solver grid / degree (0: the case's default)
+    method: str = "RK45"
+    rtol: float = 1e-6
+    atol: float = 1e-9
+    curvature_limit: float = 1e3
+    max_steps: int = 100_000
+    seed: int | None = None  # None: the domain's grid rule; int: random points
+    snapshots: int = 4
+
+    def __post_init__(self):
+        if self.metric_file is None and self.case not in CASES:
+            raise ValueError(f"case: expected one of {', '.join(CASES)} (or --metric-file FILE --domain D), received {self.case!r}.")
+        if self.metric_file is not None and self.domain is None:
+            raise ValueError("--domain: a --metric-file needs its domain; pass --domain T2, T3, S2 or S3.")
+        if self.domain is not None and self.domain not in DOMAINS:
+            raise ValueError(f"--domain: expected one of {', '.join(DOMAINS)}, received {self.domain!r}.")
+        sig = tuple(float(s) for s in self.sigma)
+        if not sig or any(not math.isfinite(s) or s < 0 for s in sig):
+            raise ValueError(f"--sigma: expected one or more widths >= 0 (0 = the local flow), received {self.sigma!r}.")
+        object.__setattr__(self, "sigma", sig)
+        if self.t_end is not None and not (math.isfinite(self.t_end) and self.t_end > 0):
+            raise ValueError(f"--t-end: expected a time > 0, received {self.t_end!r}.")
+        if not isinstance(self.points, int) or self.points < 1:
+            raise ValueError(f"--points: expected a positive number of collocation points, received {self.points!r}.")
+        if self.backend not in ("keops", "jax", "dense"):
+            raise ValueError(f"--backend: expected keops, jax or dense, received {self.backend!r}.")
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        keep = {k: v for k, v in self.to_json().items() if k not in ("max_steps",)}
+        return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RicciResult:
+    """What :func:`run_ricci` returns: ``status`` "finished" | "interrupted"; ``flows`` label → dict
+    (status, message, t, steps, times, history, snapshot times); ``errors`` σ → relative errors of the
+    gauge-invariant scalars against the reference at the common final time; ``out_dir``."""
+
+    status: str
+    flows: dict
+    errors: dict = field(default_factory=dict)
+    order: dict = field(default_factory=dict)
+    out_dir: str | None = None
+
+
+# ----------------------------------------------------------------------------------------------
+# the flows of a run
+# ----------------------------------------------------------------------------------------------
+
+
+def _hamilton_driver(domain, jets, points):
+    """V = −2 Ric (Hamilton's flow) from chart jets (g, dg, d2g)."""
+    return -2.0 * geometry.ricci(*jets)
+
+
+@dataclass(frozen=True)
+class _Flow:
+    label: str
+    problem: object
+    y0: np.ndarray
+    profile: Callable  # y → (s (k,), R (k,)) on the line through the bump
+
+
+def _line(domain, m: int = 96):
+    """s (m,) and points (m, A) of the line through the bump: θ₁ ∈ [0, 2π) at θ_rest = 0 on Tⁿ; the great
+    circle x = (sin s, 0, …, cos s) through the north pole on Sⁿ (s ∈ [−π, π))."""
+    if isinstance(domain, Torus):
+        s = 2 * np.pi * np.arange(m) / m
+        pts = np.zeros((m, domain.n))
+        pts[:, 0] = s
+        return np.where(s > np.pi, s - 2 * np.pi, s), pts
+    s = -np.pi + 2 * np.pi * (np.arange(m) + 0.5) / m
+    pts = np.zeros((m, domain.ambient_dim))
+    pts[:, 0], pts[:, -1] = np.sin(s), np.cos(s)
+    return s, pts
+
+
+def _reference_profile(problem):
+    if isinstance(problem, ConformalTorus):
+        s = 2 * np.pi * np.arange(problem.n) / problem.n
+        return lambda y: (np.where(s > np.pi, s - 2 * np.pi, s), 2.0 * problem.curvature(y)[:, 0])
+    if isinstance(problem, AxisymmetricSphere):
+        mu, _ = problem.nodes()
+        return lambda y: (np.arccos(mu), 2.0 * problem.curvature(y))
+    x = problem.grid()  # warped product: x is the DeTurck coordinate, measured from the pole x₄ = 1
+    return lambda y: (x, problem.curvatures(y)[2])
+
+
+def _kernel_profile(problem, domain):
+    s, pts = _line(domain)
+
+    def profile(y):
+        G, dG, d2G = problem.field(y).ambient_jets(pts)
+        return s, np.asarray(geometry.scalar(*domain.chart_jet(jnp.asarray(G), jnp.asarray(dG), jnp.asarray(d2G), pts)))
+
+    return profile
+
+
+def _build_flows(config: RicciConfig, log):
+    if config.metric_file is not None:
+        fn, field_, domain = load_metric_file(config.metric_file, config.domain)
+        case = Case("custom", config.domain, f"user metric from {config.metric_file}", config.t_end or 0.1, fn, None, 0)
+    else:
+        case = CASES[config.case]
+        domain = make_domain(case.domain)
+        if config.domain is not None and config.domain != case.domain:
+            raise ValueError(f"--domain: case {case.name} lives on {case.domain}, received --domain {config.domain}; drop --domain or pick a case on it.")
+        field_ = None if case.metric is None else metric_from_function(case.metric, domain)
+    flows = []
+    if case.reference is not None:
+        prob, y0 = case.reference(config.resolution or case.resolution)
+        flows.append(_Flow("reference", prob, y0, _reference_profile(prob)))
+    for sigma in config.sigma:
+        if sigma == 0.0:
+            if case.reference is None:
+                log(f"  σ = 0: the local flow needs ntkflow.ricci.local, which this build does not wire yet; "
+                    f"case {case.name} has no reference solver either — skipped")
+            continue  # σ = 0 is Hamilton's flow itself: the reference solver above
+        if field_ is None:
+            log(f"  σ = {sigma:g}: case {case.name} has no ambient metric for the kernel flow (reference solver only) — skipped")
+            continue
+        n_pts = config.points
+        if config.seed is None:
+            n_pts = domain.grid_count(config.points)
+            if n_pts != config.points:
+                log(f"  --points {config.points}: the {case.domain} grid rule takes {n_pts} points")
+        pts, w = domain.points(n_pts, seed=config.seed)
+        prob = kernel_flow_problem(domain, field_, GaussianKernel(sigma, backend=config.backend), _hamilton_driver, pts, w)
+        flows.append(_Flow(f"sigma={sigma:g}", prob, prob.initial(), _kernel_profile(prob, domain)))
+    if not flows:
+        raise ValueError(f"--sigma: nothing to run for case {case.name} with σ = {list(config.sigma)}; pass a width > 0 "
+                         f"(e.g. --sigma 0.3) for the finite-σ flow.")
+    return case, domain, flows
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+# ----------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path, write):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        write(f)
+    os.replace(tmp, path)
+
+
+def _save_checkpoint(out_dir, config, records, arrays):
+    _atomic_write(os.path.join(out_dir, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
+    meta = {"fingerprint": config.fingerprint(), "flows": _jsonable(records)}
+    _atomic_write(os.path.join(out_dir, "checkpoint.json"), lambda f: f.write(json.dumps(meta).encode()))
+
+
+def _load_checkpoint(out_dir, config):
+    pj, pz = os.path.join(out_dir, "checkpoint.json"), os.path.join(out_dir, "checkpoint.npz")
+    if not (os.path.exists(pj) and os.path.exists(pz)):
+        return None, None
+    with open(pj) as f:
+        meta = json.load(f)
+    if meta["fingerprint"] != config.fingerprint():
+        raise ValueError(f"--resume: the checkpoint in {out_dir!r} was written with different settings; rerun with the "
+                         f"same options, or without --resume, or with a new -o.")
+    with np.load(pz, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    return meta["flows"], arrays
+
+
+# ----------------------------------------------------------------------------------------------
+# the job
+# ----------------------------------------------------------------------------------------------
+
+
+def _printer(quiet):
+    def log(msg):
+        if not quiet:
+            print(msg, flush=True)
+
+    return log
+
+
+def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *, resume: bool = False,
+              quiet: bool = False, on_step: Callable | None = None) -> RicciResult:
+    """Run every flow of the case (see the module docstring). ``on_step(label, info)`` is called after each
+    accepted step and its checkpoint (tests raise KeyboardInterrupt there to simulate Ctrl-C)."""
+    log = _printer(quiet)
+    t_start = time.perf_counter()
+    case, domain, flows = _build_flows(config, log)
+    t_end = config.t_end or case.t_end
+    log(f"ntkflow ricci: {case.name} — {case.description}")
+    log(f"  flows: {', '.join(f.label for f in flows)}; t ∈ [0, {t_end:g}], {config.method} rtol {config.rtol:g} atol {config.atol:g}, "
+        f"curvature limit {config.curvature_limit:g}")
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
+    records, arrays = ({}, {})
+    if resume and out_dir is not None:
+        rec, arr = _load_checkpoint(out_dir, config)
+        if rec is not None:
+            records, arrays = rec, arr
+            log(f"  resumed from {out_dir}/checkpoint.json: " + ", ".join(f"{k} at t = {v['t']:.6g} ({v['status']})" for k, v in records.items()))
+    snap_times = np.linspace(0.0, t_end, config.snapshots + 1)
+    status = "finished"
+    for fl in flows:
+        rec = records.get(fl.label)
+        if rec is not None and rec["status"] != "running":
+            log(f"  [{fl.label}] already done: {rec['message']}")
+            continue
+        if rec is None:
+            sc0 = fl.problem.scalars(fl.y0)
+            rec = {"status": "running", "message": "", "t": 0.0, "h": None, "steps": 0, "times": [0.0],
+                   "history": {k: [v] for k, v in sc0.items()}, "snapshots": [0.0], "nfev": 0}
+            arrays[f"y__{fl.label}"] = fl.y0
+            arrays[f"snap__{fl.label}"] = fl.y0[None, :]
+        y = np.asarray(arrays[f"y__{fl.label}"], dtype=float)
+        log(f"  [{fl.label}] {type(fl.problem).__name__}, {y.size} unknowns, from t = {rec['t']:.6g}")
+        last_print = [0.0]
+        clock = time.perf_counter()
+
+        def step_cb(info, fl=fl, rec=rec, clock=clock, last_print=last_print):
+            rec["t"], rec["h"], rec["steps"] = info.t, info.h, info.step
+            rec["times"].append(info.t)
+            for k, v in info.scalars.items():
+                rec["history"].setdefault(k, []).append(v)
+            arrays[f"y__{fl.label}"] = info.y
+            if len(rec["snapshots"]) < len(snap_times) and info.t >= snap_times[len(rec["snapshots"])] - 1e-12:
+                rec["snapshots"].append(info.t)
+                arrays[f"snap__{fl.label}"] = np.vstack([arrays[f"snap__{fl.label}"], info.y[None, :]])
+            if out_dir is not None:
+                records[fl.label] = rec
+                _save_checkpoint(out_dir, config, records, arrays)
+            now = time.perf_counter() - clock
+            if now - last_print[0] >= 1.0 or info.t >= t_end or info.step <= 1:
+                last_print[0] = now
+                sc = info.scalars
+                log(f"  [{fl.label}] step {info.step:5d}  t = {info.t:.6g}  h = {info.h:.2e}  vol = {sc.get('volume', float('nan')):.6g}  "
+                    f"R ∈ [{sc.get('R_min', float('nan')):.4g}, {sc.get('R_max', float('nan')):.4g}]  {now:.1f} s")
+            if on_step is not None:
+                on_step(fl.label, info)
+
+        records[fl.label] = rec
+        res = integrate(fl.problem, y, t_end, t0=rec["t"], first_step=rec["h"], step0=rec["steps"],
+                        method=config.method, rtol=config.rtol, atol=config.atol, max_steps=config.max_steps,
+                        curvature_limit=config.curvature_limit, on_step=step_cb)
+        rec["nfev"] = rec.get("nfev", 0) + res.nfev
+        if res.status == "interrupted":
+            status = "interrupted"
+            log(f"  [{fl.label}] interrupted at t = {rec['t']:.6g}; the last good state is in {out_dir}/checkpoint.npz "
+                f"(continue with --resume)")
+            break
+        rec["status"], rec["message"] = res.status, res.message
+        if out_dir is not None:
+            _save_checkpoint(out_dir, config, records, arrays)
+        log(f"  [{fl.label}] {res.status}: {res.message} ({rec['steps']} steps, {time.perf_counter() - clock:.1f} s)")
+        if res.status == "singular":
+            log(f"  [{fl.label}] the flow stops at a singularity; the last good state (t = {rec['t']:.6g}) is saved")
+    errors, order = _errors(records, config, case)
+    result = RicciResult(status, records, errors, order, out_dir)
+    if out_dir is not None:
+        _write_outputs(out_dir, config, case, flows, records, arrays, result, log)
+    for s, e in errors.items():
+        log(f"  σ = {s}: relative error vs reference at t = {e['t']:.4g}: " + ", ".join(f"{k} {v:.3e}" for k, v in e.items() if k != "t"))
+    if order:
+        log("  fitted order in σ: " + ", ".join(f"{k} {v:.2f}" for k, v in order.items()))
+    log(f"  done ({status}) in {time.perf_counter() - t_start:.1f} s")
+    return result
+
+
+_COMPARED = ("volume", "R_min", "R_max")
+
+
+def _errors(records, config, case):
+    """Relative errors of the gauge-invariant scalars of each σ-flow against the reference (or the exact
+    solution) at the latest time all of them reached; fitted slopes of log error against log σ."""
+    ref = records.get("reference")
+    errors = {}
+    for label, rec in records.items():
+        if not label.startswith("sigma="):
+            continue
+        t_c = rec["t"] if ref is None else min(rec["t"], ref["t"])
+        if t_c <= 0:
+            continue
+        e = {"t": t_c}
+        for k in _COMPARED:
+            v = np.interp(t_c, rec["times"], rec["history"][k])
+            if ref is not None:
+                r = np.interp(t_c, ref["times"], ref["history"][k])
+            elif case.exact is not None:
+                r = float(case.exact(t_c)[k])
+            else:
+                continue
+            e[k] = float(abs(v - r) / max(abs(r), 1e-300))
+        errors[label[6:]] = e
+    order = {}
+    sig = [float(s) for s in errors]
+    if len(sig) >= 2:
+        for k in _COMPARED:
+            vals = [errors[s].get(k) for s in errors]
+            if all(v is not None and v > 0 for v in vals):
+                order[k] = float(np.polyfit(np.log(sig), np.log(vals), 1)[0])
+    return errors, order
+
+
+# ----------------------------------------------------------------------------------------------
+# outputs
+# ----------------------------------------------------------------------------------------------
+
+
+def _jsonable(x):
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, np.integer, np.bool_)):
+        return x.item()
+    return x
+
+
+def _write_outputs(out_dir, config, case, flows, records, arrays, result, log):
+    payload = {"case": case.name, "description": case.description, "status": result.status,
+               "settings": config.to_json(), "flows": records, "errors_vs_reference": result.errors,
+               "order_in_sigma": result.order}
+    if case.exact is not None:
+        payload["exact"] = {lab: {k: _jsonable(np.asarray(v, dtype=float)) for k, v in case.exact(np.asarray(rec["times"])).items()}
+                            for lab, rec in records.items()}
+    _atomic_write(os.path.join(out_dir, "results.json"), lambda f: f.write(json.dumps(_jsonable(payload), indent=1).encode()))
+    states = {}
+    for fl in flows:
+        if f"y__{fl.label}" in arrays:
+            states[f"{fl.label}/y_last"] = arrays[f"y__{fl.label}"]
+            states[f"{fl.label}/snapshots"] = arrays[f"snap__{fl.label}"]
+    _atomic_write(os.path.join(out_dir, "states.npz"), lambda f: np.savez(f, **states))
+    try:
+        written = _plots(out_dir, case, flows, records, arrays, result)
+    except Exception as exc:  # plotting must never lose a finished run
+        log(f"  (plots skipped: {type(exc).__name__}: {exc})")
+        written = []
+    log(f"  wrote {out_dir}/results.json, states.npz" + "".join(f", {w}" for w in written))
+
+
+def _plots(out_dir, case, flows, records, arrays, result):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+    for lab, rec in records.items():
+        t = np.asarray(rec["times"])
+        ax[0].plot(t, rec["history"]["R_max"], label=f"{lab} R_max")
+        ax[0].plot(t, rec["history"]["R_min"], "--", label=f"{lab} R_min")
+        ax[1].plot(t, rec["history"]["volume"], label=lab)
+        if case.exact is not None:
+            ex = case.exact(t)
+            ax[0].plot(t, ex["R_max"], "k:", lw=1)
+            ax[1].plot(t, ex["volume"], "k:", lw=1)
+    ax[0].set(xlabel="t", ylabel="scalar curvature R", title=f"{case.name}: curvature")
+    ax[1].set(xlabel="t", ylabel="volume", title="volume (dotted: exact)" if case.exact else "volume")
+    ax[0].legend(fontsize=7)
+    ax[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "curvature.png"), dpi=90)
+    plt.close(fig)
+    written.append("curvature.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for lab, rec in records.items():
+        h = rec["history"]
+        key = "anisotropy" if "anisotropy" in h else ("radius" if "radius" in h else ("psi_max" if "psi_max" in h else None))
+        if key is not None:
+            ax.plot(rec["times"], h[key], label=f"{lab}: {key}")
+        if "neck_psi" in h:
+            ax.plot(rec["times"], h["neck_psi"], "--", label=f"{lab}: neck ψ")
+    ax.set(xlabel="t", title=f"{case.name}: metric")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "metric.png"), dpi=90)
+    plt.close(fig)
+    written.append("metric.png")
+
+    fig, axs = plt.subplots(1, len(flows), figsize=(4.5 * len(flows), 3.8), squeeze=False)
+    for ax, fl in zip(axs[0], flows):
+        rec = records.get(fl.label)
+        snaps = arrays.get(f"snap__{fl.label}")
+        if rec is None or snaps is None:
+            continue
+        for ts, y in zip(rec["snapshots"], snaps):
+            s, R = fl.profile(np.asarray(y))
+            i = np.argsort(s)
+            ax.plot(s[i], R[i], label=f"t = {ts:.3g}")
+        ax.set(xlabel="position on the line through the bump", ylabel="R", title=fl.label)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{case.name}: R(x, t) through the bump (non-locality at finite σ)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "bump.png"), dpi=90)
+    plt.close(fig)
+    written.append("bump.png")
+
+    if len(result.errors) >= 2:
+        fig, ax = plt.subplots(figsize=(5, 4))
+        sig = np.array([float(s) for s in result.errors])
+        for k in _COMPARED:
+            v = [result.errors[s].get(k, np.nan) for s in result.errors]
+            ax.loglog(sig, v, "o-", label=f"{k} (order {result.order.get(k, float('nan')):.2f})")
+        ax.set(xlabel="σ", ylabel="relative error vs reference", title=f"{case.name}: error against σ")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "sigma_error.png"), dpi=90)
+        plt.close(fig)
+        written.append("sigma_error.png")
+    return written
