@@ -26,9 +26,8 @@ import numpy as np
 
 from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
-from ntkflow.manifolds import monomial_sections
 from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
-from ntkflow.manifolds import Hypersurface, PointSet, pointset_from_points
+from ntkflow.manifolds import Hypersurface, PointSet, monomial_sections, pointset_from_points
 
 __all__ = ["Model", "BergmanModel", "DonaldsonModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT"]
 
