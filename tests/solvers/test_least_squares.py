@@ -378,6 +378,21 @@ def test_checkpoint_round_trip_is_exact(tmp_path):
         assert set(f.files) >= {"state_theta", "extra_whitening"}
 
 
+def test_checkpoint_pair_out_of_step_is_refused(tmp_path):
+    """A kill between the two os.replace calls leaves npz and json of different steps: refused, not mixed."""
+    prob, *_ = exp_fit(noise=0.05)
+    s2 = levenberg_marquardt(prob, LMConfig(max_iter=2)).state
+    s3 = levenberg_marquardt(prob, LMConfig(max_iter=3)).state
+    save_checkpoint(tmp_path / "a", s2)
+    save_checkpoint(tmp_path / "b", s3)
+    (tmp_path / "b.json").replace(tmp_path / "a.json")
+    with pytest.raises(ValueError, match="path: .* do not match"):
+        load_checkpoint(tmp_path / "a")
+    with pytest.raises(FileNotFoundError, match="path"):
+        load_checkpoint(tmp_path / "missing")
+    assert not list(tmp_path.glob("*.tmp"))  # temporaries were renamed away
+
+
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
     prob, *_ = exp_fit(noise=0.05)
     cfg = LMConfig(max_iter=50, gtol=1e-12)
