@@ -1,0 +1,126 @@
+"""``ntkflow ricci`` end to end at tiny sizes (tmp_path): exit codes, files written, exact round-sphere
+figures in results.json, the neckpinch stop, resume = uninterrupted, bad metric files named in the error."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from ntkflow.cli import build_parser, main
+from ntkflow.ricci.job import RicciConfig, run_ricci
+
+
+def _results(d):
+    with open(os.path.join(d, "results.json")) as f:
+        return json.load(f)
+
+
+def test_ricci_cli_help_has_defaults():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices["ricci"]
+    for action in sub._actions:
+        if action.dest in ("help",):
+            continue
+        assert action.help and "default" in action.help.lower(), action.dest
+    assert {g.title for g in sub._action_groups} >= {"case", "flow", "numerics", "output"}
+
+
+def test_ricci_cli_round_s2_exact(tmp_path, capsys):
+    out = str(tmp_path / "r")
+    assert main(["ricci", "round-s2", "--rtol", "1e-10", "--atol", "1e-12", "-o", out]) == 0
+    for name in ("results.json", "states.npz", "checkpoint.json", "checkpoint.npz", "curvature.png", "metric.png", "bump.png"):
+        assert os.path.getsize(os.path.join(out, name)) > 0, name
+    res = _results(out)
+    ref = res["flows"]["reference"]
+    assert ref["status"] == "finished" and ref["t"] == pytest.approx(0.45)
+    t = np.asarray(ref["times"])
+    np.testing.assert_allclose(np.asarray(ref["history"]["radius"]) ** 2, 1 - 2 * t, rtol=1e-8)
+    np.testing.assert_allclose(ref["history"]["volume"], res["exact"]["reference"]["volume"], rtol=1e-8)
+    printed = capsys.readouterr().out
+    assert "[reference] step" in printed and "wrote" in printed
+
+
+def test_ricci_cli_dumbbell_neckpinch_saves_last_state(tmp_path, capsys):
+    out = str(tmp_path / "d")
+    assert main(["ricci", "dumbbell-s3", "--resolution", "48", "-q", "-o", out]) == 0
+    ref = _results(out)["flows"]["reference"]
+    assert ref["status"] == "singular" and "neckpinch" in ref["message"]
+    assert 0.005 < ref["t"] < 0.05
+    with np.load(os.path.join(out, "states.npz")) as f:
+        y = f["reference/y_last"]
+    assert y.shape == (96,) and np.all(np.isfinite(y))
+    psi = y[48:]
+    assert psi.min() < 0.3 * psi.max()  # pinched neck, large bulbs
+
+
+def test_ricci_resume_equals_uninterrupted(tmp_path):
+    cfg = RicciConfig(case="bumpy-s2", resolution=16, t_end=0.05, rtol=1e-8, atol=1e-10)
+    full = run_ricci(cfg, str(tmp_path / "full"), quiet=True)
+    out = str(tmp_path / "part")
+
+    def interrupt(label, info):
+        if info.step == 7:
+            raise KeyboardInterrupt
+
+    part = run_ricci(cfg, out, quiet=True, on_step=interrupt)
+    assert part.status == "interrupted"
+    ck = json.load(open(os.path.join(out, "checkpoint.json")))
+    assert ck["flows"]["reference"]["steps"] == 7 and ck["flows"]["reference"]["status"] == "running"
+    # the command line continues it
+    assert main(["ricci", "bumpy-s2", "--resolution", "16", "--t-end", "0.05", "--rtol", "1e-8", "--atol", "1e-10",
+                 "--resume", "-q", "-o", out]) == 0
+    a, b = _results(str(tmp_path / "full"))["flows"]["reference"], _results(out)["flows"]["reference"]
+    assert a["steps"] == b["steps"] == full.flows["reference"]["steps"]
+    assert a["times"] == b["times"]
+    assert a["history"] == b["history"]
+    with np.load(str(tmp_path / "full" / "states.npz")) as f, np.load(os.path.join(out, "states.npz")) as g:
+        np.testing.assert_array_equal(f["reference/y_last"], g["reference/y_last"])
+
+
+def test_ricci_resume_with_other_settings_is_refused(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert main(["ricci", "round-s2", "--t-end", "0.1", "-q", "-o", out]) == 0
+    assert main(["ricci", "round-s2", "--t-end", "0.2", "--resume", "-q", "-o", out]) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+_BAD = {
+    "not_symmetric": ("S2", "import jax.numpy as jnp\ndef metric(x):\n    return jnp.eye(3) + 0.3 * jnp.outer(x, jnp.array([1.0, 0, 0]))\n", "symmetric"),
+    "nan": ("T2", "import jax.numpy as jnp\ndef metric(t):\n    return jnp.eye(2) * jnp.log(jnp.cos(t[0]) - 2.0)\n", "NaN"),
+    "wrong_domain": ("S3", "import jax.numpy as jnp\ndef metric(x):\n    return jnp.eye(3)\n", "(4, 4)"),
+    "no_function": ("S2", "import jax.numpy as jnp\nG = jnp.eye(3)\n", "def metric"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD))
+def test_ricci_cli_bad_metric_file(tmp_path, capsys, kind):
+    domain, text, expect = _BAD[kind]
+    path = tmp_path / f"{kind}.py"
+    path.write_text(text)
+    rc = main(["ricci", "--metric-file", str(path), "--domain", domain, "--sigma", "0.5", "-q", "-o", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "--metric-file" in err and expect in err, err
+
+
+def test_ricci_cli_metric_file_needs_domain(tmp_path, capsys):
+    path = tmp_path / "m.py"
+    path.write_text("import jax.numpy as jnp\ndef metric(x):\n    return jnp.eye(3)\n")
+    assert main(["ricci", "--metric-file", str(path), "-q", "-o", str(tmp_path / "o")]) == 2
+    assert "--domain" in capsys.readouterr().err
+
+
+def test_ricci_cli_finite_sigma_two_widths(tmp_path, capsys):
+    """bumpy-t2 with the reference and two widths at 16 collocation points, a few steps: error against σ."""
+    out = str(tmp_path / "s")
+    rc = main(["ricci", "bumpy-t2", "--sigma", "0.5", "0.8", "--points", "16", "--t-end", "0.002", "--resolution", "16",
+               "--backend", "dense", "-o", out])
+    assert rc == 0
+    res = _results(out)
+    assert set(res["flows"]) == {"reference", "sigma=0.5", "sigma=0.8"}
+    for lab, rec in res["flows"].items():
+        assert rec["status"] == "finished", (lab, rec["message"])
+    assert set(res["errors_vs_reference"]) == {"0.5", "0.8"}
+    assert os.path.getsize(os.path.join(out, "sigma_error.png")) > 0
+    with np.load(os.path.join(out, "states.npz")) as f:
+        assert f["sigma=0.5/snapshots"].shape[0] >= 2
