@@ -489,30 +489,6 @@ def reference_lm(problem, max_iter, gtol, scaling="identity", lam=1e-3):
     return theta, hist
 
 
-class MAAdapter:
-    """A cy.gauss_newton.MAProblem that predates the protocol, seen through it."""
-
-    def __init__(self, ma, gn):
-        self.ma, self.weights, self.n_params = ma, ma.weights, ma.n_params
-        self.theta0 = gn.initial_state(ma, gn.LMConfig()).theta
-
-    def initial(self):
-        return self.theta0.copy()
-
-    def loss(self, theta):
-        return self.ma.loss(theta)
-
-    def linearise(self, theta):
-        r, inv = self.ma.residual(theta)
-        if r is None:
-            return None
-        j = self.ma.jacobian(theta, inv)
-        return Linearisation(r=r, J=DenseOperator(j), diag=np.mean(self.weights[:, None] * j * j, axis=0))
-
-    def penalty(self):
-        return None
-
-
 @pytest.fixture(scope="module")
 def ma_problem():
     """The whitened Fermat-quintic problem of tests/cy/test_flows_gauss_newton.py (k = 6, 400 points)."""
@@ -530,7 +506,8 @@ def ma_problem():
     t = gn.whitening(raw)
     pw = gn.MAProblem(g0=g0, hess=np.einsum("npk,pq->nqk", hess, t), log_omega=raw.log_omega,
                       weights=raw.weights, dim=3)
-    return pw if isinstance(pw, LeastSquaresProblem) else MAAdapter(pw, gn)
+    assert isinstance(pw, LeastSquaresProblem)
+    return pw
 
 
 @pytest.mark.parametrize("scaling", ["identity", "marquardt"])
