@@ -5,16 +5,17 @@ import numpy as np
 import pytest
 
 import ntkflow
-from ntkflow.cy import CYConfig, algebra, basis, run_cy
+from ntkflow.cy import CYConfig, DataConfig, DonaldsonMethod, NetworkMethod, OutputConfig, algebra, basis, run_cy
 from ntkflow.cy import gauss_newton as gn
 from ntkflow.experiments import literal
 from ntkflow.manifolds import preset, sample
+from ntkflow.solvers.least_squares import LMConfig, levenberg_marquardt
 
 
 def test_donaldson_reproduces_dklr_sigma_curve():
     """σ_k ≈ 3.1/k² − 4.2/k³ (DKLR hep-th/0612075) on the Fermat quintic, within 5 % at k = 4."""
-    res = run_cy(CYConfig(method="donaldson", k=4, n_train=20000, n_test=8000, n_curvature=0,
-                          donaldson_iter=10), None, quiet=True)
+    res = run_cy(CYConfig(data=DataConfig(n_train=20000, n_test=8000), method=DonaldsonMethod(k=4, iterations=10),
+                          output=OutputConfig(n_curvature=0)), None, quiet=True)
     fit = 3.1 / 16 - 4.2 / 64
     assert abs(res.metrics["sigma_test"] / fit - 1.0) < 0.05, res.metrics["sigma_test"]
     assert res.history[-1]["change"] < 1e-4  # the T-iteration has converged
@@ -71,7 +72,7 @@ def test_literal_flow_reaches_the_gauss_newton_fixed_point(small_problem):
     t = gn.whitening(p)
     pw = gn.MAProblem(g0=p.g0, hess=np.einsum("npk,pq->nqk", p.hess, t), log_omega=p.log_omega,
                       weights=p.weights, dim=3)
-    gn_loss = gn.levenberg_marquardt(pw, gn.LMConfig(max_iter=10)).loss
+    gn_loss = levenberg_marquardt(pw, LMConfig(max_iter=10)).loss
     _, dual = literal.ntk_spectrum(p, d, k=2)
     slowest = 2 * dual[dual > 1e-10 * dual[0]].min() / p.hess.shape[0]
     fr = literal.literal_flow(p, d, 20.0 / slowest, n_eval=6)
@@ -81,8 +82,9 @@ def test_literal_flow_reaches_the_gauss_newton_fixed_point(small_problem):
 
 @pytest.mark.slow
 def test_network_baseline_trains_and_roundtrips(tmp_path):
-    res = run_cy(CYConfig(method="network", n_train=400, n_test=400, width=16, depth=2, epochs=4,
-                          batch_size=200, learning_rate=1e-2, n_curvature=0), str(tmp_path / "net"), quiet=True)
+    res = run_cy(CYConfig(data=DataConfig(n_train=400, n_test=400),
+                          method=NetworkMethod(width=16, depth=2, epochs=4, batch_size=200, learning_rate=1e-2),
+                          output=OutputConfig(n_curvature=0)), str(tmp_path / "net"), quiet=True)
     losses = [h["loss"] for h in res.history]
     assert losses[-1] < losses[0]
     model = ntkflow.load(str(tmp_path / "net"))

@@ -6,6 +6,7 @@ from ntkflow.cy import algebra, basis
 from ntkflow.cy import gauss_newton as gn
 from ntkflow.cy import matrixfree as mf
 from ntkflow.manifolds import preset, sample
+from ntkflow.solvers.least_squares import CGSolve, LeastSquaresProblem
 
 
 def _setup(n=300, k=2, whiten=False):
@@ -19,14 +20,22 @@ def _setup(n=300, k=2, whiten=False):
     return ps, prob, dense, b
 
 
-def _assert_jacobi_diagonal(prob, rng, count):
+def _assert_jacobi_diagonal(prob, lin, rng, count):
     """Jacobi diagonal = diag of the explicit JᵀWJ/n built from unit vectors (``count`` entries)."""
-    d = prob.jacobi_diag()
+    d = lin.diag
     for j in rng.choice(prob.n_params - 1, size=count, replace=False):
         e = np.zeros(prob.n_params)
         e[j] = 1.0
-        col = prob.jvp(e)
+        col = lin.J.mv(e)
         np.testing.assert_allclose(d[j], np.mean(prob.w * col * col), rtol=1e-10)
+
+
+def _step(prob, v, lam, *, rtol, maxiter, ridge=0.0):
+    """The job's matrix-free Gauss–Newton step: CGSolve (Marquardt scaling) on the protocol's linearisation."""
+    lin = prob.linearise(v)
+    delta, _ = CGSolve(rtol=rtol, maxiter=maxiter).solve(lin, prob.weights, lam, np.maximum(lin.diag, 1e-300),
+                                                         ridge, prob.penalty(), v)
+    return delta
 
 
 def test_metric_and_jacobian_products_match_dense():
@@ -38,13 +47,21 @@ def test_metric_and_jacobian_products_match_dense():
     g_dense = dense.metric(np.r_[coeffs, 0.0])
     np.testing.assert_allclose(g_mf, g_dense, rtol=1e-10, atol=1e-13)
     # adjoint identity <u, J v> = <J^T u, v>
+    assert isinstance(prob, LeastSquaresProblem)
     v = np.zeros(prob.n_params)
-    r, ginv = prob.residual(v)
-    prob.linearise(ginv)
+    lin = prob.linearise(v)
     x = rng.normal(size=prob.n_params)
     u = rng.normal(size=prob.n)
-    np.testing.assert_allclose(np.dot(u, prob.jvp(x)), np.dot(prob.vjp(u), x), rtol=1e-10)
-    _assert_jacobi_diagonal(prob, rng, 5)
+    np.testing.assert_allclose(np.dot(u, lin.J.mv(x)), np.dot(lin.J.T.mv(u), x), rtol=1e-10)
+    X = rng.normal(size=(prob.n_params, 3))  # mm = columns of mv
+    np.testing.assert_allclose(lin.J.mm(X), np.stack([lin.J.mv(X[:, j]) for j in range(3)], 1), rtol=1e-12)
+    _assert_jacobi_diagonal(prob, lin, rng, 5)
+    # J against central finite differences of the residual
+    th = 1e-4 * rng.normal(size=prob.n_params)
+    lin = prob.linearise(th)
+    eps = 1e-6
+    fd = (prob.residual(th + eps * x)[0] - prob.residual(th - eps * x)[0]) / (2 * eps)
+    np.testing.assert_allclose(lin.J.mv(x), fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
 
 
 def test_matrix_free_gauss_newton_step_equals_dense_step():
@@ -62,11 +79,11 @@ def test_matrix_free_gauss_newton_step_equals_dense_step():
     # matrix-free
     v = np.zeros(prob.n_params)
     v[-1] = c0
-    res, _ = mf.gn_step(prob, v, 1e-13, rtol=1e-12, maxiter=3000)
-    pred_mf = prob.jvp(res.value)
+    step = _step(prob, v, 1e-13, rtol=1e-12, maxiter=3000)
+    pred_mf = prob.linearise(v).J.mv(step)
     np.testing.assert_allclose(pred_mf, pred_dense, rtol=1e-6, atol=1e-6 * np.abs(pred_dense).max())
     # and the step decreases the loss like the dense one
-    assert prob.loss(v + res.value) < 0.5 * prob.loss(v)
+    assert prob.loss(v + step) < 0.5 * prob.loss(v)
 
 
 def test_whitened_sections_give_the_same_metric_and_orthonormal_gram():
@@ -110,15 +127,15 @@ def test_ridge_step_solves_the_regularised_normal_equations():
     rng = np.random.default_rng(5)
     v = 1e-3 * rng.normal(size=prob.n_params)
     mu = 1e-3
-    res, _ = mf.gn_step(prob, v, 0.0, rtol=1e-12, maxiter=2000, ridge=mu)
-    r, ginv = prob.residual(v)
-    prob.linearise(ginv)
-    J = np.stack([prob.jvp(e) for e in np.eye(prob.n_params)], axis=1)
+    step = _step(prob, v, 0.0, rtol=1e-12, maxiter=2000, ridge=mu)
+    r, _ = prob.residual(v)
+    J = prob.linearise(v).J.to_dense()
     P = np.ones(prob.n_params)
     P[-1] = 0.0
     A = J.T @ (prob.w[:, None] * J) / prob.n + mu * np.diag(P)
     rhs = -J.T @ (prob.w * r) / prob.n - mu * P * v
-    np.testing.assert_allclose(res.value, np.linalg.solve(A, rhs), rtol=1e-6, atol=1e-10)
+    np.testing.assert_allclose(step, np.linalg.solve(A, rhs), rtol=1e-6, atol=1e-10)
+    np.testing.assert_array_equal(prob.penalty().diag(), P)
 
 
 def test_jax_backend_equals_numpy_backend():
@@ -133,13 +150,12 @@ def test_jax_backend_equals_numpy_backend():
     assert ra is not None
     rb, gb = b.residual(v)
     np.testing.assert_allclose(np.asarray(rb), ra, rtol=1e-10, atol=1e-12)
-    a.linearise(ga)
-    b.linearise(gb)
+    la, lb = a.linearise(v), b.linearise(v)
     x = rng.normal(size=a.n_params)
     u = rng.normal(size=a.n)
-    np.testing.assert_allclose(b.jvp(x), a.jvp(x), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.vjp(u), a.vjp(u), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.jacobi_diag(), a.jacobi_diag(), rtol=1e-10)
+    np.testing.assert_allclose(lb.J.mv(x), la.J.mv(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lb.J.T.mv(u), la.J.T.mv(u), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lb.diag, la.diag, rtol=1e-10)
     assert b.residual(np.r_[-1e3 * np.ones(a.nk), np.zeros(a.n_params - a.nk)])[0] is None  # not PD
 
 
@@ -187,14 +203,14 @@ def test_log_link_at_the_multinomial_H_is_fubini_study():
 def test_log_link_metric_equals_the_donaldson_model():
     """The matrix-free log-link metric is the algebraic metric (1/(kπ))∂∂̄ log s†Hs that
     flows/model.py's DonaldsonModel computes on its own (different code, same H)."""
-    from ntkflow.cy.matrixfree import _hermitian_basis
+    from ntkflow.cy.matrixfree import hermitian_basis
     from ntkflow.cy.model import DonaldsonModel
 
     ps, prob = _log_problem(k=3)
     rng = np.random.default_rng(4)
     v = _random_pd_vector(prob, rng)
     H, _ = prob.unvec(v)
-    model = DonaldsonModel(manifold=ps.manifold, basis=_hermitian_basis(prob.monomial_H(H), prob.exps, 3))
+    model = DonaldsonModel(manifold=ps.manifold, basis=hermitian_basis(prob.monomial_H(H), prob.exps, 3))
     np.testing.assert_allclose(prob.metric(H), model.metric(ps), rtol=1e-9, atol=1e-12)
     assert np.all(np.linalg.eigvalsh(prob.metric(H)) > 0)
 
@@ -203,23 +219,22 @@ def test_log_link_jacobian_matches_finite_differences_and_its_adjoint():
     ps, prob = _log_problem(k=2)
     rng = np.random.default_rng(5)
     v = _random_pd_vector(prob, rng)
-    r, ginv = prob.residual(v)
-    prob.linearise(ginv)
+    lin = prob.linearise(v)
     x = rng.normal(size=prob.n_params)
-    j = prob.jvp(x)
+    j = lin.J.mv(x)
     eps = 1e-6
     fd = (prob.residual(v + eps * x)[0] - prob.residual(v - eps * x)[0]) / (2 * eps)
     np.testing.assert_allclose(j, fd, rtol=1e-6, atol=1e-7 * np.abs(fd).max())
     u = rng.normal(size=prob.n)
-    np.testing.assert_allclose(np.dot(u, j), np.dot(prob.vjp(u), x), rtol=1e-10)
-    _assert_jacobi_diagonal(prob, rng, 4)
+    np.testing.assert_allclose(np.dot(u, j), np.dot(lin.J.T.mv(u), x), rtol=1e-10)
+    _assert_jacobi_diagonal(prob, lin, rng, 4)
 
 
 def test_log_link_gauss_newton_step_equals_least_squares_on_finite_difference_jacobian():
     """λ → 0: the matrix-free step predicts the same residual change J δ as numpy's least squares on a
     Jacobian built column by column from finite differences of the residual (no analytic formula)."""
     ps, prob = _log_problem(n=150, k=1)
-    v = prob.initial_vector()
+    v = prob.initial()
     r, _ = prob.residual(v)
     eps = 1e-6
     cols = []
@@ -233,9 +248,9 @@ def test_log_link_gauss_newton_step_equals_least_squares_on_finite_difference_ja
     # blur to a singular value ~1e-9; rcond cuts it
     delta = np.linalg.lstsq(sw * J, -sw[:, 0] * r, rcond=1e-6)[0]
     assert np.sum(np.linalg.svd(J, compute_uv=False) < 1e-6 * np.abs(J).max()) == 1
-    res, _ = mf.gn_step(prob, v, 1e-13, rtol=1e-12, maxiter=3000)
-    np.testing.assert_allclose(J @ res.value, J @ delta, rtol=1e-5, atol=1e-6 * np.abs(J @ delta).max())
-    assert prob.loss(v + res.value) < prob.loss(v)
+    step = _step(prob, v, 1e-13, rtol=1e-12, maxiter=3000)
+    np.testing.assert_allclose(J @ step, J @ delta, rtol=1e-5, atol=1e-6 * np.abs(J @ delta).max())
+    assert prob.loss(v + step) < prob.loss(v)
 
 
 def test_log_link_jax_backend_equals_numpy_backend():
@@ -246,12 +261,11 @@ def test_log_link_jax_backend_equals_numpy_backend():
     ra, ga = a.residual(v)
     rb, gb = b.residual(v)
     np.testing.assert_allclose(np.asarray(rb), ra, rtol=1e-10, atol=1e-12)
-    a.linearise(ga)
-    b.linearise(gb)
+    la, lb = a.linearise(v), b.linearise(v)
     x = rng.normal(size=a.n_params)
-    np.testing.assert_allclose(b.jvp(x), a.jvp(x), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.vjp(ra), a.vjp(ra), rtol=1e-10, atol=1e-12)
-    np.testing.assert_allclose(b.jacobi_diag(), a.jacobi_diag(), rtol=1e-10)
+    np.testing.assert_allclose(lb.J.mv(x), la.J.mv(x), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lb.J.T.mv(ra), la.J.T.mv(ra), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(lb.diag, la.diag, rtol=1e-10)
     bad = v.copy()
     bad[:a.nk] = -1.0  # H negative definite: s†Hs < 0
     assert a.residual(bad)[0] is None and b.residual(bad)[0] is None
@@ -275,13 +289,12 @@ def test_blockwise_host_products_equal_the_one_block_products():
     for link in ("identity", "log"):
         one = mf.PrimalProblem(*args, link=link)
         blk = mf.PrimalProblem(*args, link=link, block=37)
-        v = one.initial_vector() + 1e-3 * rng.normal(size=one.n_params)
+        v = one.initial() + 1e-3 * rng.normal(size=one.n_params)
         r1, g1 = one.residual(v)
         r2, g2 = blk.residual(v)
         np.testing.assert_allclose(r2, r1, rtol=1e-12, atol=1e-13)
-        one.linearise(g1)
-        blk.linearise(g2)
+        l1, l2 = one.linearise(v), blk.linearise(v)
         x, u = rng.normal(size=one.n_params), rng.normal(size=one.n)
-        np.testing.assert_allclose(blk.jvp(x), one.jvp(x), rtol=1e-11, atol=1e-12)
-        np.testing.assert_allclose(blk.vjp(u), one.vjp(u), rtol=1e-11, atol=1e-12)
-        np.testing.assert_allclose(blk.jacobi_diag(chunk=29), one.jacobi_diag(), rtol=1e-11)
+        np.testing.assert_allclose(l2.J.mv(x), l1.J.mv(x), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(l2.J.T.mv(u), l1.J.T.mv(u), rtol=1e-11, atol=1e-12)
+        np.testing.assert_allclose(blk.jacobi_diag(v, chunk=29), l1.diag, rtol=1e-11)
