@@ -123,6 +123,20 @@ class ConformalTorus:
     def area(self, y):
         return float(np.sum(y) * (2.0 * np.pi / self.n) ** 2)
 
+    def scalar_curvature_at(self, y, theta):
+        """R = 2K at arbitrary points θ (m, 2) by trigonometric interpolation of the grid values (m,)."""
+        th = np.asarray(theta, dtype=float)
+        Kh = sfft.fft2(self.curvature(y)) / self.n ** 2  # (n, n)
+        k = sfft.fftfreq(self.n, d=1.0 / self.n)
+        if self.n % 2 == 0:  # split the Nyquist mode symmetrically so the interpolant is real
+            k[self.n // 2] = 0.0
+            Kh = Kh.copy()
+            Kh[self.n // 2, :] = 0.0
+            Kh[:, self.n // 2] = 0.0
+        e1 = np.exp(1j * np.outer(th[:, 0], k))  # (m, n)
+        e2 = np.exp(1j * np.outer(th[:, 1], k))
+        return 2.0 * np.real(np.einsum("mi,ij,mj->m", e1, Kh, e2))
+
     def mode(self, y, k):
         """Fourier coefficient of u at wave vector k = (k₁, k₂) (normalised: u = Σ û_k e^{ik·θ})."""
         uh = sfft.fft2(self.u(y)) / self.n ** 2
@@ -206,6 +220,10 @@ class AxisymmetricSphere:
     def area(self, y):
         _, wq = self.nodes()
         return float(2.0 * np.pi * np.dot(wq, y))
+
+    def scalar_curvature_at(self, y, mu):
+        """R = 2K at arbitrary μ = cos θ (m,) from the Legendre series of K (degree ≤ L)."""
+        return 2.0 * npleg.legval(np.asarray(mu, dtype=float), self.coefficients(self.curvature(y)))
 
     def normalised_coefficients(self, y):
         """Legendre coefficients of w/(A/4π) − 1: the shape of the normalised (area 4π) metric."""
