@@ -322,6 +322,17 @@ def test_hooks_add_to_the_record_in_order_and_can_stop():
     assert all("stop" not in h for h in res.history)
 
 
+def test_hook_stop_true_and_a_converged_step_outranks_a_stop():
+    prob, *_ = exp_fit(noise=0.05)
+    res = levenberg_marquardt(prob, hooks=[lambda s, r: {"stop": True}])
+    assert res.status is LMStatus.STOPPED and res.iterations == 1 and "resume" in res.message
+    # a hook asking to stop at every step cannot hide convergence at the step that converges
+    full = levenberg_marquardt(prob, LMConfig(max_iter=50))
+    last = full.iterations
+    res = levenberg_marquardt(prob, LMConfig(max_iter=50), hooks=[lambda s, r: {"stop": r["iteration"] >= last}])
+    assert full.status is LMStatus.CONVERGED and res.status is LMStatus.CONVERGED and res.iterations == last
+
+
 def test_progress_hook_prints_the_table():
     prob, *_ = exp_fit(noise=0.05)
     lines = []
