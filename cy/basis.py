@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ntkflow._checks import positive_int
+from ntkflow.manifolds import monomial_exponents as monomials  # (N_k, N) degree-k exponents, descending
 
 __all__ = [
     "Symmetry",
@@ -40,27 +41,6 @@ __all__ = [
     "invariant_basis",
     "full_basis",
 ]
-
-
-def monomials(n_vars: int, k: int) -> np.ndarray:
-    """All exponent vectors of degree k in n_vars variables, lexicographically descending.
-
-    Returns an (N_k, n_vars) int64 array, N_k = C(k + n_vars - 1, n_vars - 1).
-    """
-    n_vars = positive_int("n_vars", n_vars)
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-        raise ValueError(f"k: expected a non-negative integer degree, received {k!r}.")
-    out = []
-
-    def rec(prefix, remaining, slots):
-        if slots == 1:
-            out.append(prefix + [remaining])
-            return
-        for e in range(remaining, -1, -1):
-            rec(prefix + [e], remaining - e, slots - 1)
-
-    rec([], int(k), n_vars)
-    return np.asarray(out, dtype=np.int64).reshape(-1, n_vars)
 
 
 @dataclass(frozen=True)

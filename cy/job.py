@@ -37,8 +37,8 @@ from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
-from ntkflow.manifolds import (Hypersurface, curvature, euler_characteristic, fs_det, kappa, preset, ricci_measure,
-                               sample, sigma, sigma_weighted, volume_kahler)
+from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
+                               random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
 from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMStatus, ProgressHook,
                                            levenberg_marquardt, load_checkpoint, time_budget)
 
@@ -82,63 +82,10 @@ class Fit:
 # ----------------------------------------------------------------------------------------------
 
 
-def load_hypersurface_file(path: str):
-    """Hypersurface from a file of monomials and coefficients.
-
-    Formats: ``.json`` {"exponents": [[...], ...], "coefficients": [re or [re, im], ...], "name": ...};
-    ``.npz`` with ``exponents`` and ``coefficients``; text: one monomial per line,
-    ``e_0 ... e_{N-1} re [im]``.
-    """
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"hypersurface: no such file {path!r}; write monomials and coefficients (see --help).")
-    name = os.path.splitext(os.path.basename(path))[0]
-    if path.endswith(".json"):
-        with open(path) as f:
-            d = json.load(f)
-        exps = np.asarray(d["exponents"], dtype=np.int64)
-        co = [complex(c[0], c[1]) if isinstance(c, (list, tuple)) else complex(c) for c in d["coefficients"]]
-        name = d.get("name", name)
-    elif path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            exps = np.asarray(f["exponents"], dtype=np.int64)
-            co = np.asarray(f["coefficients"], dtype=np.complex128)
-            if "name" in f.files:
-                name = str(f["name"])
-    else:
-        rows = [ln.split() for ln in open(path) if ln.strip() and not ln.lstrip().startswith("#")]
-        n = None
-        exps, co = [], []
-        for r in rows:
-            vals = [float(x) for x in r]
-            if n is None:
-                # N exponents then 1 or 2 numbers; the exponents sum to N
-                for cand in (len(vals) - 2, len(vals) - 1):
-                    if cand > 0 and sum(vals[:cand]) == cand:
-                        n = cand
-                        break
-                if n is None:
-                    raise ValueError(f"hypersurface: cannot parse line {' '.join(r)!r} of {path}: expected N exponents summing to N, then re [im].")
-            exps.append([int(v) for v in vals[:n]])
-            co.append(complex(vals[n], vals[n + 1] if len(vals) > n + 1 else 0.0))
-        exps = np.asarray(exps, dtype=np.int64)
-    return Hypersurface(exps, np.asarray(co, dtype=np.complex128), name=name)
-
-
-def random_quintic(seed: int = 0):
-    """A quintic with random complex Gaussian coefficients on all 126 monomials (no symmetry)."""
-    rng = np.random.default_rng(seed)
-    exps = basis_mod.monomials(5, 5)
-    co = rng.normal(size=len(exps)) + 1j * rng.normal(size=len(exps))
-    return Hypersurface(exps, co, name=f"random-quintic-{seed}")
-
-
 def make_manifold(data: DataConfig):
-    """The hypersurface of ``data``: a file, a random quintic, or a preset."""
-    if data.hypersurface:
-        return load_hypersurface_file(data.hypersurface)
-    if data.random_quintic is not None:
-        return random_quintic(data.random_quintic)
-    return preset(data.manifold, psi=data.psi) if data.psi is not None else preset(data.manifold)
+    """The hypersurface of ``data``: a file, a random quintic, or a preset (ntkflow.manifolds.build_manifold)."""
+    return build_manifold(data.manifold, psi=data.psi, hypersurface=data.hypersurface or None,
+                          random_quintic_seed=data.random_quintic)
 
 
 def symmetry_of(manifold, method):

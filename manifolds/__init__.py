@@ -10,6 +10,7 @@ autodiff. Conventions: ../shared/reference/cy-geometry.md.
 """
 from .batching import map_batched, map_points
 from .charts import build_jacobian, chart_data
+from .cli import add_manifold_options, manifold_from_args
 from .curvature import (
     Curvature,
     chern_einsum,
@@ -42,7 +43,8 @@ from .hypersurface import Hypersurface, Manifold, SingularityWarning, SingularMa
 from .pointset import PointSet, load_points, pointset_from_points, save_points
 from .presets import EULER_CHARACTERISTIC, PRESETS, preset
 from .sampling import roots_of_lines, sample, sample_reference
-from .sections import monomial_sections, monomials
+from .io import build_manifold, load_hypersurface_file, random_quintic
+from .sections import monomial_exponents, monomial_sections, monomials
 
 __all__ = [
     "Manifold", "Hypersurface", "SingularityWarning", "SingularManifoldError",
@@ -51,6 +53,7 @@ __all__ = [
     "chart_data", "build_jacobian",
     "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy", "volume_kahler",
     "integrate", "mean_stderr", "to_chart", "chart_jacobian",
-    "monomials", "monomial_sections",
+    "monomial_exponents", "monomials", "monomial_sections",
+    "load_hypersurface_file", "random_quintic", "build_manifold", "add_manifold_options", "manifold_from_args",
     "Curvature", "curvature", "make_curvature_fn", "levi_civita", "chern_einsum", "map_batched", "map_points", "metric_from_potential", "ricci_scalar", "ricci_measure", "euler_characteristic", "fs_potential",
 ]

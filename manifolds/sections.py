@@ -13,7 +13,30 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["monomials", "monomial_sections"]
+from ntkflow._checks import positive_int
+
+__all__ = ["monomial_exponents", "monomials", "monomial_sections"]
+
+
+def monomial_exponents(n_vars: int, k: int) -> np.ndarray:
+    """All exponent vectors of degree k in n_vars variables, lexicographically descending.
+
+    Returns an (N_k, n_vars) int64 array, N_k = C(k + n_vars - 1, n_vars - 1).
+    """
+    n_vars = positive_int("n_vars", n_vars)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+        raise ValueError(f"k: expected a non-negative integer degree, received {k!r}.")
+    out = []
+
+    def rec(prefix, remaining, slots):
+        if slots == 1:
+            out.append(prefix + [remaining])
+            return
+        for e in range(remaining, -1, -1):
+            rec(prefix + [e], remaining - e, slots - 1)
+
+    rec([], int(k), n_vars)
+    return np.asarray(out, dtype=np.int64).reshape(-1, n_vars)
 
 
 def _exponents(exponents) -> np.ndarray:
