@@ -209,6 +209,9 @@ class RicciConfig:
 
     def fingerprint(self) -> str:
         keep = {k: v for k, v in self.to_json().items() if k not in ("max_steps",)}
+        if self.metric_file is not None and os.path.isfile(self.metric_file):
+            with open(self.metric_file, "rb") as f:
+                keep["metric_file_sha1"] = hashlib.sha1(f.read()).hexdigest()
         return hashlib.sha1(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -341,22 +344,23 @@ def _atomic_write(path, write):
 
 
 def _save_checkpoint(out_dir, config, records, arrays):
-    _atomic_write(os.path.join(out_dir, "checkpoint.npz"), lambda f: np.savez(f, **arrays))
-    meta = {"fingerprint": config.fingerprint(), "flows": _jsonable(records)}
-    _atomic_write(os.path.join(out_dir, "checkpoint.json"), lambda f: f.write(json.dumps(meta).encode()))
+    """checkpoint.npz holds the states AND the records (one atomic rename: a Ctrl-C between two files can
+    never pair a state with another step's time); checkpoint.json is a readable copy of the records."""
+    meta = json.dumps({"fingerprint": config.fingerprint(), "flows": _jsonable(records)})
+    _atomic_write(os.path.join(out_dir, "checkpoint.npz"), lambda f: np.savez(f, meta_json=np.array(meta), **arrays))
+    _atomic_write(os.path.join(out_dir, "checkpoint.json"), lambda f: f.write(meta.encode()))
 
 
 def _load_checkpoint(out_dir, config):
-    pj, pz = os.path.join(out_dir, "checkpoint.json"), os.path.join(out_dir, "checkpoint.npz")
-    if not (os.path.exists(pj) and os.path.exists(pz)):
+    pz = os.path.join(out_dir, "checkpoint.npz")
+    if not os.path.exists(pz):
         return None, None
-    with open(pj) as f:
-        meta = json.load(f)
-    if meta["fingerprint"] != config.fingerprint():
-        raise ValueError(f"--resume: the checkpoint in {out_dir!r} was written with different settings; rerun with the "
-                         f"same options, or without --resume, or with a new -o.")
     with np.load(pz, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays.pop("meta_json")))
+    if meta["fingerprint"] != config.fingerprint():
+        raise ValueError(f"--resume: the checkpoint in {out_dir!r} was written with different settings (or a changed "
+                         f"--metric-file); rerun with the same options, or without --resume, or with a new -o.")
     return meta["flows"], arrays
 
 
