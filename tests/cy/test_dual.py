@@ -8,9 +8,11 @@ import pytest
 
 import ntkflow
 from ntkflow.engine import ProjectiveGaussian, ProjectiveMixture, ProjectivePower
-from ntkflow.cy import dual
+from ntkflow.cy import dual, run_cy
 from ntkflow.cy import matrixfree as mf
+from ntkflow.cy.config import CYConfig, DataConfig, DualMethod, LMSettings, OutputConfig
 from ntkflow.manifolds import fs_det, preset, sample, sigma
+from ntkflow.solvers.least_squares import CGSolve, LeastSquaresProblem, LMConfig, LMState, levenberg_marquardt
 
 
 @pytest.fixture(scope="module")
@@ -57,14 +59,19 @@ def test_lazy_jacobian_products_equal_autodiff_reference_and_are_adjoint(quintic
         prob = dual.DualProblem(base, centers, ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq),
                                 jacobian=mode, tile=16)  # 40 rows: 3 tiles with padding
         np.testing.assert_allclose(prob.metric(alpha), g_ref, rtol=1e-10, atol=1e-13)
-        r, gi = prob.residual(np.r_[alpha, 0.3])
-        prob.linearise(gi)
+        assert isinstance(prob, LeastSquaresProblem)
+        lin = prob.linearise(np.r_[alpha, 0.3])
         v = rng.normal(size=prob.n_params)
-        np.testing.assert_allclose(prob.jvp(v), J_ref @ v[:-1] - v[-1], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(lin.J.mv(v), J_ref @ v[:-1] - v[-1], rtol=1e-10, atol=1e-12)
         u = rng.normal(size=prob.n)
-        np.testing.assert_allclose(prob.vjp(u), np.r_[J_ref.T @ u, -u.sum()], rtol=1e-10, atol=1e-12)
-        assert np.dot(u, prob.jvp(v)) == pytest.approx(np.dot(prob.vjp(u), v), rel=1e-12)
-        np.testing.assert_allclose(prob.jacobi_diag()[:-1], (prob.w @ J_ref ** 2) / prob.n, rtol=1e-10)
+        np.testing.assert_allclose(lin.J.T.mv(u), np.r_[J_ref.T @ u, -u.sum()], rtol=1e-10, atol=1e-12)
+        assert np.dot(u, lin.J.mv(v)) == pytest.approx(np.dot(lin.J.T.mv(u), v), rel=1e-12)
+        V = rng.normal(size=(prob.n_params, 3))  # several columns in one pass
+        np.testing.assert_allclose(lin.J.mm(V), J_ref @ V[:-1] - V[-1:], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(lin.diag[:-1], (prob.w @ J_ref ** 2) / prob.n, rtol=1e-10)
+        # the ridge K̃ = K_mm on the α block
+        K = np.asarray(base.dense(centers, centers))
+        np.testing.assert_allclose(prob.penalty().mv(v), np.r_[K @ v[:-1], 0.0], rtol=1e-12)
     # the model evaluates the same metric on new points, and its potential is K = (log|z|² + φ)/π
     model = dual.DualKernelModel(manifold=ps.manifold, base=base, centers=centers, alpha=alpha)
     np.testing.assert_allclose(model.metric(ps), g_ref, rtol=1e-10, atol=1e-13)
@@ -101,27 +108,24 @@ def test_dual_gauss_newton_step_equals_dense_least_squares(quintic_points):
                             np.log(ps.omega_sq), jacobian="lazy", tile=64)
     v = np.zeros(prob.n_params)
     v[-1] = float(np.sum(prob.w * (np.log(fs_det(ps)) - prob.log_omega)) / np.sum(prob.w))
-    res, loss0 = dual.gn_step(prob, v, 1e-13, rtol=1e-13, maxiter=2000)
+    lin = prob.linearise(v)
+    step, _ = CGSolve(rtol=1e-13, maxiter=2000).solve(lin, prob.weights, 1e-13, np.maximum(lin.diag, 1e-300), 0.0,
+                                                      None, v)
     r, _ = prob.residual(v)
-    J = prob.jacobian_dense()
+    J = lin.J.to_dense()
     sw = np.sqrt(prob.w)
     delta = np.linalg.lstsq(sw[:, None] * J, -sw * r, rcond=1e-13)[0]
     pred = J @ delta
-    np.testing.assert_allclose(prob.jvp(res.value), pred, rtol=1e-6, atol=1e-6 * np.abs(pred).max())
-    assert prob.loss(v + res.value) < loss0
+    np.testing.assert_allclose(lin.J.mv(step), pred, rtol=1e-6, atol=1e-6 * np.abs(pred).max())
+    assert prob.loss(v + step) < prob.loss(v)
 
 
-def _lm(prob, step, v, iters=12, lam=1e-3, **kw):
-    loss = prob.loss(v)
-    for _ in range(iters):
-        res, loss0 = step(prob, v, lam, **kw)
-        new = v + res.value
-        nl = prob.loss(new)
-        if nl < loss0:
-            v, loss, lam = new, nl, max(lam * 0.3, 1e-12)
-        else:
-            lam *= 10
-    return v, loss
+def _lm(prob, v, iters=12, lam=1e-3, *, rtol, maxiter):
+    """``iters`` one-try Levenberg–Marquardt steps (the job's CG paths) from v."""
+    cfg = LMConfig(max_iter=iters, lam0=lam, gtol=0.0, scaling="marquardt", max_tries=1, stop_on_reject=False)
+    res = levenberg_marquardt(prob, cfg, solve=CGSolve(rtol=rtol, maxiter=maxiter),
+                              state=LMState(theta=v, lam=lam, loss=prob.loss(v)))
+    return res.value, res.loss
 
 
 def test_power_kernel_dual_gauss_newton_reaches_the_primal_bergman_solution(quintic_points):
@@ -133,12 +137,12 @@ def test_power_kernel_dual_gauss_newton_reaches_the_primal_bergman_solution(quin
     prim = mf.PrimalProblem(train.points, train.jacobian, train.weights, lo, 2, whiten=False)
     vp = np.zeros(prim.n_params)
     vp[-1] = c0
-    vp, loss_p = _lm(prim, mf.gn_step, vp, rtol=1e-12, maxiter=2000)
+    vp, loss_p = _lm(prim, vp, rtol=1e-12, maxiter=2000)
     centers = train.points[:300]
     prob = dual.DualProblem(ProjectivePower(2), centers, train.points, train.jacobian, train.weights, lo)
     vd = np.zeros(prob.n_params)
     vd[-1] = c0
-    vd, loss_d = _lm(prob, dual.gn_step, vd, rtol=1e-12, maxiter=3000)
+    vd, loss_d = _lm(prob, vd, rtol=1e-12, maxiter=3000)
     assert loss_d == pytest.approx(loss_p, rel=1e-8)
     Hp, _ = prim.unvec(vp)
     pm = mf.PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), 2, whiten=False)
@@ -153,57 +157,76 @@ def test_power_kernel_dual_gauss_newton_reaches_the_primal_bergman_solution(quin
     small = dual.DualProblem(ProjectivePower(2), train.points[:100], train.points, train.jacobian, train.weights, lo)
     vs = np.zeros(small.n_params)
     vs[-1] = c0
-    _, loss_s = _lm(small, dual.gn_step, vs, rtol=1e-12, maxiter=3000)
+    _, loss_s = _lm(small, vs, rtol=1e-12, maxiter=3000)
     assert loss_s > 2 * loss_p
 
 
-def test_run_dual_writes_outputs_and_the_model_loads_back(tmp_path, quintic_points):
-    train, test = quintic_points[:300], quintic_points[300:500]
-    cfg = dual.DualConfig(kernel="gaussian", s2=0.3, centers=40, centers_method="rpcholesky", max_iter=3, tile=64)
-    logs = []
-    res = dual.run_dual(cfg, train.manifold, train, test, str(tmp_path), log=logs.append)
-    assert any("infinite feature space" in s for s in logs)
+def _dual_config(**method):
+    return CYConfig(DataConfig(n_train=300, n_test=200, seed=5), DualMethod(**method), LMSettings(max_iter=3),
+                    OutputConfig(n_curvature=0))
+
+
+def test_run_cy_dual_writes_outputs_and_the_model_loads_back(tmp_path, capsys):
+    cfg = _dual_config(kernel="gaussian", s2=0.3, centers=40, centers_method="rpcholesky", tile=64)
+    res = run_cy(cfg, str(tmp_path))
+    assert "infinite feature space" in capsys.readouterr().out
     met = json.loads((tmp_path / "metrics.json").read_text())
-    assert met["form"] == "dual" and met["sigma_test"] < met["fs_baseline"]["sigma_test"]
+    assert met["method_info"]["form"] == "dual" and met["sigma_test"] < met["fs_baseline"]["sigma_test"]
+    assert met["solver"] == "dual" and met["status"]["name"] in ("MAX_ITER", "CONVERGED", "NO_DECREASE")
     model = ntkflow.load(str(tmp_path))
     assert isinstance(model, dual.DualKernelModel)
-    fresh = sample(train.manifold, 50, seed=99)
+    fresh = sample(preset("fermat-quintic"), 50, seed=99)
     np.testing.assert_allclose(model.metric(fresh), res.model.metric(fresh), rtol=1e-12)
     np.testing.assert_allclose(model.potential(fresh.points * 2.0), res.model.potential(fresh), rtol=1e-10)
     assert model.eta(fresh).shape == (50,)
 
 
 def test_run_cy_dual_path_and_cli_options(tmp_path):
-    from ntkflow.cy.job import CYConfig, run_cy
+    from ntkflow.cli import main
 
-    cfg = CYConfig(kernel="mixture", k=3, s2=0.5, centers=30, n_train=200, n_test=200, max_iter=2, n_curvature=0)
-    res = run_cy(cfg, str(tmp_path), quiet=True)
-    assert res.metrics["form"] == "dual" and res.metrics["kernel"]["name"] == "mixture"
-    # the new fields leave the fingerprints of existing settings (and their checkpoints) unchanged
-    assert CYConfig().fingerprint() == "8750933ed51c572e"
-    assert CYConfig(k=4, n_train=300).fingerprint() == "37be0b7a09b9db47"
-    assert CYConfig(kernel="gaussian").fingerprint() != CYConfig().fingerprint()
-    m = ntkflow.load(str(tmp_path))
+    cfg = _dual_config(kernel="mixture", k=3, s2=0.5, centers=30)
+    res = run_cy(cfg, str(tmp_path / "api"), quiet=True)
+    assert res.metrics["method_info"]["form"] == "dual" and res.metrics["method_info"]["kernel"]["name"] == "mixture"
+    assert cfg.fingerprint() != _dual_config(kernel="gaussian").fingerprint()
+    m = ntkflow.load(str(tmp_path / "api"))
     assert m.kind == "dual-kernel"
+    # the same run from the command line: the same settings, the same history
+    out = str(tmp_path / "cli")
+    assert main(["cy", "--kernel", "mixture", "-k", "3", "--s2", "0.5", "--centers", "30", "--n-train", "300",
+                 "--n-test", "200", "--seed", "5", "--max-iter", "3", "--n-curvature", "0", "-q", "-o", out]) == 0
+    met = json.loads(open(out + "/metrics.json").read())
+    assert met["settings"]["method"] == cfg.to_json()["method"] and met["fingerprint"] == cfg.fingerprint()
+    assert [h["loss"] for h in json.loads(open(out + "/history.json").read())] == [h["loss"] for h in res.history]
+    # --solver dual with the Bergman kernel: u^k in the dual form
+    from ntkflow.cy.cli import config_from_args, register
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    args = sub.choices["cy"].parse_args(["--solver", "dual", "-k", "4"])
+    got = config_from_args(args)
+    assert isinstance(got.method, DualMethod) and got.method.kernel == "power" and got.method.k == 4
+    with pytest.raises(ValueError, match="link"):  # a primal option with the dual form is refused
+        config_from_args(sub.choices["cy"].parse_args(["--kernel", "gaussian", "--link", "log"]))
+    with pytest.raises(ValueError, match="centers"):  # a dual option with the primal path is refused
+        config_from_args(sub.choices["cy"].parse_args(["--centers", "50"]))
 
 
 def test_bad_input_names_the_argument(quintic_points):
     with pytest.raises(ValueError, match="kernel"):
-        dual.DualConfig(kernel="laplace")
+        DualMethod(kernel="laplace")
     with pytest.raises(ValueError, match="centers"):
-        dual.DualConfig(centers=0)
+        DualMethod(centers=0)
     with pytest.raises(ValueError, match="centers_method"):
-        dual.DualConfig(centers_method="kmeans")
+        DualMethod(centers_method="kmeans")
     with pytest.raises(ValueError, match="s2"):
-        dual.DualConfig(s2=-1.0)
+        DualMethod(s2=-1.0)
     ps = quintic_points[:20]
     with pytest.raises(ValueError, match="centers"):
         dual.DualProblem(ProjectiveGaussian(0.2), ps.points[:, :3], ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq))
     with pytest.raises(ValueError, match="centers"):
-        dual.select_dual_centers(ProjectiveGaussian(0.2), ps, dual.DualConfig(centers=50))
-    from ntkflow.cy.job import CYConfig
-
+        dual.select_dual_centers(ProjectiveGaussian(0.2), ps, DualMethod(centers=50))
     with pytest.raises(ValueError, match="kernel"):
-        CYConfig(kernel="rbf")
-    with pytest.raises(ValueError, match="centers"):
-        CYConfig(kernel="gaussian", centers=0)
+        DualMethod(kernel="rbf")
+    with pytest.raises(TypeError, match="method"):
+        CYConfig(method="dual")
