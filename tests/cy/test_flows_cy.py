@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 
 import ntkflow
-from ntkflow.cy import CYConfig, run_cy
+from ntkflow.cy import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings, OutputConfig,
+                        run_cy)
 from ntkflow.manifolds import preset, sample, save_points
+
+
+def _cfg(method=None, *, manifold="fermat-quintic", n_train, n_test, seed=0, max_iter=20, gtol=1e-6,
+         time_budget=0.0, **bergman):
+    """A CYConfig without curvature; ``bergman`` options build the BergmanMethod when no method is given."""
+    return CYConfig(DataConfig(manifold=manifold, n_train=n_train, n_test=n_test, seed=seed),
+                    method if method is not None else BergmanMethod(**bergman),
+                    LMSettings(max_iter=max_iter, gtol=gtol, time_budget=time_budget), OutputConfig(n_curvature=0))
 
 
 def test_cubic_curve_reaches_the_exact_flat_metric():
     """On an elliptic curve the Ricci-flat metric is exactly g = κ|Ω|² (dim 1: det g = g)."""
-    res = run_cy(CYConfig(manifold="cubic-curve", k=9, n_train=2000, n_test=2000, n_curvature=0,
-                          max_iter=20, gtol=1e-12), None, quiet=True)
+    res = run_cy(_cfg(manifold="cubic-curve", k=9, n_train=2000, n_test=2000, max_iter=20, gtol=1e-12), None, quiet=True)
     held = sample(preset("cubic-curve"), 4000, seed=123)  # fresh points, not the training sample
     eta = res.model.eta(held)
     rel = np.abs(eta / np.mean(eta) - 1.0)
@@ -27,7 +35,7 @@ def test_cubic_curve_reaches_the_exact_flat_metric():
 def test_kahler_class_is_preserved():
     """∫J³ = mean(w η) is the intersection number 5 for the learned metric too (the potential is
     global): within the Monte-Carlo error of the FS estimate on the same points."""
-    res = run_cy(CYConfig(k=6, n_train=3000, n_test=20000, n_curvature=0, max_iter=8), None, quiet=True)
+    res = run_cy(_cfg(k=6, n_train=3000, n_test=20000, max_iter=8), None, quiet=True)
     test = sample(preset("fermat-quintic"), 23000, seed=0)[3000:]
     eta = res.model.eta(test)
     from ntkflow.manifolds import fs_det, mean_stderr
@@ -42,37 +50,63 @@ def test_kahler_class_is_preserved():
     assert res.metrics["sigma_test"] < 0.01
 
 
-def test_resume_equals_uninterrupted_run(tmp_path):
-    cfg = CYConfig(k=6, n_train=1500, n_test=1500, n_curvature=0, max_iter=5, gtol=0.0)
+_PATHS = {
+    "dense": lambda **kw: _cfg(k=6, n_train=1500, n_test=1500, gtol=0.0, **kw),
+    "matrix-free": lambda **kw: _cfg(k=2, symmetry="none", solver="matrix-free", n_train=600, n_test=300, gtol=0.0,
+                                     **kw),
+    "dual": lambda **kw: _cfg(DualMethod(kernel="gaussian", s2=0.3, centers=40, tile=64), n_train=400, n_test=200,
+                              gtol=0.0, **kw),
+}
+
+
+@pytest.mark.parametrize("path", sorted(_PATHS))
+def test_resume_equals_uninterrupted_run(tmp_path, path):
+    """Interrupted at step 2 (Ctrl-C in a hook after the checkpoint) or stopped by the time budget after one
+    step, then resumed: the same history (with σ), model and σ as the uninterrupted run, on every path."""
+    cfg = _PATHS[path](max_iter=4)
     full = run_cy(cfg, str(tmp_path / "full"), quiet=True)
+    assert full.metrics["solver"] == path and full.metrics["iterations"] == 4
+    assert full.metrics["status"]["name"] == "MAX_ITER" and "max_iter" in full.metrics["status"]["message"]
 
     class Stop(KeyboardInterrupt):
         pass
 
-    def interrupt(state):
+    def interrupt(state, record):
         if state.iteration == 2:
             raise Stop()
 
-    with pytest.raises(Stop):
-        run_cy(cfg, str(tmp_path / "cut"), quiet=True, on_iteration=interrupt)
-    assert os.path.exists(tmp_path / "cut" / "checkpoint.npz")
+    with pytest.raises(KeyboardInterrupt):
+        run_cy(cfg, str(tmp_path / "cut"), quiet=True, hooks=[interrupt])
+    assert os.path.exists(tmp_path / "cut" / "checkpoint.npz") and os.path.exists(tmp_path / "cut" / "checkpoint.json")
     assert not os.path.exists(tmp_path / "cut" / "metrics.json")
     resumed = run_cy(cfg, str(tmp_path / "cut"), resume=True, quiet=True)
-    assert [h["loss"] for h in resumed.history] == pytest.approx([h["loss"] for h in full.history], rel=1e-12)
-    np.testing.assert_allclose(resumed.model.basis.weight, full.model.basis.weight, rtol=1e-10, atol=1e-14)
-    assert resumed.metrics["sigma_test"] == pytest.approx(full.metrics["sigma_test"], rel=1e-10)
+    # a budget spent after the first step: written with status TIME_BUDGET, then continued by --resume
+    short = run_cy(_PATHS[path](max_iter=4, time_budget=1e-9), str(tmp_path / "budget"), quiet=True)
+    assert short.metrics["status"]["name"] == "TIME_BUDGET" and short.metrics["iterations"] == 1
+    continued = run_cy(cfg, str(tmp_path / "budget"), resume=True, quiet=True)
+    for other in (resumed, continued):
+        assert len(other.history) == len(full.history) == 4
+        for a, b in zip(other.history, full.history):
+            for key in ("loss", "lam", "accepted", "sigma_train", "sigma_test"):
+                assert a[key] == pytest.approx(b[key], rel=1e-12), (key, a, b)
+        assert other.metrics["sigma_test"] == pytest.approx(full.metrics["sigma_test"], rel=1e-10)
+        fresh = sample(preset("fermat-quintic"), 30, seed=77)
+        np.testing.assert_allclose(other.model.metric(fresh), full.model.metric(fresh), rtol=1e-10, atol=1e-14)
+    saved = json.load(open(tmp_path / "cut" / "history.json"))
+    assert [h["loss"] for h in saved] == [h["loss"] for h in full.history]
     # a checkpoint from other settings is refused with an explanation
     with pytest.raises(ValueError, match="different settings"):
-        run_cy(CYConfig(k=4, n_train=1500, n_test=1500, n_curvature=0, max_iter=5), str(tmp_path / "cut"),
-               resume=True, quiet=True)
+        run_cy(_PATHS[path](max_iter=4, seed=1), str(tmp_path / "cut"), resume=True, quiet=True)
 
 
 def test_saved_model_roundtrip_and_eval_cli(tmp_path, capsys):
     out = str(tmp_path / "run")
-    res = run_cy(CYConfig(k=4, n_train=1500, n_test=1500, n_curvature=0, max_iter=5), out, quiet=True)
+    res = run_cy(_cfg(k=4, n_train=1500, n_test=1500, max_iter=5), out, quiet=True)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    for key in ("sigma_test", "sigma_train", "fs_baseline", "timings", "settings", "kappa"):
+    for key in ("sigma_test", "sigma_train", "fs_baseline", "timings", "settings", "kappa", "status", "iterations",
+                "method_info", "ricci_measure", "euler"):
         assert key in metrics
+    assert metrics["status"]["name"] in ("CONVERGED", "MAX_ITER")
     assert os.path.exists(os.path.join(out, "convergence.png"))
     model = ntkflow.load(out)
     ps = sample(preset("fermat-quintic"), 300, seed=9)
@@ -117,7 +151,7 @@ def test_holomorphic_curvature_of_learned_metric_matches_generic_autodiff():
 
     m = preset("fermat-quintic")
     ps = sample(m, 8, seed=4)
-    res = run_cy(CYConfig(k=4, n_train=1000, n_test=1000, n_curvature=0, max_iter=4), None, quiet=True)
+    res = run_cy(_cfg(k=4, n_train=1000, n_test=1000, max_iter=4), None, quiet=True)
     ref2 = curvature(ps[:8], metric=res.model.metric_jax(), batch=8)
     got2 = holomorphic_curvature(m, res.model.gfun(), ps[:8], batch=8)
     for f in ("det_g", "ricci_scalar", "chern_top"):
@@ -137,10 +171,19 @@ def test_cli_cy_prints_progress(tmp_path, capsys):
 
 
 def test_config_validation_messages():
-    with pytest.raises(ValueError, match="method"):
+    with pytest.raises(TypeError, match="method"):
         CYConfig(method="magic")
     with pytest.raises(ValueError, match="symmetry"):
-        CYConfig(symmetry="some")
+        BergmanMethod(symmetry="some")
+    with pytest.raises(ValueError, match="solver"):
+        BergmanMethod(solver="magic")
+    with pytest.raises(ValueError, match="n_train"):
+        DataConfig(n_train=0)
+    cfg = CYConfig()
+    assert cfg.with_(k=6, max_iter=3).method.k == 6 and cfg.with_(max_iter=3).lm.max_iter == 3
+    from ntkflow.cy.config import config_from_json
+
+    assert config_from_json(json.loads(json.dumps(cfg.to_json()))) == cfg
 
 
 def test_hypersurface_files_and_automatic_symmetry(tmp_path):
@@ -155,13 +198,12 @@ def test_hypersurface_files_and_automatic_symmetry(tmp_path):
     a, b = load_hypersurface_file(str(js)), load_hypersurface_file(str(tx))
     np.testing.assert_array_equal(a.exponents, b.exponents)
     np.testing.assert_allclose(a.coefficients, b.coefficients)
-    cfg = CYConfig(hypersurface=str(js), k=6)
-    basis_sym, sym = choose_basis(a, cfg)
+    basis_sym, sym = choose_basis(a, BergmanMethod(k=6))
     assert len(sym.perms) == 6 and sym.conjugation
     from ntkflow.cy import random_quintic
 
     rq = random_quintic(0)
-    b_rq, sym_rq = choose_basis(rq, CYConfig(k=2))
+    b_rq, sym_rq = choose_basis(rq, BergmanMethod(k=2))
     assert sym_rq.trivial and b_rq.n_functions == 15 ** 2
     with pytest.raises(FileNotFoundError, match="hypersurface"):
         load_hypersurface_file(str(tmp_path / "missing.json"))
@@ -174,10 +216,10 @@ def test_log_link_job_saves_an_algebraic_metric_whose_sigma_matches_the_report(t
     from ntkflow.manifolds import sigma
 
     out = str(tmp_path / "log")
-    cfg = CYConfig(k=3, symmetry="none", link="log", n_train=2000, n_test=1500, n_curvature=0, max_iter=3, seed=4)
+    cfg = _cfg(k=3, symmetry="none", link="log", n_train=2000, n_test=1500, max_iter=3, seed=4)
     res = run_cy(cfg, out, quiet=True)
     metrics = json.load(open(os.path.join(out, "metrics.json")))
-    assert metrics["link"] == "log" and metrics["solver"] == "matrix-free primal GN"
+    assert metrics["method_info"]["link"] == "log" and metrics["solver"] == "matrix-free"
     model = ntkflow.load(out)
     assert type(model).__name__ == "DonaldsonModel"
     ps = sample(preset("fermat-quintic"), 3500, seed=4)
@@ -188,7 +230,7 @@ def test_log_link_job_saves_an_algebraic_metric_whose_sigma_matches_the_report(t
     hist = json.load(open(os.path.join(out, "history.json")))
     assert metrics["sigma_test"] < 0.5 * metrics["fs_baseline"]["sigma_test"] and len(hist) >= 1
     with pytest.raises(ValueError, match="link"):
-        CYConfig(link="log", method="donaldson")
+        BergmanMethod(link="log", solver="dense")
 
 
 def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
@@ -196,9 +238,8 @@ def test_subsampled_jacobi_diagonal_is_close_to_the_exact_one():
 
     ps = sample(preset("fermat-quintic"), 4000, seed=3)
     prob = mf.PrimalProblem(ps.points, ps.jacobian, ps.weights, np.log(ps.omega_sq), 2)
-    r, ginv = prob.residual(prob.initial_vector())
-    prob.linearise(ginv)
-    exact, est = prob.jacobi_diag(max_points=None), prob.jacobi_diag(max_points=1000)
+    v = prob.initial()
+    exact, est = prob.jacobi_diag(v, max_points=None), prob.jacobi_diag(v, max_points=1000)
     assert est[-1] > 0 and np.median(np.abs(est / exact - 1)) < 0.1
 
 
@@ -207,10 +248,10 @@ def test_default_degree_follows_the_points_only_without_symmetry():
     from ntkflow.cy.job import default_k
 
     fermat = preset("fermat-quintic")
-    assert default_k(fermat, CYConfig(n_train=100_000)) == (12, "")
+    assert default_k(fermat, CYConfig(DataConfig(n_train=100_000))) == (12, "")
     rq = random_quintic(0)
     for n, k in ((10_000, 4), (100_000, 6), (10 ** 7, 6)):
-        got, why = default_k(rq, CYConfig(n_train=n))
+        got, why = default_k(rq, CYConfig(DataConfig(n_train=n)))
         assert got == k and "N_k²" in why
-    assert default_k(fermat, CYConfig(n_train=10_000, symmetry="none"))[0] == 4
-    assert default_k(rq, CYConfig(method="donaldson"))[0] == 12
+    assert default_k(fermat, CYConfig(DataConfig(n_train=10_000), BergmanMethod(symmetry="none")))[0] == 4
+    assert default_k(rq, CYConfig(method=DonaldsonMethod()))[0] == 12
