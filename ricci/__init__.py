@@ -2,6 +2,18 @@
 limit (Perelman's Ricci flow), the finite-σ generalised Ricci flow of a frozen Gaussian kernel, and flows
 driven by the empirical metric-NTK of finite networks."""
 
+# domains, geometry, Perelman's functionals and local drivers (GEOMETRY engineer)
+from . import geometry  # noqa: E402
+from .domains import FunctionMetric, Sphere, Torus, flat_metric, metric_from_function, pushforward, round_metric  # noqa: E402
+from .perelman import (  # noqa: E402
+    FDriver,
+    LambdaDriver,
+    LocalKernel,
+    SpectralBasis,
+    hamilton_driver,
+    perelman_lambda,
+)
+
 # reference solvers of Hamilton's flow (REFERENCE+CLI engineer); the job lives in ntkflow.ricci.job
 from .reference import (  # noqa: E402
     AxisymmetricSphere,
