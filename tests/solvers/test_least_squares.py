@@ -404,7 +404,8 @@ def test_checkpoint_pair_out_of_step_is_refused(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))  # temporaries were renamed away
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("solve", [DenseSolve(), CGSolve(rtol=1e-8)], ids=["dense", "cg"])
+def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, solve):
     prob, *_ = exp_fit(noise=0.05)
     cfg = LMConfig(max_iter=50, gtol=1e-12)
     sigma = lambda s, r: {"p0": float(s.theta[0])}  # noqa: E731  (a hook entry that must survive resume)
@@ -414,18 +415,18 @@ def test_interrupted_then_resumed_equals_uninterrupted(tmp_path):
             raise KeyboardInterrupt
 
     ck = CheckpointHook(tmp_path / "checkpoint", extra_arrays={"t": np.ones(2)}, meta={"run": 1})
-    stopped = levenberg_marquardt(prob, cfg, hooks=[sigma, ck, interrupt])
+    stopped = levenberg_marquardt(prob, cfg, solve=solve, hooks=[sigma, ck, interrupt])
     assert stopped.status is LMStatus.STOPPED and stopped.iterations == 2
     state, meta, extra = load_checkpoint(tmp_path / "checkpoint")
     assert state.iteration == 2 and meta == {"run": 1}
-    resumed = levenberg_marquardt(prob, cfg, state=state, hooks=[sigma, ck])
-    full = levenberg_marquardt(prob, cfg, hooks=[sigma])
+    resumed = levenberg_marquardt(prob, cfg, solve=solve, state=state, hooks=[sigma, ck])
+    full = levenberg_marquardt(prob, cfg, solve=solve, hooks=[sigma])
     assert full.iterations > 3 and resumed.status is full.status
     np.testing.assert_array_equal(resumed.value, full.value)
     for a, b in zip(resumed.history, full.history, strict=True):
         assert {k: a[k] for k in STEP_KEYS + ("p0",)} == {k: b[k] for k in STEP_KEYS + ("p0",)}
     # the checkpoint of the finished run resumes to the same result without a step
-    again = levenberg_marquardt(prob, cfg, state=load_checkpoint(tmp_path / "checkpoint")[0])
+    again = levenberg_marquardt(prob, cfg, solve=solve, state=load_checkpoint(tmp_path / "checkpoint")[0])
     assert again.iterations == full.iterations and again.status is full.status
 
 
