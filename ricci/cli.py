@@ -2,6 +2,8 @@
 of a frozen Gaussian kernel from a built-in or user metric; progress, checkpoints, JSON and plots."""
 from __future__ import annotations
 
+import argparse
+
 __all__ = ["register"]
 
 
@@ -39,6 +41,9 @@ def register(subparsers) -> None:
     f.add_argument("--points", type=int, default=d.points,
                    help=f"collocation points of the finite-sigma flow (grid rules round up: k^n on Tn, 2k^2 on S2, 4k^3 on S3; default {d.points})")
     f.add_argument("--seed", type=int, default=d.seed, help="random collocation points with this seed instead of the grid rule (default: grid)")
+    f.add_argument("--collocation", action=argparse.BooleanOptionalAction, default=d.collocation,
+                   help="run the finite-sigma flows on collocation points (kernel_flow); --no-collocation keeps only the "
+                        "reference and, on conformal T2, the spectral finite-sigma flows (default: on)")
     f.add_argument("--backend", choices=("keops", "jax", "dense"), default=d.backend, help=f"kernel backend of the finite-sigma flow (default {d.backend})")
     n = p.add_argument_group("numerics")
     n.add_argument("--resolution", type=int, default=d.resolution,
@@ -66,7 +71,8 @@ def _run_ricci(args) -> int:
     cfg = RicciConfig(case=case, metric_file=args.metric_file, domain=args.domain, sigma=tuple(args.sigma),
                       t_end=args.t_end, points=args.points, backend=args.backend, resolution=args.resolution,
                       method=args.method, rtol=args.rtol, atol=args.atol, curvature_limit=args.curvature_limit,
-                      max_steps=args.max_steps, seed=args.seed, snapshots=args.snapshots)
+                      max_steps=args.max_steps, seed=args.seed, snapshots=args.snapshots,
+                      collocation=args.collocation)
     out = args.output or f"runs/ricci/{case}"
     res = run_ricci(cfg, out, resume=args.resume, quiet=args.quiet)
     return 130 if res.status == "interrupted" else 0

@@ -25,7 +25,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import jax.numpy as jnp
@@ -185,6 +185,7 @@ class RicciConfig:
     max_steps: int = 100_000
     seed: int | None = None  # None: the domain's grid rule; int: random points
     snapshots: int = 4
+    collocation: bool = True  # False: only the spectral σ-flows (conformal T²), no collocation flows
 
     def __post_init__(self):
         if self.metric_file is None and self.case not in CASES:
@@ -218,8 +219,9 @@ class RicciConfig:
 @dataclass(frozen=True)
 class RicciResult:
     """What :func:`run_ricci` returns: ``status`` "finished" | "interrupted"; ``flows`` label → dict
-    (status, message, t, steps, times, history, snapshot times); ``errors`` σ → relative errors of the
-    gauge-invariant scalars against the reference at the common final time; ``out_dir``."""
+    (status, message, t, steps, times, history, snapshot times); ``errors`` {"kernel", "spectral",
+    "kernel_vs_spectral"} → σ → relative errors (volume, R_min, R_max, R_pointwise) at the common final time;
+    ``order`` {"kernel", "spectral"} → fitted slopes in σ; ``out_dir``."""
 
     status: str
     flows: dict
@@ -308,12 +310,19 @@ def _build_flows(config: RicciConfig, log):
     if case.reference is not None:
         prob, y0 = case.reference(config.resolution or case.resolution)
         flows.append(_Flow("reference", prob, y0, _reference_profile(prob, domain)))
+        if isinstance(prob, ConformalTorus):  # the finite-σ flow of a conformal T² metric, spectrally
+            for sigma in config.sigma:
+                if sigma > 0:
+                    sp = replace(prob, sigma=sigma)
+                    flows.append(_Flow(f"spectral-sigma={sigma:g}", sp, y0, _reference_profile(sp, domain)))
     for sigma in config.sigma:
         if sigma == 0.0:
             if case.reference is None:
                 log(f"  σ = 0: the local flow needs ntkflow.ricci.local, which this build does not wire yet; "
                     f"case {case.name} has no reference solver either — skipped")
             continue  # σ = 0 is Hamilton's flow itself: the reference solver above
+        if not config.collocation:
+            continue
         if field_ is None:
             log(f"  σ = {sigma:g}: case {case.name} has no ambient metric for the kernel flow (reference solver only) — skipped")
             continue
@@ -451,15 +460,17 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
         log(f"  [{fl.label}] {res.status}: {res.message} ({rec['steps']} steps, {time.perf_counter() - clock:.1f} s)")
         if res.status == "singular":
             log(f"  [{fl.label}] the flow stops at a singularity; the last good state (t = {rec['t']:.6g}) is saved")
-    errors, order = _errors(records, config, case)
-    _pointwise_errors(errors, order, flows, records, arrays, domain)
+    errors, order = _errors(flows, records, arrays, domain, case)
     result = RicciResult(status, records, errors, order, out_dir)
     if out_dir is not None:
         _write_outputs(out_dir, config, case, flows, records, arrays, result, log)
-    for s, e in result.errors.items():
-        log(f"  σ = {s}: relative error vs reference at t = {e['t']:.4g}: " + ", ".join(f"{k} {v:.3e}" for k, v in e.items() if k != "t"))
-    if result.order:
-        log("  fitted order in σ: " + ", ".join(f"{k} {v:.2f}" for k, v in order.items()))
+    what = {"kernel": "σ-flow vs reference", "spectral": "spectral σ-flow vs reference",
+            "kernel_vs_spectral": "σ-flow vs spectral σ-flow"}
+    for kind, errs in result.errors.items():
+        for s, e in errs.items():
+            log(f"  σ = {s}: {what[kind]} at t = {e['t']:.4g}: " + ", ".join(f"{k} {v:.3e}" for k, v in e.items() if k != "t"))
+        if result.order.get(kind):
+            log(f"  fitted order in σ ({what[kind]}): " + ", ".join(f"{k} {v:.2f}" for k, v in result.order[kind].items()))
     log(f"  done in {time.perf_counter() - t_start:.1f} s: " + ", ".join(f"{k} {v['status']}" for k, v in records.items()))
     return result
 
@@ -467,62 +478,95 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
 _COMPARED = ("volume", "R_min", "R_max")
 
 
-def _errors(records, config, case):
-    """Relative errors of the gauge-invariant scalars of each σ-flow against the reference (or the exact
-    solution) at the latest time all of them reached; fitted slopes of log error against log σ."""
-    ref = records.get("reference")
-    errors = {}
-    for label, rec in records.items():
-        if not label.startswith("sigma="):
-            continue
-        t_c = rec["t"] if ref is None else min(rec["t"], ref["t"])
-        if t_c <= 0:
-            continue
-        e = {"t": t_c}
-        for k in _COMPARED:
-            v = np.interp(t_c, rec["times"], rec["history"][k])
-            if ref is not None:
-                r = np.interp(t_c, ref["times"], ref["history"][k])
-            elif case.exact is not None:
-                r = float(case.exact(t_c)[k])
-            else:
-                continue
-            e[k] = float(abs(v - r) / max(abs(r), 1e-300))
-        errors[label[6:]] = e
+def _R_at(flow, domain, y, points):
+    """Scalar curvature of a flow's state at domain points (m, A); None for the warped product (DeTurck gauge)."""
+    if isinstance(flow.problem, (ConformalTorus, AxisymmetricSphere)):
+        return _reference_R_at(flow.problem, y, points)
+    if isinstance(flow.problem, WarpedProduct):
+        return None
+    return _kernel_R_at(flow.problem, domain, y, points)
+
+
+def _points_of(flow):
+    """The points at which a flow is compared pointwise: the collocation points, or the spectral grid."""
+    p = flow.problem
+    if isinstance(p, ConformalTorus):
+        a, b = p.grid()
+        return np.stack([a.ravel(), b.ravel()], axis=1)
+    if isinstance(p, AxisymmetricSphere):
+        mu, _ = p.nodes()
+        return np.stack([np.sqrt(1 - mu ** 2), 0 * mu, mu], axis=1)
+    return getattr(p, "points", None)
+
+
+def _compare(fa, fb, records, arrays, domain, exact=None):
+    """Relative errors of flow fa against flow fb (or the exact solution): volume, R_min, R_max at the latest
+    time both reached; R_pointwise = max |R_a − R_b| / max |R_b| at fa's points when both reached the same
+    final time and both live in the domain's coordinates (conformal T², axisymmetric S², kernel flows:
+    none of them moves points by a diffeomorphism)."""
+    ra = records.get(fa.label)
+    rb = None if fb is None else records.get(fb.label)
+    if ra is None or (fb is not None and rb is None):
+        return None
+    t_c = ra["t"] if rb is None else min(ra["t"], rb["t"])
+    if t_c <= 0:
+        return None
+    e = {"t": t_c}
+    for k in _COMPARED:
+        v = np.interp(t_c, ra["times"], ra["history"][k])
+        if rb is not None:
+            r = np.interp(t_c, rb["times"], rb["history"][k])
+        elif exact is not None:
+            r = float(exact(t_c)[k])
+        else:
+            return None
+        e[k] = float(abs(v - r) / max(abs(r), 1e-300))
+    if rb is not None and ra["status"] != "running" and abs(ra["t"] - rb["t"]) <= 1e-12 * max(1.0, rb["t"]):
+        pts = _points_of(fa)
+        if pts is not None:
+            r_a = _R_at(fa, domain, arrays[f"y__{fa.label}"], pts)
+            r_b = _R_at(fb, domain, arrays[f"y__{fb.label}"], pts)
+            if r_a is not None and r_b is not None:
+                e["R_pointwise"] = float(np.max(np.abs(r_a - r_b)) / np.max(np.abs(r_b)))
+    return e
+
+
+def _fit_orders(errs: dict) -> dict:
+    """Slopes of log error against log σ (keys present for every σ, at least two σ)."""
     order = {}
-    sig = [float(s) for s in errors]
-    if len(sig) >= 2:
-        for k in _COMPARED:
-            vals = [errors[s].get(k) for s in errors]
-            if all(v is not None and v > 0 for v in vals):
-                order[k] = float(np.polyfit(np.log(sig), np.log(vals), 1)[0])
-    return errors, order
+    sig = [float(s) for s in errs]
+    if len(sig) < 2:
+        return order
+    for k in _COMPARED + ("R_pointwise",):
+        vals = [errs[s].get(k) for s in errs]
+        if all(v is not None and v > 0 for v in vals):
+            order[k] = float(np.polyfit(np.log(sig), np.log(vals), 1)[0])
+    return order
 
 
-def _pointwise_errors(errors, order, flows, records, arrays, domain):
-    """Where the reference runs in the domain's own coordinates (conformal T², axisymmetric S²; neither
-    flow moves points by a diffeomorphism there) and both flows reached the same final time:
-    R_pointwise = max_b |R_σ(x_b) − R_ref(x_b)| / max_b |R_ref(x_b)| over the collocation points x_b, and its
-    fitted order in σ."""
-    ref = next((f for f in flows if f.label == "reference"), None)
-    if ref is None or f"y__reference" not in arrays:
-        return
-    rref = records["reference"]
-    for fl in flows:
-        lab = fl.label
-        if not lab.startswith("sigma=") or lab not in records or lab[6:] not in errors:
-            continue
-        if records[lab]["status"] == "running" or abs(records[lab]["t"] - rref["t"]) > 1e-12 * max(1.0, rref["t"]):
-            continue
-        pts = fl.problem.points
-        r_ref = _reference_R_at(ref.problem, arrays["y__reference"], pts)
-        if r_ref is None:
-            return
-        r_s = _kernel_R_at(fl.problem, domain, arrays[f"y__{lab}"], pts)
-        errors[lab[6:]]["R_pointwise"] = float(np.max(np.abs(r_s - r_ref)) / np.max(np.abs(r_ref)))
-    vals = [(float(s), e["R_pointwise"]) for s, e in errors.items() if "R_pointwise" in e]
-    if len(vals) >= 2 and all(v > 0 for _, v in vals):
-        order["R_pointwise"] = float(np.polyfit(np.log([a for a, _ in vals]), np.log([b for _, b in vals]), 1)[0])
+def _errors(flows, records, arrays, domain, case):
+    """{"kernel": σ → errors of the σ-flow vs the reference (or the exact solution), "spectral": σ → errors of
+    the spectral σ-flow vs the reference (the pure σ-error), "kernel_vs_spectral": σ → collocation error},
+    and the fitted orders in σ of the first two."""
+    by = {f.label: f for f in flows}
+    ref = by.get("reference")
+    out = {"kernel": {}, "spectral": {}, "kernel_vs_spectral": {}}
+    for f in flows:
+        if f.label.startswith("sigma="):
+            s = f.label[len("sigma="):]
+            e = _compare(f, ref, records, arrays, domain, case.exact)
+            if e is not None:
+                out["kernel"][s] = e
+            sp = by.get(f"spectral-sigma={s}")
+            if sp is not None:
+                e = _compare(f, sp, records, arrays, domain)
+                if e is not None:
+                    out["kernel_vs_spectral"][s] = e
+        elif f.label.startswith("spectral-sigma=") and ref is not None:
+            e = _compare(f, ref, records, arrays, domain)
+            if e is not None:
+                out["spectral"][f.label[len("spectral-sigma="):]] = e
+    return out, {"kernel": _fit_orders(out["kernel"]), "spectral": _fit_orders(out["spectral"])}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -542,8 +586,9 @@ def _jsonable(x):
 
 def _write_outputs(out_dir, config, case, flows, records, arrays, result, log):
     payload = {"case": case.name, "description": case.description, "status": result.status,
-               "settings": config.to_json(), "flows": records, "errors_vs_reference": result.errors,
-               "order_in_sigma": result.order}
+               "settings": config.to_json(), "flows": records, "errors_vs_reference": result.errors["kernel"],
+               "spectral_errors_vs_reference": result.errors["spectral"],
+               "kernel_vs_spectral": result.errors["kernel_vs_spectral"], "order_in_sigma": result.order}
     if case.exact is not None:
         payload["exact"] = {lab: {k: _jsonable(np.asarray(v, dtype=float)) for k, v in case.exact(np.asarray(rec["times"])).items()}
                             for lab, rec in records.items()}
@@ -632,13 +677,18 @@ def _plots(out_dir, case, flows, records, arrays, result):
     plt.close(fig)
     written.append("bump.png")
 
-    if len(result.errors) >= 2:
-        fig, ax = plt.subplots(figsize=(5, 4))
-        sig = np.array([float(s) for s in result.errors])
-        for k in _COMPARED + ("R_pointwise",):
-            v = [result.errors[s].get(k, np.nan) for s in result.errors]
-            ax.loglog(sig, v, "o-", label=f"{k} (order {result.order.get(k, float('nan')):.2f})")
-        ax.set(xlabel="σ", ylabel="relative error vs reference", title=f"{case.name}: error against σ")
+    if len(result.errors["kernel"]) >= 2 or len(result.errors["spectral"]) >= 2:
+        fig, ax = plt.subplots(figsize=(6, 4.5))
+        for kind, mark in (("kernel", "o-"), ("spectral", "s--")):
+            errs = result.errors[kind]
+            if len(errs) < 2:
+                continue
+            sig = np.array([float(x) for x in errs])
+            for k in ("volume", "R_max", "R_pointwise"):
+                v = np.array([errs[x].get(k, np.nan) for x in errs])
+                if np.all(np.isfinite(v)) and np.all(v > 0):
+                    ax.loglog(sig, v, mark, label=f"{kind}: {k} (order {result.order[kind].get(k, float('nan')):.2f})")
+        ax.set(xlabel="σ", ylabel="relative error vs the reference (σ = 0)", title=f"{case.name}: error against σ")
         ax.legend(fontsize=7)
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "sigma_error.png"), dpi=90)
