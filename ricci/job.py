@@ -639,10 +639,13 @@ def _plots(out_dir, case, flows, records, arrays, result):
         key = "anisotropy" if "anisotropy" in h else ("radius" if "radius" in h else ("psi_max" if "psi_max" in h else None))
         if key is not None:
             ax.plot(rec["times"], h[key], label=f"{lab}: {key}")
+        elif "R_max" in h:
+            ax.plot(rec["times"], np.asarray(h["R_max"]) - np.asarray(h["R_min"]), label=f"{lab}: R_max − R_min")
         if "neck_psi" in h:
             ax.plot(rec["times"], h["neck_psi"], "--", label=f"{lab}: neck ψ")
-    ax.set(xlabel="t", title=f"{case.name}: metric")
-    ax.legend(fontsize=7)
+    ax.set(xlabel="t", title=f"{case.name}: metric (shape)")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "metric.png"), dpi=90)
     plt.close(fig)
