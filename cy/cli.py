@@ -14,12 +14,11 @@ from dataclasses import fields
 
 import numpy as np
 
-from ntkflow._checks import complex_arg
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
                                NetworkMethod, OutputConfig, SOLVERS, field_default)
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
-from ntkflow.manifolds import PRESETS, load_points
+from ntkflow.manifolds import add_manifold_options, load_points
 
 __all__ = ["register", "config_from_args"]
 
@@ -81,16 +80,7 @@ def register(subparsers) -> None:
             "metrics.json, history.json, convergence.png and the model (ntkflow.load(DIR))."
         ),
     )
-    man = p.add_argument_group("manifold (one of)").add_mutually_exclusive_group()
-    man.add_argument("--manifold", default="fermat-quintic", choices=sorted(PRESETS),
-                     help="preset name (default: %(default)s)")
-    man.add_argument("--hypersurface", default=None, metavar="FILE",
-                     help="monomials + coefficients of any hypersurface (.json {exponents, coefficients}, .npz, or "
-                          "text lines 'e0 .. eN-1 re [im]') (default: none)")
-    man.add_argument("--random-quintic", type=int, default=None, metavar="SEED",
-                     help="a quintic with random complex coefficients on all 126 monomials, no symmetry (default: none)")
-    p.add_argument_group("manifold parameter").add_argument(
-        "--psi", type=complex_arg, default=None, help="family parameter of the preset (dwork-quintic) (default: none)")
+    add_manifold_options(p)
     seen = set()
     for title, cls in _GROUPS:
         g = p.add_argument_group(title, (cls.__doc__ or "").strip().split("\n")[0])
