@@ -34,6 +34,7 @@ one accepted step at a time, the singularity check after each, the last good sta
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -151,6 +152,16 @@ class GaussianKernel:
         return _GaussianBinding(self, domain, np.ascontiguousarray(points, dtype=np.float64))
 
 
+@functools.lru_cache(maxsize=32)
+def _tiled_jets(kj: GaussianJet):
+    """jit of (x tiles (nt, tile, A), y (m, A), C (m, p)) -> (nt, tile, J, p) = Σ_b K-jet(x, y_b) C_b."""
+
+    def apply(xt, y, C):
+        return jax.lax.map(lambda xb: jnp.einsum("imj,mr->ijr", kj.jax_block(xb, y)[..., 0], C), xt)
+
+    return jax.jit(apply)
+
+
 @dataclass(frozen=True)
 class _GaussianBinding:
     """K_σ on fixed collocation points: state C (m, p); jets(C, x) = Σ_b K-jet(x, x_b) C_b; rate(u) = u."""
@@ -175,23 +186,16 @@ class _GaussianBinding:
         return op.mm(C).reshape(x.shape[0], J, C.shape[1])
 
     def jets_jax(self, C, at=None):
-        """Pure-JAX jet rows (n, J, p) (row tiles of ``jax.lax.map``; differentiable in C)."""
+        """Pure-JAX jet rows (n, J, p) (row tiles of ``jax.lax.map`` under one cached jit; differentiable in C)."""
         x = self.points if at is None else np.asarray(at, dtype=np.float64)
         kj = self.kernel.jet_kernel(self.domain)
-        J = jet_size(self.domain.ambient_dim)
-        m = self.points.shape[0]
+        m, J = self.points.shape[0], jet_size(self.domain.ambient_dim)
         tile = self.kernel.tile or max(8, min(1024, 8_000_000 // max(1, m * J)))
         tile = int(min(tile, x.shape[0]))
         n = x.shape[0]
         nt = -(-n // tile)
         xp = np.concatenate([x, np.repeat(x[:1], nt * tile - n, axis=0)]) if nt * tile > n else x
-        xt = jnp.asarray(xp.reshape(nt, tile, -1))
-        y = jnp.asarray(self.points)
-
-        def one(xb):
-            return jnp.einsum("imj,mr->ijr", kj.jax_block(xb, y)[..., 0], C)  # (tile, J, p)
-
-        out = jax.lax.map(one, xt)
+        out = _tiled_jets(kj)(jnp.asarray(xp.reshape(nt, tile, -1)), jnp.asarray(self.points), C)
         return out.reshape(nt * tile, J, -1)[:n]
 
     def rate(self, u):
