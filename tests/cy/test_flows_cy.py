@@ -255,3 +255,44 @@ def test_default_degree_follows_the_points_only_without_symmetry():
         assert got == k and "N_k²" in why
     assert default_k(fermat, CYConfig(DataConfig(n_train=10_000), BergmanMethod(symmetry="none")))[0] == 4
     assert default_k(rq, CYConfig(method=DonaldsonMethod()))[0] == 12
+
+
+def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
+    import argparse
+
+    from ntkflow.cy.cli import register
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    p = sub.choices["cy"]
+    titles = [g.title for g in p._action_groups]
+    for want in ("manifold (one of)", "data", "Levenberg-Marquardt", "output"):
+        assert want in titles, titles
+    assert sum(t.startswith("method") for t in titles) == 4
+    flags = set()
+    for a in p._actions:
+        if isinstance(a, argparse._HelpAction):
+            continue
+        assert a.help and "default" in a.help, a.option_strings
+        flags.update(a.option_strings)
+    # the flags README, docs and tests use are public API
+    for f in ("--manifold", "--psi", "--hypersurface", "--random-quintic", "-k", "--link", "--n-train", "--n-test",
+              "--method", "--kernel", "--max-iter", "--time-budget", "--n-curvature", "--resume", "-o", "--solver",
+              "--symmetry", "--seed", "--s2", "--centers", "--centers-method", "--ridge", "--mixture-coeffs",
+              "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol"):
+        assert f in flags, f
+    with pytest.raises(SystemExit):  # the manifold options exclude each other
+        p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
+
+
+def test_model_registry_is_one_lookup():
+    from ntkflow.cy import MODELS, Model, register
+    from ntkflow.cy.dual import DualKernelModel
+    from ntkflow.cy.model import BergmanModel, DonaldsonModel
+    from ntkflow.cy.network import NetworkModel
+
+    assert {k: MODELS[k] for k in ("bergman", "donaldson", "dual-kernel", "network")} == {
+        "bergman": BergmanModel, "donaldson": DonaldsonModel, "dual-kernel": DualKernelModel, "network": NetworkModel}
+    assert all(cls.kind == kind for kind, cls in MODELS.items())
+    with pytest.raises(ValueError, match="registered already"):
+        register("bergman")(type("Other", (Model,), {}))
