@@ -23,3 +23,15 @@ from .reference import (  # noqa: E402
     moebius_factor,
     round_radius2,
 )
+
+# the finite-σ flow in a frozen kernel's function space (KERNEL-FLOW engineer)
+from .kernel_flow import (  # noqa: E402
+    CosNetKernel,
+    GaussianKernel,
+    KernelFlowProblem,
+    KernelMetricField,
+    kernel_flow,
+    kernel_flow_problem,
+    linearised_rate,
+    sphere_kernel_moments,
+)

@@ -11,7 +11,7 @@ flow would have: V = −2 Ric for Hamilton's flow, V = −Θ_loc·δL/δg for a 
     ∂_t G(x) = Σ_b w_b K(x, x_b) E_b V_b E_bᵀ,      i.e.   dC_b/dt = w_b E_b V_b E_bᵀ,        (1)
 
 (E_b the orthonormal tangent frame of ``domain.frames``; on Tⁿ E = I). V_b is computed from the chart jets
-of G at x_b: ``V = driver(domain, (g, dg, d2g), points)`` with ``(g, dg, d2g) = domain.chart_jet(G, ∂G, ∂²G,
+of G at x_b: ``V = driver(domain, (g, dg, d2g), points, weights)`` with ``(g, dg, d2g) = domain.chart_jet(G, ∂G, ∂²G,
 points)``. G, ∂G, ∂²G at all points come from ONE lazy operator product with the jet kernel
 :class:`ntkflow.engine.kernels.jets.GaussianJet` (KeOps, tiled JAX or the dense NumPy reference), never an
 n×n matrix.
@@ -35,6 +35,7 @@ one accepted step at a time, the singularity check after each, the last good sta
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Callable
@@ -108,6 +109,15 @@ def _jets_to_ambient(R, A: int):
     dF = unpack_sym(xp.moveaxis(grad, 2, 1), A)  # (m, A, A, A_c)
     d2F = unpack_sym(xp.moveaxis(hess, 3, 1), A)  # (m, A, A, A_c, A_d)
     return F, dF, d2F
+
+
+def _takes_weights(fn) -> bool:
+    """Whether the driver accepts ``weights`` (global drivers such as LambdaDriver need them)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return False
+    return "weights" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
 def _check_domain(domain):
@@ -374,7 +384,10 @@ class KernelFlowProblem:
     def velocity_jax(self, R):
         """u (m, p): packed w_b E_b V_b E_bᵀ from jet rows R."""
         jets = self.chart_jets_jax(R)
-        V = self.driver(self.domain, jets, self.points)  # (m, n, n)
+        if _takes_weights(self.driver):
+            V = self.driver(self.domain, jets, self.points, weights=self.weights)  # (m, n, n)
+        else:  # a driver of (domain, jets, points) only, e.g. a purely local one
+            V = self.driver(self.domain, jets, self.points)
         E = jnp.asarray(self.frames)
         U = jnp.einsum("qia,qab,qjb->qij", E, V, E) * jnp.asarray(self.weights)[:, None, None]
         return pack_sym(U), jets
@@ -436,8 +449,8 @@ class KernelFlowProblem:
 
 def kernel_flow_problem(domain, metric, kernel, driver: Callable, points, weights, *, track: dict | None = None):
     """Set up (1): ``metric`` a field with ``ambient_jets`` (``domains.metric_from_function``), ``kernel`` a
-    :class:`GaussianKernel` or :class:`CosNetKernel`, ``driver(domain, (g, dg, d2g), points) -> V (m, n, n)``
-    the local velocity (−2 Ric for Hamilton's flow), points (m, A) and weights (m,) from ``domain.points``."""
+    :class:`GaussianKernel` or :class:`CosNetKernel`, ``driver(domain, (g, dg, d2g), points, weights) -> V (m, n, n)``
+    the local velocity (``perelman.hamilton_driver``: −2 Ric; ``LambdaDriver``/``FDriver``: −Θ_loc·δL/δg), points (m, A) and weights (m,) from ``domain.points``."""
     _check_domain(domain)
     if not hasattr(metric, "ambient_jets"):
         raise TypeError(
@@ -447,7 +460,7 @@ def kernel_flow_problem(domain, metric, kernel, driver: Callable, points, weight
     if not hasattr(kernel, "bind"):
         raise TypeError(f"kernel: expected GaussianKernel(sigma) or CosNetKernel(sigma, width), received {kernel!r}.")
     if not callable(driver):
-        raise TypeError(f"driver: expected a function (domain, (g, dg, d2g), points) -> (m, n, n), received {driver!r}.")
+        raise TypeError(f"driver: expected a function (domain, (g, dg, d2g), points, weights) -> (m, n, n), e.g. ntkflow.ricci.perelman.hamilton_driver, received {driver!r}.")
     pts = finite_array("points", points, ndim=2, dtype=np.float64)
     if pts.shape[1] != domain.ambient_dim:
         raise ValueError(

@@ -20,6 +20,7 @@ from ntkflow.engine.kernels.jets import GaussianJet, hessian_pairs, jet_size, no
 from ntkflow.ntk.empirical import empirical_ntk
 from ntkflow.ntk.metrics import ScalarModel
 from ntkflow.ricci import geometry
+from ntkflow.ricci.perelman import hamilton_driver
 from ntkflow.ricci.domains import Sphere, Torus, flat_metric, metric_from_function, round_metric
 from ntkflow.ricci.kernel_flow import (
     CosNetKernel,
@@ -33,9 +34,7 @@ from ntkflow.ricci.kernel_flow import (
 )
 
 
-def hamilton(domain, jets, points):
-    """Local adapter for the contract's Hamilton driver: V = −2 Ric."""
-    return -2.0 * geometry.ricci(*jets)
+hamilton = hamilton_driver  # V = −2 Ric
 
 
 def _keops_ok():
