@@ -651,30 +651,28 @@ def _plots(out_dir, case, flows, records, arrays, result):
     plt.close(fig)
     written.append("metric.png")
 
-    fig, axs = plt.subplots(1, len(flows) + 1, figsize=(4.5 * (len(flows) + 1), 3.8), squeeze=False)
+    fig, axs = plt.subplots(1, 2, figsize=(12, 4.2))
+    first = True
     for fl in flows:
         rec, snaps = records.get(fl.label), arrays.get(f"snap__{fl.label}")
-        if rec is None or snaps is None or len(snaps) < 2:
+        if rec is None or snaps is None:
             continue
         s0, R0 = fl.profile(np.asarray(snaps[0]))
         s1, R1 = fl.profile(np.asarray(snaps[-1]))
-        i = np.argsort(s1)
-        axs[0][-1].plot(s1[i], (R1 - R0)[i], label=f"{fl.label}, t = {rec['snapshots'][-1]:.3g}")
-    axs[0][-1].set(xlabel="position on the line through the bump", ylabel="R(x, t) − R(x, 0)",
-                   title="change of R: local (reference) vs finite σ")
-    axs[0][-1].legend(fontsize=7)
-    for ax, fl in zip(axs[0], flows):
-        rec = records.get(fl.label)
-        snaps = arrays.get(f"snap__{fl.label}")
-        if rec is None or snaps is None:
-            continue
-        for ts, y in zip(rec["snapshots"], snaps):
-            s, R = fl.profile(np.asarray(y))
-            i = np.argsort(s)
-            ax.plot(s[i], R[i], label=f"t = {ts:.3g}")
-        ax.set(xlabel="position on the line through the bump", ylabel="R", title=fl.label)
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{case.name}: R(x, t) through the bump (non-locality at finite σ)", fontsize=9)
+        i0, i1 = np.argsort(s0), np.argsort(s1)
+        if first:
+            axs[0].plot(s0[i0], R0[i0], "k:", lw=1.5, label="t = 0")
+            first = False
+        t1 = rec["snapshots"][-1]
+        axs[0].plot(s1[i1], R1[i1], label=f"{fl.label}, t = {t1:.3g}")
+        axs[1].plot(s1[i1], (R1 - R0)[i1], label=f"{fl.label}, t = {t1:.3g}")
+    axs[0].set(xlabel="position on the line through the bump", ylabel="scalar curvature R", title="R(x, t)")
+    axs[1].set(xlabel="position on the line through the bump", ylabel="R(x, t) − R(x, 0)",
+               title="change of R: the local flow (reference) vs finite σ")
+    for ax in axs:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{case.name}: a curvature bump under the flows (non-locality at finite σ)", fontsize=9)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "bump.png"), dpi=90)
     plt.close(fig)
