@@ -612,6 +612,7 @@ def _plots(out_dir, case, flows, records, arrays, result):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (NullFormatter for the σ axis)
 
     written = []
     fig, ax = plt.subplots(1, 2, figsize=(11, 4))
@@ -687,8 +688,9 @@ def _plots(out_dir, case, flows, records, arrays, result):
             sig = np.array([float(x) for x in errs])
             for k in ("volume", "R_max", "R_pointwise"):
                 v = np.array([errs[x].get(k, np.nan) for x in errs])
-                if np.all(np.isfinite(v)) and np.all(v > 0):
+                if np.all(np.isfinite(v)) and np.all(v > 0) and np.max(v) > 1e-12:  # skip conserved quantities
                     ax.loglog(sig, v, mark, label=f"{kind}: {k} (order {result.order[kind].get(k, float('nan')):.2f})")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xlabel="σ", ylabel="relative error vs the reference (σ = 0)", title=f"{case.name}: error against σ")
         ax.legend(fontsize=7)
         fig.tight_layout()
