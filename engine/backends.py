@@ -7,12 +7,12 @@ keops_apply); the backend does the tiling, dtype handling and distribution.
 from __future__ import annotations
 
 import functools
-import math
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from .operators import DENSE_MAX_ENTRIES, dense_block_matrix, kernel_operator, register_backend
 
 # --------------------------------------------------------------------------------------------
 # dense (reference)
@@ -26,15 +26,13 @@ class DenseBackend:
     name: str = "dense"
 
     def apply(self, op, V):
-        from .operators import DENSE_MAX_ENTRIES, _dense_matrix
-
         rows, cols = op.shape
         if rows * cols > DENSE_MAX_ENTRIES:
             raise MemoryError(
                 f"backend='dense' would form a {rows}×{cols} matrix ({rows * cols:.3g} entries), above "
                 f"DENSE_MAX_ENTRIES={DENSE_MAX_ENTRIES:.3g}; use backend='keops' or 'jax'."
             )
-        K = _dense_matrix(op.kernel, op.x.raw, op.y.raw)
+        K = dense_block_matrix(op.kernel, op.x.raw, op.y.raw)
         return K @ V
 
 
@@ -172,9 +170,6 @@ class JaxBackend:
 
 def _dask_block(kernel, inner: str, xb, y, V, dtype_name: str):
     """Runs on a worker: K(x_block, y) V with an inner single-process backend."""
-    import ntkflow  # noqa: F401  (enables float64 in JAX on the worker)
-    from ntkflow.engine.operators import kernel_operator
-
     op = kernel_operator(kernel, xb, y, backend=inner, dtype=np.dtype(dtype_name))
     return op.backend.apply(op, V)
 
@@ -252,3 +247,7 @@ class DaskBackend:
             except Exception:  # pragma: no cover
                 pass
         self._state.clear()
+
+
+for _name, _cls in (("dense", DenseBackend), ("keops", KeOpsBackend), ("jax", JaxBackend), ("dask", DaskBackend)):
+    register_backend(_name, _cls)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,8 @@ from .kernels.base import Kernel, realify
 DENSE_MAX_ENTRIES = 250_000_000
 
 BACKENDS = ("dense", "keops", "jax", "dask")
+#: backend name -> backend class; filled by :func:`register_backend` (ntkflow.engine.backends registers all four)
+BACKEND_CLASSES: dict = {}
 
 
 class LinearOperator(abc.ABC):
@@ -315,7 +316,7 @@ class KernelOperator(LinearOperator):
                 f"to_dense: kernel operator of shape {self.shape} has {rows * cols:.3g} entries, "
                 f"above DENSE_MAX_ENTRIES={DENSE_MAX_ENTRIES:.3g}; use mv/mm (the point of a lazy operator)."
             )
-        K = _dense_matrix(self.kernel, self.x.raw, self.y.raw)
+        K = dense_block_matrix(self.kernel, self.x.raw, self.y.raw)
         if self.reg:
             K = K + self.reg * np.eye(rows)
         return K
@@ -341,7 +342,8 @@ class KernelOperator(LinearOperator):
         self.close()
 
 
-def _dense_matrix(kernel: Kernel, x, y) -> np.ndarray:
+def dense_block_matrix(kernel: Kernel, x, y) -> np.ndarray:
+    """K(x, y) as one (n·p_out, m·p_in) matrix (block (i, j) = K(x_i, y_j)): the dense reference."""
     K = np.asarray(kernel.dense(x, y))
     n, m = x.shape[0], y.shape[0]
     p_out, p_in = kernel.block_shape
@@ -419,15 +421,16 @@ def kernel_operator(
     return KernelOperator(kernel=kernel, x=px, y=py, backend=be, reg=reg, symmetric_points=symmetric)
 
 
-def _make_backend(name: str, kernel: Kernel, options: dict):
-    from . import backends
+def register_backend(name: str, cls) -> None:
+    """Make ``kernel_operator(..., backend=name)`` build ``cls(**options)`` (a class with ``apply(op, V)``)."""
+    if name not in BACKENDS:
+        raise ValueError(f"name: expected one of {BACKENDS}, received {name!r}.")
+    BACKEND_CLASSES[name] = cls
 
-    if name == "dense":
-        return backends.DenseBackend(**options)
-    if name == "keops":
-        return backends.KeOpsBackend(**options)
-    if name == "jax":
-        return backends.JaxBackend(**options)
-    if name == "dask":
-        return backends.DaskBackend(**options)
-    raise ValueError(f"backend: expected one of {BACKENDS}, received {name!r}.")
+
+def _make_backend(name: str, kernel: Kernel, options: dict):
+    cls = BACKEND_CLASSES.get(name)
+    if cls is None:
+        raise ValueError(f"backend: expected one of {tuple(BACKEND_CLASSES) or BACKENDS}, received {name!r}"
+                         f"{'' if name not in BACKENDS else ' (not registered: import ntkflow.engine)'}.")
+    return cls(**options)

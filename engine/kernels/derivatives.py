@@ -27,14 +27,14 @@ from ntkflow._checks import positive_int
 from ._keops_util import keops_params
 from .base import Kernel, sqdist_keops
 from .gaussian import Gaussian
-from .networks import _DotGaussKernel
+from .networks import DotGaussKernel
 
 
 def dot_gauss_coeffs(kernel: Kernel, d: int) -> tuple[float, float, float, float]:
     """(α, β, κ, γ) with k = α + (β + κ x·y) exp(−γ|x − y|²), for kernels of that form."""
     if isinstance(kernel, Gaussian):
         return 0.0, kernel.variance, 0.0, 1.0 / (2.0 * kernel.lengthscale**2)
-    if isinstance(kernel, _DotGaussKernel):
+    if isinstance(kernel, DotGaussKernel):
         return kernel.dot_gauss_coeffs(d)
     raise TypeError(
         f"base: input-derivative kernels support Gaussian, CosNetNNGP, CosNetNTK, GaussNetNNGP and "

@@ -38,16 +38,16 @@ import numpy as np
 from ntkflow._checks import positive_int
 
 from .base import Kernel, complexify
-from .projective import ProjectiveGaussian, _poly, _ProjectiveKernel, check_projective_base
+from .projective import ProjectiveGaussian, ProjectiveKernel, check_projective_base, poly_derivative
 
 __all__ = ["KahlerMetricKernel", "kahler_points", "f_derivative"]
 
 
-def f_derivative(base: _ProjectiveKernel, u, order: int):
+def f_derivative(base: ProjectiveKernel, u, order: int):
     """f^{(order)}(u) of a projective kernel for any order ≥ 0 (NumPy or JAX arrays)."""
     if isinstance(base, ProjectiveGaussian):
         return base.f(u, order)  # exp((u − 1)/s²)/s^{2·order}
-    return _poly(base.coeffs, u, order)
+    return poly_derivative(base.coeffs, u, order)
 
 
 def kahler_points(points, jacobian=None) -> np.ndarray:
@@ -163,7 +163,7 @@ class KahlerMetricKernel(Kernel):
         dim: complex dimension of X (rows of each chart Jacobian).
     """
 
-    base: _ProjectiveKernel
+    base: ProjectiveKernel
     n_coords: int
     dim: int
 

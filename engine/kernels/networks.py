@@ -5,7 +5,7 @@ Every kernel here has the form
     k(x, y) = α + (β + κ x·y) · exp(−γ |x − y|²),     x, y ∈ R^d,
 
 so the JAX and KeOps forms (and the input-derivative kernels of :mod:`.derivatives`) are shared by
-:class:`_DotGaussKernel`; each class's ``dense`` is written out plainly from its own formula, as an
+:class:`DotGaussKernel`; each class's ``dense`` is written out plainly from its own formula, as an
 independent reference. Hyper-parameters enter the KeOps formula as parameters, so all of these
 kernels (for every σ) share one compiled KeOps formula.
 
@@ -54,7 +54,7 @@ def _check_train(name: str, train, allowed: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(p for p in allowed if p in t)  # canonical order, no duplicates
 
 
-class _DotGaussKernel(Kernel):
+class DotGaussKernel(Kernel):
     """Abstract: k(x, y) = α + (β + κ x·y) exp(−γ|x − y|²); subclasses give (α, β, κ, γ) for dimension d."""
 
     @abc.abstractmethod
@@ -87,7 +87,7 @@ class _DotGaussKernel(Kernel):
 
 
 @dataclass(frozen=True)
-class CosNetNNGP(_DotGaussKernel):
+class CosNetNNGP(DotGaussKernel):
     """Two-point function of the cos-net: k(x, y) = (σ_a²/2) exp(−σ_b² |x − y|² / (2d)).
 
     Width of the Gaussian: ℓ² = d/σ_b² ("σ → 0" locality is σ_b → ∞).
@@ -115,7 +115,7 @@ class CosNetNNGP(_DotGaussKernel):
 
 
 @dataclass(frozen=True)
-class CosNetNTK(_DotGaussKernel):
+class CosNetNTK(DotGaussKernel):
     """Infinite-width NTK of the cos-net (NTK parameterisation, see the module docstring).
 
     With E = exp(−σ_b²|x − y|²/(2d)), the trained parameters contribute
@@ -177,7 +177,7 @@ def _check_gauss_net(obj):
 
 
 @dataclass(frozen=True)
-class GaussNetNNGP(_DotGaussKernel):
+class GaussNetNNGP(DotGaussKernel):
     """Two-point function of the gauss-net: k(x, y) = σ_b1² + σ_w1² exp(−σ_w0² |x − y|² / (2d)).
 
     Args:
@@ -206,7 +206,7 @@ class GaussNetNNGP(_DotGaussKernel):
 
 
 @dataclass(frozen=True)
-class GaussNetNTK(_DotGaussKernel):
+class GaussNetNTK(DotGaussKernel):
     """Infinite-width NTK of the gauss-net (NTK parameterisation, see the module docstring).
 
     With E = exp(−σ_w0²|x − y|²/(2d)), the trained parameters contribute

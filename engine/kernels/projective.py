@@ -58,7 +58,7 @@ def _keops_pq(Xi, Yj):
     return (Xi | Yj), (Xi | rotY), Xi.sqnorm2(), Yj.sqnorm2()
 
 
-class _ProjectiveKernel(Kernel):
+class ProjectiveKernel(Kernel):
     """Abstract: k(z, w) = f(u(z, w)). Subclasses give f and its first two derivatives."""
 
     input_kind = "complex"
@@ -87,7 +87,7 @@ class _ProjectiveKernel(Kernel):
         return np.full(len(z), float(self.f(np.float64(1.0))))
 
 
-def _poly(coeffs, u, order):
+def poly_derivative(coeffs, u, order):
     """Σ_k a_k (d/du)^order u^k by Horner (works on NumPy and JAX arrays)."""
     c = list(coeffs)
     for _ in range(order):
@@ -116,7 +116,7 @@ def _keops_poly(coeffs, u, like, order):
 
 
 @dataclass(frozen=True)
-class ProjectiveMixture(_ProjectiveKernel):
+class ProjectiveMixture(ProjectiveKernel):
     """k(z, w) = Σ_k a_k u^k with coefficients ``coeffs = (a_0, a_1, …)``, all a_k ≥ 0 (so PSD).
 
     One KeOps formula serves all mixtures with the same number of coefficients.
@@ -134,14 +134,14 @@ class ProjectiveMixture(_ProjectiveKernel):
         object.__setattr__(self, "coeffs", c)
 
     def f(self, u, order=0):
-        return _poly(self.coeffs, u, order)
+        return poly_derivative(self.coeffs, u, order)
 
     def keops_f(self, u, like, order=0):
         return _keops_poly(self.coeffs, u, like, order)
 
 
 @dataclass(frozen=True)
-class ProjectivePower(_ProjectiveKernel):
+class ProjectivePower(ProjectiveKernel):
     """k(z, w) = u^k, k ≥ 1 (shares the KeOps formula of a k+1-coefficient :class:`ProjectiveMixture`)."""
 
     k: int = 1
@@ -169,7 +169,7 @@ class ProjectivePower(_ProjectiveKernel):
 
 
 @dataclass(frozen=True)
-class ProjectiveGaussian(_ProjectiveKernel):
+class ProjectiveGaussian(ProjectiveKernel):
     """k(z, w) = exp((u − 1)/s²) with s² = ``s2`` > 0 (= e^{−1/s²} Σ_k u^k/(k! s^{2k}))."""
 
     s2: float = 0.2
@@ -199,7 +199,7 @@ class ProjectiveGaussian(_ProjectiveKernel):
 
 def check_projective_base(base):
     """``base`` must be a scalar projective kernel (a function of u = |⟨z,w⟩|²/(|z|²|w|²))."""
-    if not isinstance(base, _ProjectiveKernel):
+    if not isinstance(base, ProjectiveKernel):
         raise TypeError(
             f"base: expected a projective kernel (ProjectivePower, ProjectiveMixture, ProjectiveGaussian), "
             f"received {type(base).__name__}."
@@ -225,7 +225,7 @@ class DzDwBar(Kernel):
         dim: N, the number of homogeneous coordinates (the block is N × N).
     """
 
-    base: _ProjectiveKernel
+    base: ProjectiveKernel
     dim: int
 
     input_kind = "complex"
