@@ -24,7 +24,7 @@ import numpy as np
 
 from ntkflow._checks import finite_array, positive_int
 
-from .charts import build_jacobian, chart_data, kept_indices
+from .charts import build_jacobian, chart_data, fs_det_from_chart, kept_indices
 from .hypersurface import Hypersurface, Manifold
 
 __all__ = ["PointSet", "save_points", "load_points", "pointset_from_points"]
@@ -127,8 +127,6 @@ def pointset_from_points(manifold: Hypersurface, points, weights=None, *, patch=
     :func:`ntkflow.manifolds.sample`); pass stored weights to keep them. ``patch``/``elim`` force
     a chart (int or (n,) arrays; default: the convention of the reference).
     """
-    from .charts import fs_det_from_chart
-
     pts = finite_array("points", points, ndim=2)
     if pts.shape[1] != manifold.n_coords:
         raise ValueError(f"points: expected {manifold.n_coords} coordinates for {manifold.name}, received shape {pts.shape}.")

@@ -35,7 +35,7 @@ from ntkflow._checks import positive_int
 
 from .charts import build_jacobian, chart_data, fs_det_from_chart
 from .hypersurface import Hypersurface, Manifold, SingularityWarning, SingularManifoldError
-from .pointset import PointSet
+from .pointset import PointSet, pointset_from_points
 
 __all__ = ["sample", "roots_of_lines", "sample_reference"]
 
@@ -245,8 +245,6 @@ def sample_reference(manifold: Hypersurface, n: int, seed: int = 0) -> PointSet:
     then the same vectorised chart/weight code. When d divides n the point set equals
     :func:`sample`'s up to the order of the roots within each line and rounding.
     For tests and as the benchmark baseline."""
-    from .pointset import pointset_from_points
-
     n = positive_int("n", n)
     ss_lines, _ = np.random.SeedSequence(int(seed)).spawn(2)
     rng = np.random.default_rng(ss_lines)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .study import ARCHS, StudyConfig, run_study
+
 
 def _ints(s: str) -> tuple[int, ...]:
     try:
@@ -17,8 +19,6 @@ def _strs(s: str) -> tuple[str, ...]:
 
 def register(subparsers) -> None:
     """Add ``ntk-study`` to the ``ntkflow`` command."""
-    from .study import ARCHS, StudyConfig
-
     d = StudyConfig()
     p = subparsers.add_parser(
         "ntk-study",
@@ -43,8 +43,6 @@ def register(subparsers) -> None:
 
 
 def _run(args) -> int:
-    from .study import StudyConfig, run_study
-
     for name in ("seeds", "steps", "mixing_seeds", "invariant_degree", "mc_networks"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')}: must be >= 1, received {getattr(args, name)}.")

@@ -39,7 +39,7 @@ def _n_points(x) -> int:
     return int(jax.tree_util.tree_leaves(x)[0].shape[0])
 
 
-def _as_points(name, x):
+def as_points(name, x):
     if isinstance(x, (tuple, list)):
         leaves = tuple(jnp.asarray(a) for a in x)
     else:
@@ -56,7 +56,7 @@ def _as_points(name, x):
 def jacobian(model, params, x):
     """Per-point Jacobian of the flat output w.r.t. the trainable params: pytree of (n, p, *leaf)."""
     f, tp = trainable_fn(model, params)
-    return jax.vmap(jax.jacrev(f), in_axes=(None, 0))(tp, _as_points("x", x))
+    return jax.vmap(jax.jacrev(f), in_axes=(None, 0))(tp, as_points("x", x))
 
 
 def ntk_jax(model, params, x, y=None):
@@ -81,8 +81,8 @@ def empirical_ntk(model, params, x, y=None) -> np.ndarray:
 
     x: batch of n points (see :mod:`ntkflow.ntk.metrics`); y: batch of m points (default x).
     """
-    x = _as_points("x", x)
-    y = None if y is None else _as_points("y", y)
+    x = as_points("x", x)
+    y = None if y is None else as_points("y", y)
     return np.asarray(_ntk_jit(model, params, x, y))
 
 
@@ -123,8 +123,8 @@ class EmpiricalNTKOperator(LinearOperator):
 
     def __post_init__(self):
         f, tp = trainable_fn(self.model, self.params)
-        x = _as_points("x", self.x)
-        y = x if self.y is None else _as_points("y", self.y)
+        x = as_points("x", self.x)
+        y = x if self.y is None else as_points("y", self.y)
 
         def fx(t):
             return jax.vmap(f, in_axes=(None, 0))(t, x)  # (n, p)

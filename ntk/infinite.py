@@ -24,6 +24,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkflow.engine import MLPNTK, CosNetNNGP, CosNetNTK, GaussNetNNGP, GaussNetNTK, NoMixing
+
+from .empirical import as_points, ntk_tensor
+from .invariant import invariant_kappa
 from .metrics import (
     FubiniStudyPhiMetric,
     IndependentMetric,
@@ -37,19 +41,6 @@ from .metrics import (
 from .networks import MLP, CosNet, GaussNet
 
 
-def _engine():
-    import ntkflow.engine as E
-
-    def get(name, mod):
-        if hasattr(E, name):
-            return getattr(E, name)
-        import importlib
-
-        return getattr(importlib.import_module(f"ntkflow.engine.kernels.{mod}"), name)
-
-    return get
-
-
 def network_kernel(net, kind: str = "ntk"):
     """The engine kernel of the infinite-width NTK (or NNGP) of a scalar network config.
 
@@ -59,20 +50,19 @@ def network_kernel(net, kind: str = "ntk"):
     """
     if kind not in ("ntk", "nngp"):
         raise ValueError(f"kind: expected 'ntk' or 'nngp', received {kind!r}.")
-    get = _engine()
     if isinstance(net, MLP):
-        return get("MLPNTK", "mlp")(
+        return MLPNTK(
             depth=len(net.widths), activation=net.activation, w_std=net.sigma_w, b_std=net.sigma_b, kind=kind
         )
     if isinstance(net, CosNet):
         if kind == "nngp":
-            return get("CosNetNNGP", "networks")(sigma_a=net.sigma_a, sigma_b=net.sigma_b)
-        return get("CosNetNTK", "networks")(sigma_a=net.sigma_a, sigma_b=net.sigma_b, train=net.trainable)
+            return CosNetNNGP(sigma_a=net.sigma_a, sigma_b=net.sigma_b)
+        return CosNetNTK(sigma_a=net.sigma_a, sigma_b=net.sigma_b, train=net.trainable)
     if isinstance(net, GaussNet):
         kw = dict(sigma_w0=net.sigma_w0, sigma_b0=net.sigma_b0, sigma_w1=net.sigma_w1, sigma_b1=net.sigma_b1)
         if kind == "nngp":
-            return get("GaussNetNNGP", "networks")(**kw)
-        return get("GaussNetNTK", "networks")(**kw, train=net.trainable)
+            return GaussNetNNGP(**kw)
+        return GaussNetNTK(**kw, train=net.trainable)
     raise TypeError(f"net: expected MLP, CosNet or GaussNet, received {type(net).__name__}.")
 
 
@@ -86,8 +76,6 @@ def infinite_metric_kernel(model, kind: str = "ntk"):
     (dense, by autodiff) or, for the potential-to-metric kernel Θ_ab̄ = ∂_a∂̄_b Θ on projective space,
     ``ntkflow.engine.DzDwBar(invariant_feature_kernel(net), N)``.
     """
-    from ntkflow.engine import NoMixing
-
     base = network_kernel(model.net, kind)
     if isinstance(model, ScalarModel):
         return base if model.net.n_out == 1 else NoMixing(base, model.net.n_out)
@@ -121,8 +109,6 @@ def _scalar_k(kernel, feat):
 def invariant_scalar_kernel(net, kind: str = "ntk"):
     """k(zr, wr) = κ(u) for realified z, w ∈ C^N, u = |⟨z,w⟩|²/(|z|²|w|²): the infinite-width kernel of
     ``net`` on the invariant features, as a JAX function (κ from :func:`ntkflow.ntk.invariant.invariant_kappa`)."""
-    from .invariant import invariant_kappa
-
     def k(xr, yr):
         z, w = complexify_point(xr), complexify_point(yr)
         u = jnp.abs(jnp.vdot(z, w)) ** 2 / (jnp.real(jnp.vdot(z, z)) * jnp.real(jnp.vdot(w, w)))
@@ -161,10 +147,8 @@ def infinite_metric_ntk(model, x, y=None, *, kind: str = "ntk") -> np.ndarray:
 
     x, y: batches of points as for :func:`ntkflow.ntk.empirical.empirical_ntk` (y defaults to x).
     """
-    from .empirical import _as_points
-
-    x = _as_points("x", x)
-    y = x if y is None else _as_points("y", y)
+    x = as_points("x", x)
+    y = x if y is None else as_points("y", y)
     kern = network_kernel(model.net, kind)
     if isinstance(model, ScalarModel):
         K = np.asarray(kern.dense(np.asarray(x), np.asarray(y)))
@@ -211,12 +195,10 @@ def infinite_potential_metric_ntk(model, x, y=None, *, kind: str = "ntk") -> np.
 
     Returns (n, m, dim, dim) complex.
     """
-    from .empirical import _as_points
-
     if not isinstance(model, KahlerPotentialMetric):
         raise TypeError(f"model: expected a KahlerPotentialMetric, received {type(model).__name__}.")
-    x = _as_points("x", x)
-    y = x if y is None else _as_points("y", y)
+    x = as_points("x", x)
+    y = x if y is None else as_points("y", y)
     if model.features == "realified":
         k = _scalar_k(network_kernel(model.net, kind), lambda xr: xr)
     else:
@@ -235,8 +217,6 @@ def mixing_fraction(model, theta) -> float:
 
     For Hermitian metrics the pattern is taken on the complex Θ_ij̄kl̄ with (k,l) = (i,j) or (j,i).
     """
-    from .empirical import ntk_tensor
-
     T = ntk_tensor(model, theta)  # (n, m, d, d, d, d)
     d = model.dim
     S = component_structure(d).reshape(d, d, d, d).astype(bool)

@@ -41,6 +41,7 @@ from functools import lru_cache
 import numpy as np
 
 from ntkflow._checks import positive_int
+from ntkflow.engine import ProjectiveMixture
 
 from .networks import MLP, CosNet, GaussNet
 
@@ -285,8 +286,6 @@ def invariant_feature_kernel(net, degree: int = 20, *, kind: str = "ntk", **kwar
     Returns ``ntkflow.engine.ProjectiveMixture`` with weights a_0..a_degree (see
     :func:`invariant_weights`), usable by every backend of the operator engine and by the CY flows.
     """
-    from ntkflow.engine import ProjectiveMixture  # provided by the engine's projective kernels
-
     w = invariant_weights(net, degree, kind=kind, **kwargs)
     # round-off can leave a_k = −1e-17 where the exact weight is 0; the engine requires a_k ≥ 0
     return ProjectiveMixture(tuple(max(float(a), 0.0) for a in w.weights))

@@ -24,7 +24,7 @@ import optax
 
 from ntkflow._checks import positive_float, positive_int
 
-from .empirical import _as_points, trainable_fn
+from .empirical import as_points, trainable_fn
 
 
 def linearize(model, params0):
@@ -79,8 +79,8 @@ def train_gd(
     lr = positive_float("lr", lr)
     steps = positive_int("steps", steps)
     record_every = positive_int("record_every", record_every)
-    x = _as_points("x", x)
-    x_eval = x if x_eval is None else _as_points("x_eval", x_eval)
+    x = as_points("x", x)
+    x_eval = x if x_eval is None else as_points("x_eval", x_eval)
     y = jnp.asarray(y)
     n = int(jax.tree_util.tree_leaves(x)[0].shape[0])
     if y.shape != (n, model.flat_size):

@@ -236,7 +236,8 @@ def _dot(U, V):
     return np.real(np.sum(np.conj(U) * V, axis=0))
 
 
-def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None, precond=None, x0=None) -> CGResult:
+def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None, precond=None, x0=None,
+       norm=None) -> CGResult:
     """Solve A x = b by (preconditioned) conjugate gradients, A Hermitian positive definite.
 
     Stops column j when ``‖b_j − A x_j‖ ≤ max(rtol·‖b_j‖, atol)`` (SciPy's rule), checked on the
@@ -252,6 +253,8 @@ def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = No
         precond: M ≈ A⁻¹ (Hermitian positive definite), as an operator/array/scipy operator or a
             callable mapping an (n, k) array to (n, k).
         x0: initial guess of the shape of b (not modified).
+        norm: optional R (n, k) -> (k,) replacing the Euclidean norm in the stopping test and every
+            reported residual, e.g. the norm of the residual of an un-preconditioned system (default None).
 
     Returns:
         :class:`CGResult` — ``value``, ``converged``, ``status``, ``message``, ``iterations``,
@@ -263,7 +266,7 @@ def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = No
     >>> res.converged, bool(np.allclose(A @ res.value, [1.0, 2.0]))
     (True, True)
     """
-    return _cg(op, b, rtol=rtol, atol=atol, maxiter=maxiter, precond=precond, x0=x0)
+    return _cg(op, b, rtol=rtol, atol=atol, maxiter=maxiter, precond=precond, x0=x0, norm=norm)
 
 
 def _cg(op, b, *, rtol=1e-8, atol=0.0, maxiter=None, precond=None, x0=None, norm=None) -> CGResult:

@@ -41,7 +41,7 @@ from ntkflow._checks import finite_array, nonneg_float, positive_float, positive
 from ntkflow.engine.kernels.base import Kernel
 from ntkflow.engine.operators import BACKENDS, LinearOperator, kernel_operator
 
-from .cg import CGResult, _cg, cg
+from .cg import CGResult, cg
 
 __all__ = [
     "RPCholeskyResult",
@@ -570,7 +570,7 @@ def nystrom_krr(
         return np.linalg.norm(n * pre.inv_T(R), axis=0)
 
     t0 = time.perf_counter()
-    res = _cg(W, bw if y.ndim == 2 else bw[:, 0], rtol=rtol, maxiter=maxiter, norm=orig_norm)
+    res = cg(W, bw if y.ndim == 2 else bw[:, 0], rtol=rtol, maxiter=maxiter, norm=orig_norm)
     t["cg"] = time.perf_counter() - t0
     beta = pre.apply(res.value.reshape(-1, Y2.shape[1]))
     beta = beta if y.ndim == 2 else beta[:, 0]
