@@ -107,6 +107,15 @@ def scipy_lm(fun, jac, x0, w):
 TIGHT = LMConfig(max_iter=100, gtol=1e-13)
 
 
+def test_module_docstring_example_runs():
+    import doctest
+
+    from ntkflow.solvers import least_squares
+
+    out = doctest.testmod(least_squares)
+    assert out.attempted >= 5 and out.failed == 0
+
+
 def test_protocol_is_satisfied_by_the_test_problem():
     assert isinstance(linear_problem()[0], LeastSquaresProblem)
 
