@@ -256,8 +256,8 @@ class PrimalProblem:
             return None
         pt = self._point(H, ginv)
         J = ProductOperator(self.n, self.n_params,
-                            forward=lambda V: np.stack([self._jvp(pt, V[:, j]) for j in range(V.shape[1])], 1),
-                            adjoint=lambda U: np.stack([self._vjp(pt, U[:, j]) for j in range(U.shape[1])], 1))
+                            forward=lambda V: self._in_column_blocks(self._jvp, pt, V),
+                            adjoint=lambda U: self._in_column_blocks(self._vjp, pt, U))
         return Linearisation(r=self._host(r), J=J, diag=self._jacobi_diag(pt))
 
     def _point(self, H, ginv) -> _Point:
@@ -297,30 +297,53 @@ class PrimalProblem:
             y = y - pt.shift[sl][:, :, None] * self.S[sl][:, None, :]
         return y, xp.swapaxes(pt.ginv[sl], 1, 2) @ xp.conj(y)
 
-    def _jvp(self, pt: _Point, v):
-        """J θ (n,) on the host."""
+    def _unvec_columns(self, V):
+        """θ columns (p, k) -> (H (k, N_k, N_k) Hermitian on the problem's device, c (k,))."""
+        V = np.asarray(V, dtype=np.float64)
+        nk, k = self.nk, V.shape[1]
+        m = len(self.iu[0])
+        H = np.zeros((k, nk, nk), dtype=np.complex128)
+        H[:, np.arange(nk), np.arange(nk)] = V[:nk].T
+        up = (V[nk:nk + m] + 1j * V[nk + m:nk + 2 * m]).T  # (k, m)
+        H[:, self.iu[0], self.iu[1]] = up
+        H[:, self.iu[1], self.iu[0]] = np.conj(up)
+        return (H if self.xp is np else self.xp.asarray(H)), V[-1]
+
+    def _in_column_blocks(self, fn, pt: _Point, V, width: int = 8):
+        """fn(pt, V[:, cols]) over blocks of ``width`` columns (bounded (n, d, width, N_k) temporaries)."""
+        return np.concatenate([fn(pt, V[:, lo:lo + width]) for lo in range(0, V.shape[1], width)], axis=1)
+
+    def _jvp(self, pt: _Point, V):
+        """J V (n, k) on the host for θ columns V (p, k): one GEMM (n·d, N_k) × (N_k, k·N_k) per block."""
         xp = self.xp
-        H, c = self.unvec(v)
+        H, c = self._unvec_columns(V)
+        k, nk = H.shape[0], self.nk
+        Hc = xp.reshape(xp.transpose(H, (1, 0, 2)), (nk, k * nk))  # [H_1 … H_k]
         tr = []
         for b in self._blocks():
             y, z0 = self._yz(pt, b)
-            tr.append(xp.real(xp.sum(self._xh(H, y) * z0, axis=(1, 2))))
-        tr = xp.concatenate(tr)
-        return self._host(pt.a * (tr / np.pi - pt.q * self._val(H)) - c)
+            yh = (y.reshape(-1, nk) @ Hc).reshape(y.shape[0], y.shape[1], k, nk)
+            tr.append(xp.real(xp.sum(yh * z0[:, :, None, :], axis=(1, 3))))
+        tr = xp.concatenate(tr)  # (n, k): tr(g⁻¹ Y H_j Y†)
+        val = xp.real(xp.sum((self.S @ Hc).reshape(self.n, k, nk) * xp.conj(self.S)[:, None, :], axis=2))
+        return self._host(pt.a[:, None] * (tr / np.pi - pt.q[:, None] * val) - xp.asarray(c)[None, :])
 
-    def _vjp(self, pt: _Point, u):
-        """J^T u in θ-coordinates (u (n,) on the host or device)."""
+    def _vjp(self, pt: _Point, U):
+        """Jᵀ U (p, k) in θ-coordinates for U (n, k) on the host or device."""
         xp = self.xp
-        u = xp.asarray(u)
-        cx = u * pt.a
+        U = xp.asarray(U)
+        k, nk = U.shape[1], self.nk
+        cx = U * pt.a[:, None]  # (n, k)
         G = 0.0
         for b in self._blocks():
             y, z0 = self._yz(pt, b)
-            Z = (cx[b][:, None, None] / np.pi) * z0  # (c, d, N_k)
-            G = G + y.reshape(-1, self.nk).T @ Z.reshape(-1, self.nk)
-        G = G - self.S.T @ ((cx * pt.q)[:, None] * xp.conj(self.S))
-        G = 0.5 * (G + xp.conj(G.T))
-        return self.grad_vec(G, -float(xp.sum(u)))
+            Z = (cx[b][:, None, :, None] / np.pi) * z0[:, :, None, :]  # (c, d, k, N_k)
+            G = G + y.reshape(-1, nk).T @ Z.reshape(-1, k * nk)
+        Sq = ((cx * pt.q[:, None])[:, :, None] * xp.conj(self.S)[:, None, :]).reshape(self.n, k * nk)
+        G = xp.transpose((G - self.S.T @ Sq).reshape(nk, k, nk), (1, 0, 2))  # (k, N_k, N_k)
+        G = 0.5 * (G + xp.conj(xp.transpose(G, (0, 2, 1))))
+        csum = self._host(xp.sum(U, axis=0))
+        return np.stack([self.grad_vec(G[j], -float(csum[j])) for j in range(k)], axis=1)
 
     def _jacobi_diag(self, pt: _Point, chunk: int | None = None, max_points: int | None = 20_000):
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
