@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         description=(
             "Flow an initial metric by Hamilton's Ricci flow dg/dt = -2 Ric (spectral reference solvers, where the "
             "case has one) and by the finite-sigma flow of a frozen Gaussian kernel of width sigma (one flow per "
-            "sigma > 0; sigma = 0 is the local flow = the reference). Prints progress per accepted time step, "
+            "sigma > 0; sigma = 0 is the local flow of ntkflow.ricci.local). Prints progress per accepted time step, "
             "checkpoints after each (Ctrl-C keeps the last good state; continue with --resume), stops at a "
             "singularity (extinction, neckpinch) with a message and the last good state, and writes "
             "results.json, states.npz, curvature.png, metric.png, bump.png and (several sigma) sigma_error.png. "
@@ -35,17 +35,20 @@ def register(subparsers) -> None:
     g.add_argument("--domain", choices=DOMAINS, default=None, help="domain of --metric-file (default: none; required with it)")
     f = p.add_argument_group("flow")
     f.add_argument("--sigma", type=float, nargs="+", default=list(d.sigma), metavar="S",
-                   help=f"kernel widths; 0 = the local flow (Hamilton's, by the reference solver); several values give "
-                        f"the error against sigma (default {' '.join(map(str, d.sigma))})")
+                   help=f"kernel widths; 0 = the local flow (ntkflow.ricci.local; Hamilton's flow, also solved by the reference "
+                        f"solver where the case has one); several values give the error against sigma (default {' '.join(map(str, d.sigma))})")
     f.add_argument("--t-end", type=float, default=None, help="final time (default: the case's, e.g. 90%% of the extinction time of a round sphere)")
     f.add_argument("--points", type=int, default=d.points,
                    help=f"collocation points of the finite-sigma flow (grid rules round up: k^n on Tn, 2k^2 on S2, 4k^3 on S3; default {d.points})")
     f.add_argument("--seed", type=int, default=d.seed, help="random collocation points with this seed instead of the grid rule (default: grid)")
     f.add_argument("--collocation", action=argparse.BooleanOptionalAction, default=d.collocation,
-                   help="run the finite-sigma flows on collocation points (kernel_flow); --no-collocation keeps only the "
-                        "reference and, on conformal T2, the spectral finite-sigma flows (default: on)")
+                   help="run the flows on collocation points (local flow for sigma = 0, kernel flow for sigma > 0); "
+                        "--no-collocation keeps only the spectral solvers: the reference and, on conformal T2, the "
+                        "spectral finite-sigma flows (default: on)")
     f.add_argument("--backend", choices=("keops", "jax", "dense"), default=d.backend, help=f"kernel backend of the finite-sigma flow (default {d.backend})")
     n = p.add_argument_group("numerics")
+    n.add_argument("--degree", type=int, default=d.degree,
+                   help=f"spectral degree of the local flow (sigma = 0; Fourier |k| <= L on Tn, polynomials of degree L on Sn) (default {d.degree})")
     n.add_argument("--resolution", type=int, default=d.resolution,
                    help="reference solver grid (T2: n per direction; S2: Legendre degree; S3: points on [0, pi]) (default 0: the case's)")
     n.add_argument("--method", choices=("RK45", "DOP853", "RK23"), default=d.method, help=f"Runge-Kutta pair (default {d.method})")
@@ -72,7 +75,7 @@ def _run_ricci(args) -> int:
                       t_end=args.t_end, points=args.points, backend=args.backend, resolution=args.resolution,
                       method=args.method, rtol=args.rtol, atol=args.atol, curvature_limit=args.curvature_limit,
                       max_steps=args.max_steps, seed=args.seed, snapshots=args.snapshots,
-                      collocation=args.collocation)
+                      collocation=args.collocation, degree=args.degree)
     out = args.output or f"runs/ricci/{case}"
     res = run_ricci(cfg, out, resume=args.resume, quiet=args.quiet)
     return 130 if res.status == "interrupted" else 0

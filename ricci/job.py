@@ -34,6 +34,9 @@ import numpy as np
 from . import geometry
 from .domains import Sphere, Torus, metric_from_function
 from .kernel_flow import GaussianKernel, kernel_flow_problem
+from .local import LocalFlowProblem
+from .local import default_points as local_points
+from .perelman import SpectralBasis, hamilton_driver
 from .reference import AxisymmetricSphere, ConformalTorus, WarpedProduct, integrate, round_radius2
 
 __all__ = ["CASES", "Case", "RicciConfig", "RicciResult", "load_metric_file", "make_domain", "run_ricci"]
@@ -185,7 +188,8 @@ class RicciConfig:
     max_steps: int = 100_000
     seed: int | None = None  # None: the domain's grid rule; int: random points
     snapshots: int = 4
-    collocation: bool = True  # False: only the spectral σ-flows (conformal T²), no collocation flows
+    collocation: bool = True  # False: only the spectral solvers (reference, spectral σ-flows on conformal T²)
+    degree: int = 6  # spectral degree of the local flow (σ = 0; ntkflow.ricci.local)
 
     def __post_init__(self):
         if self.metric_file is None and self.case not in CASES:
@@ -317,10 +321,18 @@ def _build_flows(config: RicciConfig, log):
                     flows.append(_Flow(f"spectral-sigma={sigma:g}", sp, y0, _reference_profile(sp, domain)))
     for sigma in config.sigma:
         if sigma == 0.0:
-            if case.reference is None:
-                log(f"  σ = 0: the local flow needs ntkflow.ricci.local, which this build does not wire yet; "
-                    f"case {case.name} has no reference solver either — skipped")
-            continue  # σ = 0 is Hamilton's flow itself: the reference solver above
+            if not config.collocation:
+                continue
+            if field_ is None:
+                log(f"  σ = 0: case {case.name} has no ambient metric for the local flow; Hamilton's flow is the reference solver's")
+                continue
+            # the local flow (σ → 0 limit) of ntkflow.ricci.local: spectral representation of degree L
+            lpts, lw = local_points(domain, config.degree)
+            prob = LocalFlowProblem(domain, hamilton_driver, SpectralBasis(domain, config.degree), lpts, lw, 0.0)
+            C0, res = prob.fit(field_)
+            log(f"  local flow: degree {config.degree}, {len(lpts)} points, initial metric fitted to {res:.1e} (relative L²)")
+            flows.append(_Flow("local", prob, np.asarray(C0).ravel(), _kernel_profile(prob, domain)))
+            continue
         if not config.collocation:
             continue
         if field_ is None:
@@ -465,7 +477,7 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
     if out_dir is not None:
         _write_outputs(out_dir, config, case, flows, records, arrays, result, log)
     what = {"kernel": "σ-flow vs reference", "spectral": "spectral σ-flow vs reference",
-            "kernel_vs_spectral": "σ-flow vs spectral σ-flow"}
+            "kernel_vs_spectral": "σ-flow vs spectral σ-flow", "local": "local flow vs reference"}
     for kind, errs in result.errors.items():
         for s, e in errs.items():
             log(f"  σ = {s}: {what[kind]} at t = {e['t']:.4g}: " + ", ".join(f"{k} {v:.3e}" for k, v in e.items() if k != "t"))
@@ -550,8 +562,12 @@ def _errors(flows, records, arrays, domain, case):
     and the fitted orders in σ of the first two."""
     by = {f.label: f for f in flows}
     ref = by.get("reference")
-    out = {"kernel": {}, "spectral": {}, "kernel_vs_spectral": {}}
+    out = {"kernel": {}, "spectral": {}, "kernel_vs_spectral": {}, "local": {}}
     for f in flows:
+        if f.label == "local":
+            e = _compare(f, ref, records, arrays, domain, case.exact)
+            if e is not None:
+                out["local"]["0"] = e
         if f.label.startswith("sigma="):
             s = f.label[len("sigma="):]
             e = _compare(f, ref, records, arrays, domain, case.exact)
@@ -588,7 +604,8 @@ def _write_outputs(out_dir, config, case, flows, records, arrays, result, log):
     payload = {"case": case.name, "description": case.description, "status": result.status,
                "settings": config.to_json(), "flows": records, "errors_vs_reference": result.errors["kernel"],
                "spectral_errors_vs_reference": result.errors["spectral"],
-               "kernel_vs_spectral": result.errors["kernel_vs_spectral"], "order_in_sigma": result.order}
+               "kernel_vs_spectral": result.errors["kernel_vs_spectral"],
+               "local_vs_reference": result.errors["local"].get("0"), "order_in_sigma": result.order}
     if case.exact is not None:
         payload["exact"] = {lab: {k: _jsonable(np.asarray(v, dtype=float)) for k, v in case.exact(np.asarray(rec["times"])).items()}
                             for lab, rec in records.items()}

@@ -27,7 +27,7 @@ def test_ricci_cli_help_has_defaults():
 
 def test_ricci_cli_round_s2_exact(tmp_path, capsys):
     out = str(tmp_path / "r")
-    assert main(["ricci", "round-s2", "--rtol", "1e-10", "--atol", "1e-12", "-o", out]) == 0
+    assert main(["ricci", "round-s2", "--rtol", "1e-10", "--atol", "1e-12", "--degree", "2", "-o", out]) == 0
     for name in ("results.json", "states.npz", "checkpoint.json", "checkpoint.npz", "curvature.png", "metric.png", "bump.png"):
         assert os.path.getsize(os.path.join(out, name)) > 0, name
     res = _results(out)
@@ -36,8 +36,14 @@ def test_ricci_cli_round_s2_exact(tmp_path, capsys):
     t = np.asarray(ref["times"])
     np.testing.assert_allclose(np.asarray(ref["history"]["radius"]) ** 2, 1 - 2 * t, rtol=1e-8)
     np.testing.assert_allclose(ref["history"]["volume"], res["exact"]["reference"]["volume"], rtol=1e-8)
+    # σ = 0 also runs the local flow (ntkflow.ricci.local): r² = 1 − 2t and roundness (acceptance: 1e-4, 1e-8)
+    loc = res["flows"]["local"]
+    assert loc["status"] == "finished"
+    np.testing.assert_allclose(loc["history"]["volume"], 4 * np.pi * (1 - 2 * np.asarray(loc["times"])), rtol=1e-4)
+    assert max(loc["history"]["anisotropy"]) < 1e-8
+    assert res["local_vs_reference"]["R_pointwise"] < 1e-4
     printed = capsys.readouterr().out
-    assert "[reference] step" in printed and "wrote" in printed
+    assert "[reference] step" in printed and "[local] step" in printed and "wrote" in printed
 
 
 def test_ricci_cli_dumbbell_neckpinch_saves_last_state(tmp_path, capsys):
@@ -54,7 +60,7 @@ def test_ricci_cli_dumbbell_neckpinch_saves_last_state(tmp_path, capsys):
 
 
 def test_ricci_resume_equals_uninterrupted(tmp_path):
-    cfg = RicciConfig(case="bumpy-s2", resolution=16, t_end=0.05, rtol=1e-8, atol=1e-10)
+    cfg = RicciConfig(case="bumpy-s2", resolution=16, t_end=0.05, rtol=1e-8, atol=1e-10, collocation=False)
     full = run_ricci(cfg, str(tmp_path / "full"), quiet=True)
     out = str(tmp_path / "part")
 
@@ -68,7 +74,7 @@ def test_ricci_resume_equals_uninterrupted(tmp_path):
     assert ck["flows"]["reference"]["steps"] == 7 and ck["flows"]["reference"]["status"] == "running"
     # the command line continues it
     assert main(["ricci", "bumpy-s2", "--resolution", "16", "--t-end", "0.05", "--rtol", "1e-8", "--atol", "1e-10",
-                 "--resume", "-q", "-o", out]) == 0
+                 "--no-collocation", "--resume", "-q", "-o", out]) == 0
     a, b = _results(str(tmp_path / "full"))["flows"]["reference"], _results(out)["flows"]["reference"]
     assert a["steps"] == b["steps"] == full.flows["reference"]["steps"]
     assert a["times"] == b["times"]
@@ -79,8 +85,8 @@ def test_ricci_resume_equals_uninterrupted(tmp_path):
 
 def test_ricci_resume_with_other_settings_is_refused(tmp_path, capsys):
     out = str(tmp_path / "x")
-    assert main(["ricci", "round-s2", "--t-end", "0.1", "-q", "-o", out]) == 0
-    assert main(["ricci", "round-s2", "--t-end", "0.2", "--resume", "-q", "-o", out]) == 2
+    assert main(["ricci", "round-s2", "--t-end", "0.1", "--no-collocation", "-q", "-o", out]) == 0
+    assert main(["ricci", "round-s2", "--t-end", "0.2", "--no-collocation", "--resume", "-q", "-o", out]) == 2
     assert "--resume" in capsys.readouterr().err
 
 
@@ -161,11 +167,11 @@ def test_ricci_cli_custom_metric_file_runs(tmp_path, capsys):
     path.write_text("import jax.numpy as jnp\ndef metric(t):\n"
                     "    return jnp.array([[1.2 + 0.1 * jnp.cos(t[0]), 0.1 * jnp.sin(t[1])], [0.1 * jnp.sin(t[1]), 1.0]])\n")
     out = str(tmp_path / "c")
-    rc = main(["ricci", "--metric-file", str(path), "--domain", "T2", "--sigma", "0", "0.6", "--points", "16",
+    rc = main(["ricci", "--metric-file", str(path), "--domain", "T2", "--sigma", "0", "0.6", "--points", "16", "--degree", "3",
                "--t-end", "0.001", "--backend", "dense", "-o", out])
     printed = capsys.readouterr().out
     assert rc == 0
-    assert "σ = 0: the local flow" in printed  # no reference for a user metric: said, not silently dropped
+    assert "local flow: degree" in printed
     res = _results(out)
-    assert res["case"] == "custom" and set(res["flows"]) == {"sigma=0.6"}
-    assert res["flows"]["sigma=0.6"]["status"] == "finished"
+    assert res["case"] == "custom" and set(res["flows"]) == {"local", "sigma=0.6"}
+    assert res["flows"]["sigma=0.6"]["status"] == "finished" and res["flows"]["local"]["status"] == "finished"
