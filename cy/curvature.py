@@ -17,45 +17,25 @@ from __future__ import annotations
 import numpy as np
 
 # the Levi-Civita symbol, the c_m contraction and the batch loop are shared with the generic curvature code
-from ntkflow.manifolds import Curvature, chern_einsum, levi_civita, map_points, monomial_sections
+from ntkflow.manifolds import Curvature, chern_einsum, levi_civita, map_points, monomial_sections, monomials
 
 __all__ = ["holomorphic_curvature"]
 
 
 def _poly_fns(exps, coefs):
-    """Holomorphic Q and ∇Q for one point z (N,) (JAX; integer powers by tables, no complex pow)."""
+    """Holomorphic Q = Σ_m c_m z^{I_m} and ∇Q = Σ_m c_m ∇z^{I_m} for one point z (N,) (JAX), from the
+    monomial sections of :func:`ntkflow.manifolds.monomial_sections` (integer powers, no complex pow)."""
     import jax.numpy as jnp
 
     e = np.asarray(exps, dtype=np.int64)
     c = jnp.asarray(np.asarray(coefs, dtype=np.complex128))
-    n = e.shape[1]
-    d = int(e.max())
-    lower = np.maximum(e - 1, 0)
-
-    def table(z):
-        pw = [jnp.ones_like(z)]
-        for _ in range(d):
-            pw.append(pw[-1] * z)
-        return jnp.stack(pw, -1)  # (N, d+1)
 
     def q(z):
-        pw = table(z)
-        out = c
-        for i in range(n):
-            out = out * pw[i, e[:, i]]
-        return jnp.sum(out)
+        return jnp.sum(c * monomials(z, e, xp=jnp))
 
     def dq(z):
-        pw = table(z)
-        fac = [pw[i, e[:, i]] for i in range(n)]
-        cols = []
-        for i in range(n):
-            term = c * e[:, i] * pw[i, lower[:, i]]
-            for j in range(n):
-                if j != i:
-                    term = term * fac[j]
-            cols.append(jnp.sum(term))
-        return jnp.stack(cols)
+        _, ds = monomial_sections(z, e, xp=jnp)  # (n_mon, N)
+        return jnp.sum(c[:, None] * ds, axis=0)
 
     return q, dq
 
