@@ -23,7 +23,6 @@ import importlib.util
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
