@@ -175,3 +175,36 @@ def test_ricci_cli_custom_metric_file_runs(tmp_path, capsys):
     res = _results(out)
     assert res["case"] == "custom" and set(res["flows"]) == {"local", "sigma=0.6"}
     assert res["flows"]["sigma=0.6"]["status"] == "finished" and res["flows"]["local"]["status"] == "finished"
+
+
+def test_ricci_cli_ctrl_c_keeps_last_state_and_resumes(tmp_path):
+    """A real SIGINT to `ntkflow ricci` after its first checkpoints: exit code 130, a consistent checkpoint
+    of the last accepted step; --resume finishes the run."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = str(tmp_path / "c")
+    cmd = [sys.executable, "-m", "ntkflow.cli", "ricci", "bumpy-t2", "--no-collocation", "--resolution", "64",
+           "--t-end", "2.0", "--rtol", "1e-11", "--atol", "1e-13", "-o", out]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ck = os.path.join(out, "checkpoint.npz")
+    deadline = time.time() + 120
+    while time.time() < deadline and not os.path.exists(ck) and proc.poll() is None:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    assert proc.poll() is None, "the run finished before it could be interrupted; make it longer"
+    proc.send_signal(signal.SIGINT)
+    text, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, text
+    assert "interrupted" in text
+    with np.load(ck) as f:
+        meta = json.loads(str(f["meta_json"]))
+        rec = meta["flows"]["reference"]
+        assert rec["status"] == "running" and 0 < rec["t"] < 2.0
+        assert len(rec["times"]) == rec["steps"] + 1 and np.all(np.isfinite(f["y__reference"]))
+    rc = subprocess.run(cmd + ["--resume", "-q"], capture_output=True, text=True, timeout=300)
+    assert rc.returncode == 0, rc.stdout + rc.stderr
+    res = _results(out)
+    assert res["flows"]["reference"]["status"] == "finished" and res["flows"]["reference"]["t"] == 2.0
