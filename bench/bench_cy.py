@@ -35,7 +35,8 @@ def main(argv=None):
         return literal_experiment(*args.literal, out=args.out, seed=args.seed)
 
     import ntkflow  # noqa: F401
-    from ntkflow.cy import CYConfig, run_cy
+    from ntkflow.cy import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, LMSettings, NetworkMethod,
+                            OutputConfig, run_cy)
 
     os.makedirs(args.out, exist_ok=True)
     records = []
@@ -45,30 +46,31 @@ def main(argv=None):
         rec = {"method": method, "k": k, "sigma_test": m["sigma_test"], "wall_seconds": wall,
                "fs_sigma_test": m["fs_baseline"]["sigma_test"], "n_train": args.n_train, "n_test": args.n_test}
         if method == "donaldson":
-            rec["sigma_dklr_fit"] = m["sigma_dklr_fit"]
-            rec["rel_to_fit"] = m["sigma_test"] / m["sigma_dklr_fit"] - 1.0
-        if method == "network":
-            rec["n_parameters"] = m["n_parameters"]
-            rec["epochs"] = m["epochs"]
+            rec["sigma_dklr_fit"] = m["method_info"]["sigma_dklr_fit"]
+            rec["rel_to_fit"] = m["sigma_test"] / rec["sigma_dklr_fit"] - 1.0
+        if method.startswith("network"):
+            rec["n_parameters"] = m["method_info"]["n_parameters"]
+            rec["epochs"] = m["iterations"]
         records.append(rec)
         print(json.dumps(rec), flush=True)
         with open(os.path.join(args.out, "cy.json"), "w") as f:
             json.dump(records, f, indent=1)
 
-    common = dict(n_train=args.n_train, n_test=args.n_test, seed=args.seed, n_curvature=0)
+    data = DataConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+    no_curvature = OutputConfig(n_curvature=0)
     for k in args.bergman:
         t = time.perf_counter()
-        res = run_cy(CYConfig(method="bergman", k=k, **common), None, quiet=True)
+        res = run_cy(CYConfig(data, BergmanMethod(k=k), output=no_curvature), None, quiet=True)
         record("ntkflow (Bergman u^k, GN)", k, res, time.perf_counter() - t)
     for k in args.donaldson:
         t = time.perf_counter()
-        res = run_cy(CYConfig(method="donaldson", k=k, **common), None, quiet=True)
+        res = run_cy(CYConfig(data, DonaldsonMethod(k=k), output=no_curvature), None, quiet=True)
         record("donaldson", k, res, time.perf_counter() - t)
     if args.network_seconds > 0:
         t = time.perf_counter()
-        res = run_cy(CYConfig(method="network", width=args.network_width, depth=3, epochs=100000,
-                              batch_size=2000, learning_rate=3e-3, time_budget=args.network_seconds,
-                              **common), None, quiet=True)
+        res = run_cy(CYConfig(data, NetworkMethod(width=args.network_width, depth=3, epochs=100000, batch_size=2000,
+                                                  learning_rate=3e-3),
+                              LMSettings(time_budget=args.network_seconds), no_curvature), None, quiet=True)
         record("network (64x3 tanh, Adam)", None, res, time.perf_counter() - t)
 
     lines = ["| method | k | held-out σ | wall s | note |", "|---|---|---|---|---|"]
@@ -110,10 +112,11 @@ def literal_experiment(k, n, *, out, seed=3):
     import numpy as np
 
     import ntkflow  # noqa: F401
-    from ntkflow.cy import algebra, basis, literal
+    from ntkflow.cy import algebra, basis
     from ntkflow.cy import gauss_newton as gn
-    from ntkflow.cy.job import sigma_of, transform_basis
-    from ntkflow.manifolds import preset, sample
+    from ntkflow.experiments import literal
+    from ntkflow.manifolds import preset, sample, sigma_weighted
+    from ntkflow.solvers.least_squares import LMConfig, levenberg_marquardt
 
     os.makedirs(out, exist_ok=True)
     m = preset("fermat-quintic")
@@ -133,10 +136,10 @@ def literal_experiment(k, n, *, out, seed=3):
         print(json.dumps(rec["flow"][-1]), flush=True)
     t = time.perf_counter()
     tm = gn.whitening(p)
-    pw = gn.MAProblem(g0=p.g0, hess=transform_basis(p.hess, tm), log_omega=p.log_omega, weights=p.weights, dim=3)
-    r = gn.levenberg_marquardt(pw, gn.LMConfig(max_iter=10))
+    pw = gn.MAProblem(g0=p.g0, hess=gn.transform_basis(p.hess, tm), log_omega=p.log_omega, weights=p.weights, dim=3)
+    r = levenberg_marquardt(pw, LMConfig(max_iter=10))
     ld, _, _ = pw.logdet(r.value)
-    rec["gauss_newton"] = {"loss": r.loss, "sigma_train": sigma_of(np.exp(ld - pw.log_omega), pw.weights),
+    rec["gauss_newton"] = {"loss": r.loss, "sigma_train": sigma_weighted(np.exp(ld - pw.log_omega), pw.weights),
                            "iterations": r.iterations, "seconds": time.perf_counter() - t}
     print(json.dumps(rec["gauss_newton"]))
     print("NTK eigenvalues:", np.array2string(dual[dual > 1e-12 * dual[0]], precision=3))

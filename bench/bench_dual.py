@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -26,7 +27,7 @@ def run(args, log=print):
     import numpy as np
 
     import ntkflow  # noqa: F401
-    from ntkflow.cy.dual import DualConfig, run_dual
+    from ntkflow.cy import CYConfig, DataConfig, DualMethod, LMSettings, OutputConfig, run_cy
     from ntkflow.manifolds import preset, sample
 
     from _common import machine
@@ -42,13 +43,17 @@ def run(args, log=print):
     records = json.loads(path.read_text())["runs"] if (args.append and path.exists()) else []
     for s2 in args.s2:
         for mc in args.centers:
-            cfg = DualConfig(kernel=args.kernel, s2=s2, k=args.k, centers=mc, centers_method=args.centers_method,
-                             max_iter=args.max_iter, ridge=args.ridge, cg_maxiter=args.cg_maxiter,
-                             cg_rtol=args.cg_rtol, seed=args.seed, jacobian=args.jacobian,
-                             max_seconds=args.max_seconds)
+            # run_cy samples the same points (same seed, same split) and picks the centres with that seed
+            cfg = CYConfig(DataConfig(n_train=args.n_train, n_test=args.n_test, seed=args.seed),
+                           DualMethod(kernel=args.kernel, s2=s2, k=args.k, centers=mc, centers_method=args.centers_method,
+                                      ridge=args.ridge, cg_maxiter=args.cg_maxiter, cg_rtol=args.cg_rtol,
+                                      jacobian=args.jacobian),
+                           LMSettings(max_iter=args.max_iter,
+                                      time_budget=0.0 if math.isinf(args.max_seconds) else args.max_seconds),
+                           OutputConfig(n_curvature=0))
             log(f"--- {args.kernel} s2={s2} m={mc} ({args.centers_method})")
             t0 = time.perf_counter()
-            res = run_dual(cfg, m, train, test, None, log=log)
+            res = run_cy(cfg, None, quiet=log is None)
             wall = time.perf_counter() - t0
             met = res.metrics
             records.append({"kernel": args.kernel, "s2": s2, "k": args.k, "centers": mc,
@@ -56,7 +61,7 @@ def run(args, log=print):
                             "n_train": args.n_train, "n_test": args.n_test,
                             "sigma_test": met["sigma_test"], "sigma_train": met["sigma_train"],
                             "fs_sigma_test": met["fs_baseline"]["sigma_test"], "wall": wall,
-                            "timings": met["timings"], "jacobian": met["jacobian"], "iterations": met["iterations"],
+                            "timings": met["timings"], "jacobian": met["method_info"]["jacobian"], "iterations": met["iterations"],
                             "history": list(res.history)})
             path.write_text(json.dumps({"benchmark": "dual", "manifold": m.name, "machine": machine(),
                                         "command": " ".join(sys.argv), "runs": records}, indent=2, default=float))

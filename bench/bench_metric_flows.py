@@ -87,12 +87,12 @@ def main(argv=None):
     payload["donaldson"] = {"k": args.donaldson_k, "sigma_test": don_s}
 
     if args.bergman_k:
-        from ntkflow.cy import CYConfig, run_cy
+        from ntkflow.cy import BergmanMethod, CYConfig, DataConfig, OutputConfig, run_cy
 
         t = time.perf_counter()
         tr_b = train_all[: args.n_flow]
-        cy = run_cy(CYConfig(k=args.bergman_k, n_train=args.n_flow, n_test=args.n_test, n_curvature=0, seed=args.seed),
-                    None, quiet=True)
+        cy = run_cy(CYConfig(DataConfig(n_train=args.n_flow, n_test=args.n_test, seed=args.seed),
+                             BergmanMethod(k=args.bergman_k), output=OutputConfig(n_curvature=0)), None, quiet=True)
         model = cy.model
         wall = time.perf_counter() - t
         s_tr = sigma(tr_b, model.det(tr_b))

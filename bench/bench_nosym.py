@@ -23,9 +23,11 @@ import numpy as np
 
 
 def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_maxiter, link="identity", log=print):
+    """The matrix-free problem of ``ntkflow cy`` fitted by the generic Levenberg–Marquardt (one try per step,
+    Marquardt scaling, ridge μθᵀPθ with μ = ``ridge``), stopping when an accepted step gains < 1e-4 (relative)."""
     from ntkflow.cy import matrixfree as mf
-    from ntkflow.cy.job import sigma_of
-    from ntkflow.manifolds import fs_det
+    from ntkflow.manifolds import fs_det, sigma_weighted
+    from ntkflow.solvers.least_squares import CGSolve, LMConfig, levenberg_marquardt
 
     n, n_test = len(train), len(test)
     t0 = time.perf_counter()
@@ -38,54 +40,42 @@ def run_one(train, test, k, *, backend, ridge, max_steps, budget, cg_rtol, cg_ma
     tprob = mf.PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), k, whiten=False,
                              backend=backend, link=link)
     t_features = time.perf_counter() - t1
-    v = prob.initial_vector()  # identity: Fubini–Study; log: H = I in the whitened basis
-
-    def obj(vv):
-        return prob.loss(vv) + ridge * float(np.sum(vv[:-1] ** 2))
+    v = prob.initial()  # identity: Fubini–Study; log: H = I in the whitened basis
 
     def sigma_test(vv):
         H, _ = prob.unvec(vv)
         g = tprob.metric(tprob.xp.asarray(prob.monomial_H(H)))
         d = np.real(np.asarray(tprob.xp.linalg.det(g)))
-        return sigma_of(d / test.omega_sq, test.weights)
+        return sigma_weighted(d / test.omega_sq, test.weights)
 
-    fs = sigma_of(fs_det(test) / test.omega_sq, test.weights)
+    fs = sigma_weighted(fs_det(test) / test.omega_sq, test.weights)
     start = sigma_test(v)
     log(f"[n={n} k={k} link={link} ridge={ridge:g}] {prob.nk} sections, {prob.n_params - 1} parameters; "
         f"features {t_features:.1f} s; FS held-out σ {fs:.4f}, start {start:.4f}")
-    lam, cur = 1e-3, obj(v)
-    hist = []
+
+    def record(state, rec):
+        r, _ = prob.residual(state.theta)
+        out = {"step": rec["iteration"], "sigma_train": sigma_weighted(np.exp(np.asarray(r)), prob.weights),
+               "sigma_test": sigma_test(state.theta), "seconds": rec["step_seconds"],
+               "elapsed": time.perf_counter() - t0}
+        log(f"  step {rec['iteration']}: CG {rec.get('cg_iterations', 0):>3}  loss {rec['loss']:.4e}  "
+            f"σ train {out['sigma_train']:.4f}  σ held-out {out['sigma_test']:.4f}  λ {rec['lam']:.1e}  "
+            f"{rec['step_seconds']:.1f} s{'' if rec['accepted'] else '  (rejected)'}")
+        return out
+
     t_fit = time.perf_counter()
-    best = (start, 0)
-    for it in range(max_steps):
-        ts = time.perf_counter()
-        res, _ = mf.gn_step(prob, v, lam, rtol=cg_rtol, maxiter=cg_maxiter, ridge=ridge)
-        new = v + res.value
-        nl = obj(new)
-        acc = nl < cur
-        if acc:
-            gain = cur - nl
-            v, cur, lam = new, nl, max(lam * 0.3, 1e-9)
-        else:
-            gain, lam = 0.0, lam * 10
-        r, _ = prob.residual(v)
-        s_tr = sigma_of(np.exp(np.asarray(r)), np.asarray(prob.w))
-        s_te = sigma_test(v)
-        best = min(best, (s_te, it + 1))
-        rec = dict(step=it + 1, loss=cur, sigma_train=s_tr, sigma_test=s_te, cg_iterations=int(res.iterations),
-                   accepted=bool(acc), lam=lam, seconds=time.perf_counter() - ts,
-                   elapsed=time.perf_counter() - t0)
-        hist.append(rec)
-        log(f"  step {it + 1}: CG {res.iterations:>3}  loss {cur:.4e}  σ train {s_tr:.4f}  σ held-out {s_te:.4f}  "
-            f"λ {lam:.1e}  {rec['seconds']:.1f} s{'' if acc else '  (rejected)'}")
-        if time.perf_counter() - t_fit > budget or (acc and gain < 1e-4 * cur):
-            break
+    cfg = LMConfig(max_iter=max_steps, gtol=1e-4, scaling="marquardt", max_tries=1, stop_on_reject=False,
+                   min_lam=1e-9, mu=ridge, time_budget=budget)
+    res = levenberg_marquardt(prob, cfg, solve=CGSolve(rtol=cg_rtol, maxiter=cg_maxiter), hooks=[record])
+    hist = list(res.history)
+    best = min([(start, 0)] + [(h["sigma_test"], h["step"]) for h in hist])
     return dict(n=n, k=k, link=link, ridge=ridge, start_sigma_test=start, n_test=n_test, sections=prob.nk, parameters=prob.n_params - 1,
                 backend=backend, fs_sigma_test=fs, best_sigma_test=best[0], best_step=best[1],
                 final_sigma_train=hist[-1]["sigma_train"] if hist else None,
-                final_sigma_test=hist[-1]["sigma_test"] if hist else None,
+                final_sigma_test=hist[-1]["sigma_test"] if hist else None, status=res.status.name,
                 seconds=dict(sample=t_sample, features=t_features, fit=time.perf_counter() - t_fit,
-                             total=time.perf_counter() - t0), history=hist)
+                             total=time.perf_counter() - t0), history=[{k: (v.value if hasattr(v, "value") else v)
+                                                                         for k, v in h.items()} for h in hist])
 
 
 def main(argv=None):
@@ -109,7 +99,7 @@ def main(argv=None):
     import jax
 
     import ntkflow  # noqa: F401
-    from ntkflow.cy.job import random_quintic
+    from ntkflow.manifolds import random_quintic
 
     os.makedirs(args.out, exist_ok=True)
     m = random_quintic(args.quintic_seed)
