@@ -2,7 +2,7 @@
 
 Layers (an arrow points from a layer to the layers it may import):
 
-    ntkflow root helpers (``ntkflow._checks``; usable by all)
+    ntkflow root helpers (``ntkflow._checks``, ``ntkflow.io``; usable by all)
       ← engine ← solvers ← manifolds ← ntk ← {cy, ricci} ← ntkflow.cli ← experiments
 
 A module may import its own subpackage and every lower layer; cy and ricci do not import each other; nothing
@@ -49,9 +49,9 @@ class Violation(NamedTuple):
 
 
 def layer_of(module: str) -> str:
-    """The layer of an ntkflow module name ("root" for ntkflow and ntkflow._*, "cli" for ntkflow.cli)."""
+    """The layer of an ntkflow module name ("root" for ntkflow, ntkflow._* and ntkflow.io, "cli" for ntkflow.cli)."""
     parts = module.split(".")
-    if len(parts) == 1 or parts[1].startswith("_"):
+    if len(parts) == 1 or parts[1].startswith("_") or parts[1] == "io":
         return "root"
     if parts[1] == "cli":
         return "cli"
