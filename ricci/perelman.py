@@ -126,7 +126,8 @@ class SpectralBasis:
         w = np.asarray(weights, dtype=np.float64)
         key = (pts.shape, hash(pts.tobytes()), hash(w.tobytes()))
         if key not in self._cache:
-            phi, dphi, d2phi = (np.asarray(a) for a in self.ambient_jets(pts))
+            with jax.ensure_compile_time_eval():  # concrete even when called inside a jit trace
+                phi, dphi, d2phi = (np.asarray(a) for a in self.ambient_jets(pts))
             if phi.shape[0] < phi.shape[1]:
                 raise ValueError(
                     f"points: {phi.shape[0]} points cannot resolve the {phi.shape[1]} basis functions of degree "
