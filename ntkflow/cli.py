@@ -1,11 +1,38 @@
 """The ``ntkflow`` command. Each subpackage registers its own subcommands through a
 ``register(subparsers)`` function in its ``cli`` module; they are imported lazily so that
-``ntkflow --help`` stays fast."""
+``ntkflow --help`` stays fast.
+
+Exit statuses and errors (one line ``ntkflow CMD: error: ...`` on stderr, no traceback):
+
+- 0 success; 2 usage or bad input (argparse errors, ``ValueError``/``TypeError`` from the settings checks);
+- 1 runtime failure: a file that cannot be read or written (:class:`ntkflow.io.NtkflowFileError`, any
+  ``OSError`` such as a missing, unreadable or existing file, a full disk), an output directory locked by
+  another run (:class:`ntkflow.io.RunLockedError`), an unreachable dask scheduler (``ConnectionError``,
+  ``TimeoutError``), out of memory, or a subcommand reporting failure (e.g. a fit that did not converge);
+- 130 interrupted (Ctrl-C): what was checkpointed stays, ``--resume`` continues.
+
+Anything else is a bug and ends in a traceback; ``ntkflow --debug CMD ...`` shows the traceback of the
+expected failures too. ``ntkflow cy`` and ``ntkflow ricci`` hold :class:`ntkflow.io.RunLock` on their
+output directory while they run.
+"""
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+
+from ntkflow.io import NtkflowFileError, RunLock
+
+
+def _ricci_default_output(args) -> str:
+    """ntkflow ricci's default output directory (as ricci/cli.py forms it): runs/ricci/CASE."""
+    case = args.case if args.case is not None else (
+        "custom" if args.metric_file else importlib.import_module("ntkflow.ricci.job").RicciConfig.case)
+    return f"runs/ricci/{case}"
+
+
+#: commands that write the output directory ``args.output`` (locked while they run) -> its default when None
+_LOCKED_OUTPUT = {"cy": None, "ricci": _ricci_default_output}
 
 # (module providing register(subparsers)); order = order in --help
 _COMMAND_MODULES = (
@@ -21,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ntkflow",
         description="Neural-network metric flows in the infinite-width limit.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error instead of the one-line message")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for mod_name in _COMMAND_MODULES:
         try:
@@ -40,14 +69,47 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        rc = args.func(args)
+        rc = _run(args)
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        if args.debug:
+            raise
+        print(f"\nntkflow {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"ntkflow {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+    except Exception as exc:
+        status = exit_status(exc)
+        if status is None or args.debug:
+            raise
+        print(f"ntkflow {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return status
     return int(rc or 0)
+
+
+def _run(args) -> int:
+    if args.command in _LOCKED_OUTPUT and hasattr(args, "output"):
+        out = args.output
+        if out is None:
+            out = _LOCKED_OUTPUT[args.command](args)
+        with RunLock(out, command="ntkflow " + " ".join(sys.argv[1:] or [args.command])):
+            return args.func(args)
+    return args.func(args)
+
+
+def exit_status(exc: BaseException) -> int | None:
+    """The exit status of an expected failure (module docstring), None for a bug (traceback)."""
+    if isinstance(exc, (NtkflowFileError, OSError, MemoryError)):  # OSError: ConnectionError, TimeoutError too
+        return 1
+    if isinstance(exc, (ValueError, TypeError)):
+        return 2
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if isinstance(exc, OSError) and exc.filename is not None and str(exc.filename) not in text:
+        text = f"{text} ({exc.filename})"
+    if isinstance(exc, MemoryError):
+        text = f"out of memory ({text}); use fewer points or a smaller basis"
+    return text
 
 
 if __name__ == "__main__":
