@@ -436,6 +436,7 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
 
         def step_cb(info, fl=fl, rec=rec, clock=clock, last_print=last_print):
             rec["t"], rec["h"], rec["steps"] = info.t, info.h, info.step
+            rec["max_step"] = None if math.isinf(info.max_step) else info.max_step
             rec["times"].append(info.t)
             for k, v in info.scalars.items():
                 rec["history"].setdefault(k, []).append(v)
@@ -456,7 +457,9 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
                 on_step(fl.label, info)
 
         records[fl.label] = rec
+        cap = rec.get("max_step")
         res = integrate(fl.problem, y, t_end, t0=rec["t"], first_step=rec["h"], step0=rec["steps"],
+                        max_step=math.inf if cap is None else cap,
                         method=config.method, rtol=config.rtol, atol=config.atol, max_steps=config.max_steps,
                         curvature_limit=config.curvature_limit, on_step=step_cb)
         rec["nfev"] = rec.get("nfev", 0) + res.nfev

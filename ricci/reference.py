@@ -159,6 +159,10 @@ class ConformalTorus:
         return {"area": A, "volume": A, "K_min": float(K.min()), "K_max": float(K.max()),
                 "R_min": 2.0 * float(K.min()), "R_max": 2.0 * float(K.max())}
 
+    def is_good(self, y) -> bool:
+        """A metric: w = e^{2u} finite and > 0 everywhere."""
+        return bool(np.all(np.isfinite(y)) and np.all(y > 0))
+
     def singularity(self, y, limit: float):
         # the flow exists for all time on T² (Hamilton); only a numerical blow-up can stop it
         K = self.curvature(y)
@@ -246,6 +250,10 @@ class AxisymmetricSphere:
         return {"area": A, "volume": A, "K_min": float(K.min()), "K_max": float(K.max()),
                 "R_min": 2.0 * float(K.min()), "R_max": 2.0 * float(K.max()),
                 "radius": math.sqrt(max(A, 0.0) / (4.0 * np.pi))}
+
+    def is_good(self, y) -> bool:
+        """A metric: w = e^{2u} finite and > 0 at every node."""
+        return bool(np.all(np.isfinite(y)) and np.all(y > 0))
 
     def singularity(self, y, limit: float):
         K = self.curvature(y)
@@ -403,6 +411,10 @@ class WarpedProduct:
                "neck_psi": float("nan") if neck is None else neck[1]}
         return out
 
+    def is_good(self, y) -> bool:
+        """A metric: φ, ψ finite and > 0 on (0, π)."""
+        return bool(np.all(np.isfinite(y)) and np.all(y > 0))
+
     def singularity(self, y, limit: float):
         phi, psi = self.split(y)
         k_rad, k_tan, _ = self.curvatures(y)
@@ -432,6 +444,7 @@ class StepInfo:
     scalars: dict
     nfev: int
     seconds: float
+    max_step: float = math.inf  # the step-size cap in force (resume with max_step=max_step)
 
 
 @dataclass(frozen=True)
@@ -454,46 +467,74 @@ class ReferenceResult:
     y_out: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     steps: int = 0
     nfev: int = 0
+    max_step: float = math.inf
 
 
 def integrate(problem, y0, t_end: float, *, t0: float = 0.0, t_out=(), method: str = "DOP853",
               rtol: float = 1e-10, atol: float = 1e-12, first_step: float | None = None,
-              max_steps: int = 100_000, curvature_limit: float = 1e4, step0: int = 0,
+              max_step: float = math.inf, max_steps: int = 100_000, curvature_limit: float = 1e4,
+              step0: int = 0, max_refinements: int = 40,
               on_step: Callable[[StepInfo], None] | None = None) -> ReferenceResult:
     """Integrate y' = problem.rhs(t, y) from (t0, y0) to t_end, one accepted Runge–Kutta step at a time.
 
-    The SciPy explicit RK solvers keep no state besides (t, y, f(t, y), h), so restarting from a saved
-    (t, y, h) with ``first_step=h`` continues exactly as the uninterrupted run would. After every accepted
-    step the problem's ``singularity(y, curvature_limit)`` is checked; a message stops the run
-    (status "singular") with that state as the last good one. A KeyboardInterrupt — also one raised by
-    ``on_step`` — returns status "interrupted" and the last accepted state."""
+    The SciPy explicit RK solvers keep no state besides (t, y, f(t, y), h) and the cap ``max_step``, so
+    restarting from a saved (t, y, h, max_step) with ``first_step=h`` continues exactly as the uninterrupted
+    run would. After every accepted step the problem's ``singularity(y, curvature_limit)`` is checked; a
+    message stops the run (status "singular") with that state as the last good one.
+
+    A step whose state is not a metric any more (``problem.is_good(y)`` false when the problem has it, or a
+    non-finite state) is discarded, and the solver restarts from the last accepted state with ``max_step``
+    a quarter of the discarded step — up to ``max_refinements`` times — so that a flow whose solution is
+    smooth up to the singular time (a round sphere: linear in t) approaches it instead of jumping past it.
+    When the refinements run out the run stops ("singular" if ``is_good`` failed, else "failed") with the
+    last accepted state. A KeyboardInterrupt — also one raised by ``on_step`` — returns status
+    "interrupted" and the last accepted state."""
     if method not in _METHODS:
         raise ValueError(f"method: expected one of {sorted(_METHODS)}, received {method!r}.")
     y0 = np.asarray(y0, dtype=float)
     if not np.all(np.isfinite(y0)):
         raise ValueError("y0: the initial state has NaN/inf entries; check the initial metric.")
     t_out = np.asarray(t_out, dtype=float)
-    kwargs = {} if first_step is None else {"first_step": float(first_step)}
-    solver = _METHODS[method](problem.rhs, float(t0), y0, float(t_end), rtol=rtol, atol=atol, **kwargs)
+    is_good = getattr(problem, "is_good", None)
+
+    def make_solver(t, y, h, cap):
+        kwargs = {} if h is None else {"first_step": float(min(h, cap))}
+        return _METHODS[method](problem.rhs, float(t), y, float(t_end), rtol=rtol, atol=atol, max_step=cap, **kwargs)
+
+    solver = make_solver(t0, y0, first_step, max_step)
     times, hist = [float(t0)], {k: [v] for k, v in problem.scalars(y0).items()}
     outs_t, outs_y = [], []
     t_last, y_last, h_last = float(t0), y0.copy(), float(first_step or 0.0)
     status, message = "finished", f"reached t = {t_end:g}"
-    step = step0
+    step, refinements, nfev = step0, 0, 0
     clock = time.perf_counter()
     msg0 = problem.singularity(y0, curvature_limit)
     if msg0 is not None:
         return ReferenceResult("singular", msg0, t_last, y_last, h_last, np.array(times), _arrays(hist),
-                               steps=step)
+                               steps=step, max_step=max_step)
     try:
         while solver.status == "running":
             if step - step0 >= max_steps:
                 status, message = "failed", f"max_steps = {max_steps} reached at t = {t_last:.6g}; raise max_steps"
                 break
             msg = solver.step()
-            if solver.status == "failed" or not np.all(np.isfinite(solver.y)):
-                status = "failed"
-                message = f"the integrator stopped at t = {t_last:.6g}: {msg or 'non-finite state'}"
+            finite = solver.status != "failed" and np.all(np.isfinite(solver.y))
+            good = finite and (is_good is None or is_good(solver.y))
+            if not good:
+                t_bad = float(solver.t)
+                if finite and refinements < max_refinements and t_bad - t_last > 1e-14 * max(1.0, abs(t_last)):
+                    refinements += 1
+                    nfev += solver.nfev
+                    max_step = (t_bad - t_last) / 4.0
+                    solver = make_solver(t_last, y_last, max_step, max_step)
+                    continue
+                if finite:
+                    status = "singular"
+                    message = (f"the solution stops being a metric between t = {t_last:.6g} and {t_bad:.6g} "
+                               f"(after {refinements} step refinements); last good state at t = {t_last:.6g}")
+                else:
+                    status = "failed"
+                    message = f"the integrator stopped at t = {t_last:.6g}: {msg or 'non-finite state'}"
                 break
             step += 1
             # dense output at the requested times inside this step
@@ -509,7 +550,8 @@ def integrate(problem, y0, t_end: float, *, t0: float = 0.0, t_out=(), method: s
             for k, v in sc.items():
                 hist.setdefault(k, []).append(v)
             if on_step is not None:
-                on_step(StepInfo(step, t_last, y_last.copy(), h_last, sc, solver.nfev, time.perf_counter() - clock))
+                on_step(StepInfo(step, t_last, y_last.copy(), h_last, sc, nfev + solver.nfev,
+                                 time.perf_counter() - clock, max_step))
             msg = problem.singularity(y_last, curvature_limit)
             if msg is not None:
                 status, message = "singular", f"{msg} at t = {t_last:.6g}"
@@ -518,7 +560,7 @@ def integrate(problem, y0, t_end: float, *, t0: float = 0.0, t_out=(), method: s
         status, message = "interrupted", f"interrupted at t = {t_last:.6g} (last accepted step {step})"
     y_out = np.array(outs_y) if outs_y else np.zeros((0, y0.size))
     return ReferenceResult(status, message, t_last, y_last, h_last, np.array(times), _arrays(hist),
-                           np.array(outs_t), y_out, steps=step, nfev=solver.nfev)
+                           np.array(outs_t), y_out, steps=step, nfev=nfev + solver.nfev, max_step=max_step)
 
 
 def _arrays(hist: dict) -> dict:

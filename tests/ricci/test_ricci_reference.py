@@ -277,3 +277,35 @@ def test_ricci_t2_finite_sigma_linear_mode(sigma):
     r = integrate(p, y0, t_end, t_out=[t_end])
     assert p.mode(r.y_out[-1], k).real / p.mode(y0, k).real == pytest.approx(np.exp(-rate * t_end), rel=1e-6)
     assert r.history["area"][-1] == pytest.approx(r.history["area"][0], rel=1e-14)
+
+
+class _LinearShrink:
+    """y' = −2 (a round S² radius², w = 1 − 2t): a constant right-hand side that stays finite past the
+    extinction, so Runge–Kutta steps jump straight over it; curvature 1/y."""
+
+    def rhs(self, t, y):
+        return -2.0 * np.ones_like(y)
+
+    def scalars(self, y):
+        return {"w": float(y[0])}
+
+    def is_good(self, y):
+        return bool(np.all(y > 0))
+
+    def singularity(self, y, limit):
+        return None if 1.0 / y[0] <= limit else f"extinction: curvature {1.0 / y[0]:.3g} > {limit:.3g}"
+
+
+def test_ricci_integrate_refines_instead_of_jumping_past_extinction():
+    """integrate discards a step that leaves the metrics (is_good false) and refines from the last accepted
+    state: the run stops at the curvature limit just before t = ½ with a positive state, and the step cap
+    it used is reported (a resume passes it on)."""
+    p = _LinearShrink()
+    r = integrate(p, np.ones(3), 10.0, curvature_limit=1e3)
+    assert r.status == "singular" and "extinction" in r.message, r.message
+    assert 0.4990 < r.t < 0.5 and np.all(r.y > 0)
+    assert r.max_step < 0.5
+    np.testing.assert_allclose(r.y, 1 - 2 * r.t, rtol=1e-12)
+    # without refinements the discarded step ends the run with the last accepted (good) state
+    r0 = integrate(p, np.ones(3), 10.0, curvature_limit=1e3, max_refinements=0)
+    assert r0.status == "singular" and "stops being a metric" in r0.message and np.all(r0.y > 0) and r0.t < 0.5
