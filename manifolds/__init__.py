@@ -40,7 +40,7 @@ from .geometry import (
     volume_kahler,
 )
 from .hypersurface import Hypersurface, Manifold, SingularityWarning, SingularManifoldError
-from .pointset import PointSet, load_points, pointset_from_points, save_points
+from .pointset import ON_MANIFOLD_RTOL, PointSet, check_on_manifold, load_points, pointset_from_points, save_points
 from .presets import EULER_CHARACTERISTIC, PRESETS, preset
 from .sampling import roots_of_lines, sample, sample_reference
 from .io import build_manifold, load_hypersurface_file, random_quintic
@@ -49,7 +49,7 @@ from .sections import monomial_exponents, monomial_sections, monomials
 __all__ = [
     "Manifold", "Hypersurface", "SingularityWarning", "SingularManifoldError",
     "preset", "PRESETS", "EULER_CHARACTERISTIC",
-    "PointSet", "sample", "sample_reference", "roots_of_lines", "save_points", "load_points", "pointset_from_points",
+    "PointSet", "sample", "sample_reference", "roots_of_lines", "save_points", "load_points", "pointset_from_points", "check_on_manifold", "ON_MANIFOLD_RTOL",
     "chart_data", "build_jacobian",
     "fs_metric", "pullback", "fs_pullback", "fs_det", "eta", "sigma", "sigma_weighted", "kappa", "volume_cy", "volume_kahler",
     "integrate", "mean_stderr", "to_chart", "chart_jacobian",

@@ -14,6 +14,8 @@ import os
 
 import numpy as np
 
+from ntkflow.io import NtkflowFileError, file_array, read_json, read_npz
+
 from .hypersurface import Hypersurface
 from .presets import preset
 from .sections import monomial_exponents
@@ -30,8 +32,14 @@ def _json_coefficient(c, i: int, path: str) -> complex:
 
 def _text_rows(path: str):
     exps, co, n = [], [], None
-    with open(path) as f:
-        lines = [(i + 1, ln.split()) for i, ln in enumerate(f) if ln.strip() and not ln.lstrip().startswith("#")]
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [(i + 1, ln.split()) for i, ln in enumerate(f) if ln.strip() and not ln.lstrip().startswith("#")]
+    except PermissionError:
+        raise NtkflowFileError(path, f"hypersurface: {path!r} cannot be read (permission denied).") from None
+    except UnicodeDecodeError:
+        raise NtkflowFileError(path, f"hypersurface: {path!r} is not a text file (and not .json/.npz); write one "
+                                     f"monomial per line 'e_0 ... e_(N-1) re [im]'.") from None
     for lineno, r in lines:
         try:
             vals = [float(x) for x in r]
@@ -61,29 +69,42 @@ def load_hypersurface_file(path) -> Hypersurface:
 
     The name is the file's ``name`` entry, else the file name without extension."""
     path = os.fspath(path)
+    hint = "write monomials and coefficients (.json, .npz or text, see ntkflow.manifolds.io)."
     if not os.path.exists(path):
-        raise FileNotFoundError(f"hypersurface: no such file {path!r}; write monomials and coefficients "
-                                f"(.json, .npz or text, see ntkflow.manifolds.io).")
+        raise FileNotFoundError(f"hypersurface: no such file {path!r}; {hint}")
     name = os.path.splitext(os.path.basename(path))[0]
     if path.endswith(".json"):
-        with open(path) as f:
-            d = json.load(f)
-        if not isinstance(d, dict) or "exponents" not in d or "coefficients" not in d:
-            raise ValueError(f"hypersurface: {path} must hold a JSON object with 'exponents' and 'coefficients'.")
-        exps = np.asarray(d["exponents"], dtype=np.int64)
+        d = read_json(path, what="hypersurface", required=("exponents", "coefficients"),
+                      hint="write a JSON object with 'exponents' and 'coefficients'.")
+        try:
+            exps = np.asarray(d["exponents"], dtype=np.int64)
+        except (TypeError, ValueError, OverflowError):
+            raise NtkflowFileError(path, f"hypersurface: 'exponents' in {path!r} must be a list of equal-length "
+                                         f"lists of integers, received {str(d['exponents'])[:80]}.") from None
+        if not isinstance(d["coefficients"], list):
+            raise NtkflowFileError(path, f"hypersurface: 'coefficients' in {path!r} must be a list.")
         co = np.asarray([_json_coefficient(c, i, path) for i, c in enumerate(d["coefficients"])], dtype=np.complex128)
-        name = d.get("name", name)
+        name = str(d.get("name", name))
     elif path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as f:
-            if "exponents" not in f.files or "coefficients" not in f.files:
-                raise ValueError(f"hypersurface: {path} must hold arrays 'exponents' and 'coefficients', found {f.files}.")
-            exps = np.asarray(f["exponents"], dtype=np.int64)
-            co = np.asarray(f["coefficients"], dtype=np.complex128)
-            if "name" in f.files:
-                name = str(f["name"])
+        f = read_npz(path, what="hypersurface", required=("exponents", "coefficients"),
+                     hint="write arrays 'exponents' and 'coefficients'.")
+        exps = file_array(f, "exponents", path, what="hypersurface", ndim=2, kind="iu").astype(np.int64)
+        co = file_array(f, "coefficients", path, what="hypersurface", ndim=1, kind="iufc").astype(np.complex128)
+        if "name" in f:
+            name = str(f["name"])
     else:
+        if os.path.isdir(path) or os.path.getsize(path) == 0:
+            raise NtkflowFileError(path, f"hypersurface: {path!r} is {'a directory' if os.path.isdir(path) else 'empty'}; {hint}")
         exps, co = _text_rows(path)
-    return Hypersurface(exps, co, name=name)
+    if exps.ndim != 2 or co.shape != (len(exps),):
+        raise NtkflowFileError(path, f"hypersurface: {path!r} holds exponents of shape {exps.shape} and coefficients of "
+                                     f"shape {co.shape}; expected (n_mon, N) and (n_mon,).")
+    if not np.all(np.isfinite(co)):
+        raise NtkflowFileError(path, f"hypersurface: coefficients in {path!r} hold NaN/inf.")
+    try:
+        return Hypersurface(exps, co, name=name)
+    except (ValueError, TypeError) as exc:
+        raise NtkflowFileError(path, f"hypersurface: {path!r} does not define a valid hypersurface: {exc}") from None
 
 
 def random_quintic(seed: int = 0) -> Hypersurface:

@@ -23,14 +23,57 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkflow._checks import finite_array, positive_int
+from ntkflow.io import NtkflowFileError, atomic_savez, check_format, file_array, read_npz
 
 from .charts import build_jacobian, chart_data, fs_det_from_chart, kept_indices
 from .hypersurface import Hypersurface, Manifold
 
-__all__ = ["PointSet", "save_points", "load_points", "pointset_from_points"]
+__all__ = ["PointSet", "save_points", "load_points", "pointset_from_points", "check_on_manifold",
+           "ON_MANIFOLD_RTOL"]
 
 FORMAT_TAG = "ntkflow-points"
 FORMAT_VERSION = 1
+
+#: points z count as on X = {Q = 0} when |Q(z)| ≤ ON_MANIFOLD_RTOL · Σ_m |c_m z^{e_m}| (sampled points reach ~1e-14)
+ON_MANIFOLD_RTOL = 1e-8
+
+
+def check_on_manifold(manifold: Manifold, points, *, name: str = "points", rtol: float = ON_MANIFOLD_RTOL) -> np.ndarray:
+    r"""Return ``points`` (n, N) complex after checking that every row is a point of ``manifold``.
+
+    Refused (ValueError naming ``name``, the first bad row and its residual): a shape other than
+    (n, N), NaN/inf, z = 0 (no point of projective space), and points with
+
+    .. math:: |Q(z)| > \text{rtol} \cdot \sum_m |c_m z^{e_m}|
+
+    (a scale-invariant test: both sides are homogeneous of degree N). For a manifold without
+    ``term_scale`` the right-hand side is rtol · |z|_∞^deg with deg = N. Points of another member of a
+    family (e.g. the Dwork quintic at ψ = 0.5 for a ψ = 0.3 model) fail it with a residual O(|Δψ|).
+    """
+    z = finite_array(name, points, ndim=2)
+    N = manifold.n_coords
+    if z.shape[1] != N:
+        raise ValueError(f"{name}: expected {N} homogeneous coordinates for {getattr(manifold, 'name', manifold)}, "
+                         f"received shape {z.shape}.")
+    if not len(z):
+        return z
+    zmax = np.max(np.abs(z), axis=1)  # (n,)
+    zero = np.flatnonzero(zmax == 0)
+    if zero.size:
+        raise ValueError(f"{name}: row {int(zero[0])} is z = 0, which is no point of projective space "
+                         f"({zero.size} such rows); remove it.")
+    zn = z / zmax[:, None]
+    scale = manifold.term_scale(zn) if hasattr(manifold, "term_scale") else np.ones(len(zn))
+    res = np.abs(np.asarray(manifold.Q(zn))) / np.where(scale > 0, scale, 1.0)  # (n,)
+    bad = np.flatnonzero(~(res <= rtol))
+    if bad.size:
+        i = int(bad[np.argmax(res[bad])])
+        raise ValueError(
+            f"{name}: {bad.size} of {len(z)} points are not on {getattr(manifold, 'name', 'the manifold')} "
+            f"(largest relative |Q(z)| = {res[i]:.2e} at row {i}, tolerance {rtol:g}); are they points of "
+            f"another manifold or another member of the family (psi)? Sample them on this manifold."
+        )
+    return z
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,8 +198,11 @@ def save_points(path, ps: PointSet, *, format: str = "ntkflow", val_split: float
     if not path.endswith(".npz"):
         path = path + ".npz"
     spec = ps.manifold.spec()
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"output: the directory {directory!r} of {path!r} does not exist; create it first.")
     if format == "ntkflow":
-        np.savez(
+        atomic_savez(
             path, points=ps.points, weights=ps.weights, omega_sq=ps.omega_sq, patch=ps.patch, elim=ps.elim,
             format=np.array(FORMAT_TAG), version=np.array(FORMAT_VERSION), **spec,
         )
@@ -167,7 +213,7 @@ def save_points(path, ps: PointSet, *, format: str = "ntkflow", val_split: float
         t = n - int(np.floor(float(val_split) * n))
         X = np.concatenate([ps.points.real, ps.points.imag], axis=1)
         y = np.stack([ps.weights, ps.omega_sq], axis=1)
-        np.savez(
+        atomic_savez(
             path, X_train=X[:t], y_train=y[:t], X_val=X[t:], y_val=y[t:], val_pullbacks=ps.jacobian[t:],
             format=np.array("cymetric+ntkflow-spec"), version=np.array(FORMAT_VERSION), **spec,
         )
@@ -187,11 +233,19 @@ def load_points(path, manifold: Manifold | None = None, *, check: bool = True) -
     function — are kept as stored.
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"path: no such file {path!r}; write one with `ntkflow sample ... -o FILE.npz`.")
-    with np.load(path, allow_pickle=False) as f:
-        data = {k: f[k] for k in f.files}
-    stored = Hypersurface.from_spec(data) if "exponents" in data else None
+    what = "points"
+    data = read_npz(path, what=what, hint="write one with `ntkflow sample ... -o FILE.npz`.")
+    if "format" in data and "X_train" not in data:
+        check_format(path, data["format"], FORMAT_TAG, what=what, versions=(FORMAT_VERSION,),
+                     found_version=data.get("version"))
+    stored = None
+    if "exponents" in data:
+        file_array(data, "exponents", path, what=what, ndim=2, kind="iu")
+        file_array(data, "coefficients", path, what=what, ndim=1, kind="iufc")
+        try:
+            stored = Hypersurface.from_spec(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NtkflowFileError(path, f"points: the manifold stored in {path!r} is invalid: {exc}") from None
     if manifold is None:
         if stored is None:
             raise ValueError(
@@ -201,31 +255,49 @@ def load_points(path, manifold: Manifold | None = None, *, check: bool = True) -
         manifold = stored
     N = manifold.n_coords
     if "points" in data:
-        pts = data["points"]
-        weights = data["weights"]
-        patch, elim = data.get("patch"), data.get("elim")
-        omega_file = data.get("omega_sq")
+        pts = file_array(data, "points", path, what=what, shape=(None, N), kind="fc")
+        n = len(pts)
+        weights = file_array(data, "weights", path, what=what, shape=(n,), kind="f")
+        patch = elim = None
+        for key in ("patch", "elim"):
+            if key in data:
+                a = file_array(data, key, path, what=what, shape=(n,), kind="iu")
+                if a.size and (a.min() < 0 or a.max() >= N):
+                    raise NtkflowFileError(path, f"points: {key} in {path!r} holds indices in [{a.min()}, {a.max()}], "
+                                                 f"expected 0..{N - 1}.")
+                patch, elim = (a, elim) if key == "patch" else (patch, a)
+        omega_file = file_array(data, "omega_sq", path, what=what, shape=(n,), kind="f") if "omega_sq" in data else None
     elif "X_train" in data:
-        X = np.concatenate([data["X_train"], data.get("X_val", np.zeros((0, 2 * N)))], axis=0)
-        y = np.concatenate([data["y_train"], data.get("y_val", np.zeros((0, 2)))], axis=0)
-        if X.ndim != 2 or X.shape[1] != 2 * N:
-            raise ValueError(f"{path}: X has shape {X.shape}, expected (n, {2 * N}) = [Re z, Im z] for {manifold.name}; wrong manifold?")
+        Xt = file_array(data, "X_train", path, what=what, ndim=2, kind="f")
+        yt = file_array(data, "y_train", path, what=what, shape=(len(Xt), 2), kind="f")
+        Xv = file_array(data, "X_val", path, what=what, ndim=2, kind="f") if "X_val" in data else np.zeros((0, 2 * N))
+        yv = (file_array(data, "y_val", path, what=what, shape=(len(Xv), 2), kind="f") if "y_val" in data
+              else np.zeros((0, 2)))
+        for key, a in (("X_train", Xt), ("X_val", Xv)):
+            if a.shape[1] != 2 * N:
+                raise NtkflowFileError(path, f"points: {key} in {path!r} has shape {a.shape}, expected (n, {2 * N}) = "
+                                             f"[Re z, Im z] for {manifold.name}; wrong manifold?")
+        X = np.concatenate([Xt, Xv], axis=0)
+        y = np.concatenate([yt, yv], axis=0)
         pts = X[:, :N] + 1j * X[:, N:]
         weights = y[:, 0]
         patch = elim = None
         omega_file = None
     else:
-        raise ValueError(f"{path}: neither ntkflow ('points') nor cymetric ('X_train') keys; found {sorted(data)}.")
-    ps = pointset_from_points(manifold, pts, weights, patch=patch, elim=elim)
+        raise NtkflowFileError(path, f"points: {path!r} has neither ntkflow ('points') nor cymetric ('X_train') "
+                                     f"arrays; found {sorted(data)}.")
+    if weights.size and not np.all(weights > 0):
+        raise NtkflowFileError(path, f"points: weights in {path!r} must be > 0 (Monte-Carlo weights); "
+                                     f"{int(np.sum(~(weights > 0)))} are not.")
     if check:
-        res = np.abs(manifold.Q(ps.points)) / manifold.term_scale(ps.points)
-        if res.size and float(res.max()) > 1e-8:
-            raise ValueError(
-                f"{path}: points are not on {manifold.name} (max relative |Q| = {res.max():.2e}); "
-                "pass the manifold the file was made for, or check=False."
-            )
-        if omega_file is not None and len(omega_file):
-            rel = np.abs(omega_file - ps.omega_sq) / ps.omega_sq
-            if float(rel.max()) > 1e-8:
-                raise ValueError(f"{path}: stored omega_sq disagrees with the recomputed |Ω|² (max rel {rel.max():.2e}).")
+        try:
+            check_on_manifold(manifold, pts, name=f"points in {path!r}")
+        except ValueError as exc:
+            raise NtkflowFileError(path, f"{exc} (or pass the manifold the file was made for, or check=False)") from None
+    ps = pointset_from_points(manifold, pts, weights, patch=patch, elim=elim)
+    if check and omega_file is not None and len(omega_file):
+        rel = np.abs(omega_file - ps.omega_sq) / ps.omega_sq
+        if float(rel.max()) > 1e-8:
+            raise NtkflowFileError(path, f"points: stored omega_sq in {path!r} disagrees with the recomputed |Ω|² "
+                                         f"(max rel {rel.max():.2e}); the file was altered or is of another manifold.")
     return ps
