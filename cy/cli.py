@@ -83,7 +83,7 @@ def register(subparsers) -> None:
     add_manifold_options(p)
     seen = set()
     for title, cls in _GROUPS:
-        g = p.add_argument_group(title, (cls.__doc__ or "").strip().split("\n")[0])
+        g = p.add_argument_group(title, " ".join((cls.__doc__ or "").split()))
         if cls is BergmanMethod:
             g.add_argument("--method", choices=("bergman", "donaldson", "network"), default="bergman",
                            help="bergman: Gauss-Newton in the frozen-kernel function space (dense, matrix-free or "

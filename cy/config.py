@@ -20,7 +20,8 @@ import numpy as np
 from ntkflow._checks import nonneg_float, positive_float, positive_int
 
 __all__ = ["DataConfig", "BergmanMethod", "DualMethod", "DonaldsonMethod", "NetworkMethod", "LMSettings",
-           "OutputConfig", "CYConfig", "METHODS", "SOLVERS", "LINKS", "KERNELS", "option", "config_from_json"]
+           "OutputConfig", "CYConfig", "METHODS", "SOLVERS", "LINKS", "KERNELS", "CENTER_METHODS", "option",
+           "field_default", "config_from_json"]
 
 SOLVERS = ("auto", "dense", "matrix-free", "dual")
 LINKS = ("auto", "identity", "log")
@@ -79,8 +80,7 @@ class BergmanMethod:
     by Gauss–Newton, densely in the symmetric basis or matrix-free over the full Hermitian H."""
 
     name: ClassVar[str] = "bergman"
-    k: int = option(12, "kernel degree (u^k); the CLI's default without symmetry: the largest k <= 6 with "
-                        "N_k^2 <= n_train/2", short="-k")
+    k: int = option(12, "kernel degree (u^k)", short="-k")
     symmetry: str = option("auto", "use the detected symmetry group (auto) or not (none)", choices=("auto", "none"))
     solver: str = option("auto", "dense: Levenberg-Marquardt on the whitened symmetric basis; matrix-free: "
                                  "CG on the full Hermitian H; dual: the kernel form over Nystrom centres; auto: "

@@ -17,6 +17,7 @@ own way. All methods end in one epilogue: σ held-out/train, κ, Ricci measure a
 """
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
@@ -214,7 +215,7 @@ def jsonable(x):
         return [jsonable(v) for v in x]
     if isinstance(x, (np.floating, np.integer, np.bool_)):
         return x.item()
-    if hasattr(x, "value") and hasattr(x, "name") and not isinstance(x, (int, float, str)):  # an Enum
+    if isinstance(x, enum.Enum):
         return x.name
     if isinstance(x, complex):
         return [x.real, x.imag]
