@@ -145,15 +145,20 @@ def config_from_args(args) -> CYConfig:
             if f.metadata.get("cli", True) and hasattr(args, f.name):
                 values[f.name] = getattr(args, f.name)
     # options given for another method (their value differs from the default) would be silently ignored
-    used = {f.name for f in fields(mcls)} | {"n_train", "n_test", "seed", "max_iter", "time_budget", "n_curvature",
+    used = {f.name for f in fields(mcls)} | {"n_train", "n_test", "seed", "n_curvature",
                                              "kernel", "solver"}  # kernel, solver: read by _method_class
+    if mcls in (BergmanMethod, DualMethod):
+        used |= {"max_iter", "time_budget"}
+    elif mcls is NetworkMethod:
+        used |= {"time_budget"}  # Donaldson's T-operator runs --donaldson-iter iterations, no LM
     for _, cls in _GROUPS:
         for f in fields(cls):
             if f.name in used or not f.metadata.get("cli", True) or f.name not in values:
                 continue
             if values[f.name] is not None and values[f.name] != field_default(f):
-                raise ValueError(f"{f.name}: {_flag(f)} belongs to {cls.name if hasattr(cls, 'name') else cls.__name__} "
-                                 f"settings, not to the chosen method {mcls.name}; received {_flag(f)} {values[f.name]}.")
+                owner = getattr(cls, "name", None) or cls.__name__
+                raise ValueError(f"{f.name}: {_flag(f)} does not apply to the chosen method {mcls.name} (it belongs to "
+                                 f"{owner}); received {_flag(f)} {values[f.name]}. Drop it or choose that method.")
     data = DataConfig(manifold=args.manifold, psi=args.psi, hypersurface=args.hypersurface,
                       random_quintic=args.random_quintic, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     kw = {f.name: values[f.name] for f in fields(mcls) if f.name in values}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import ntkflow
-from ntkflow.cy import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings, OutputConfig,
-                        run_cy)
+from ntkflow.cy import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings, NetworkMethod,
+                        OutputConfig, run_cy)
 from ntkflow.manifolds import preset, sample, save_points
 
 
@@ -283,6 +283,17 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
         assert f in flags, f
     with pytest.raises(SystemExit):  # the manifold options exclude each other
         p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
+    from ntkflow.cy.cli import config_from_args
+
+    # an option the chosen method would ignore is refused, naming it
+    with pytest.raises(ValueError, match="max_iter.*donaldson"):
+        config_from_args(p.parse_args(["--method", "donaldson", "--max-iter", "3"]))
+    with pytest.raises(ValueError, match="k: --k does not apply"):
+        config_from_args(p.parse_args(["--method", "network", "-k", "3"]))
+    got = config_from_args(p.parse_args(["--method", "network", "--time-budget", "5", "--width", "8"]))
+    assert got.method == NetworkMethod(width=8) and got.lm.time_budget == 5.0
+    got = config_from_args(p.parse_args(["--random-quintic", "2", "-k", "3", "--link", "log", "--n-train", "500"]))
+    assert got.data.random_quintic == 2 and got.method == BergmanMethod(k=3, link="log") and got.data.n_train == 500
 
 
 def test_model_registry_is_one_lookup():
