@@ -15,7 +15,7 @@ from dataclasses import fields
 import numpy as np
 
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
-                               NetworkMethod, OutputConfig, SOLVERS, field_default)
+                               NetworkMethod, OutputConfig, field_default)
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
 from ntkflow.manifolds import add_manifold_options, load_points
