@@ -20,7 +20,7 @@ from .operators import (
     LinearOperator,
     kernel_operator,
 )
-from .backends import KeOpsCompileError
+from .backends import KeOpsCompileError, SchedulerError
 
 __all__ = [
     *_kernels_all,
@@ -31,5 +31,6 @@ __all__ = [
     "KernelOperator",
     "LinearOperator",
     "KeOpsCompileError",
+    "SchedulerError",
     "kernel_operator",
 ]

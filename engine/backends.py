@@ -7,10 +7,13 @@ keops_apply); the backend does the tiling, dtype handling and distribution.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from ntkflow._checks import positive_float
 
 from .operators import DENSE_MAX_ENTRIES, dense_block_matrix, kernel_operator, register_backend
 
@@ -174,6 +177,10 @@ def _dask_block(kernel, inner: str, xb, y, V, dtype_name: str):
     return op.backend.apply(op, V)
 
 
+class SchedulerError(ConnectionError):
+    """A dask scheduler cannot be reached in time, or has no workers (the message names the address)."""
+
+
 @dataclass(frozen=True)
 class DaskBackend:
     """Row blocks of an inner backend on a dask.distributed cluster; results concatenated.
@@ -182,6 +189,11 @@ class DaskBackend:
     ``scheduler="tcp://host:port"`` joins an existing cluster, ``client=`` uses an existing
     ``distributed.Client``; otherwise an embedded ``LocalCluster`` (``n_workers`` processes, one
     thread each) is started on first use and closed by :meth:`close` (or at interpreter exit).
+
+    A ``scheduler`` is joined when the backend is built (so :func:`kernel_operator` fails, not the first
+    product): the connection waits at most ``timeout`` seconds, then at most ``timeout`` more for a
+    worker; either failure raises :class:`SchedulerError` (a ``ConnectionError``) naming ``scheduler`` and
+    the address. Every wait is bounded: there is no network wait without a timeout.
     """
 
     inner: str = "keops"
@@ -189,12 +201,21 @@ class DaskBackend:
     scheduler: str | None = None
     client: Any = None
     n_workers: int = 2
+    timeout: float = 5.0
     name: str = "dask"
     _state: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self):
         if self.inner not in ("keops", "jax", "dense"):
             raise ValueError(f"inner: expected 'keops', 'jax' or 'dense', received {self.inner!r}.")
+        positive_float("timeout", self.timeout)
+        if self.scheduler is not None and self.client is not None:
+            raise ValueError(f"scheduler, client: give a scheduler address or a client, not both "
+                             f"(received scheduler={self.scheduler!r}).")
+        if self.scheduler is not None:
+            if not isinstance(self.scheduler, str) or "://" not in self.scheduler:
+                raise ValueError(f"scheduler: expected an address like 'tcp://host:8786', received {self.scheduler!r}.")
+            self._connect()
 
     def _client(self):
         st = self._state
@@ -205,14 +226,61 @@ class DaskBackend:
         if self.client is not None:
             client = self.client
         elif self.scheduler is not None:
-            client = Client(self.scheduler)
-            st["owned"] = [client]
+            return self._connect()
         else:
             cluster = LocalCluster(
                 n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
             )
             client = Client(cluster)
             st["owned"] = [client, cluster]
+        st["client"] = client
+        return client
+
+    def _connect(self):
+        """Join ``self.scheduler`` within ``timeout`` seconds and wait (as long) for one worker."""
+        st = self._state
+        if "client" in st:
+            return st["client"]
+        from distributed import Client  # deferred: dask is an optional, heavy dependency
+
+        t = float(self.timeout)
+        # Client(timeout=) bounds the TCP connect but not dask's handshake: a service that accepts and stays
+        # silent would block for ever. So the client is made in a daemon thread that is waited for at most
+        # 2·t (it is abandoned, not joined, if it never returns).
+        box: dict = {}
+
+        def make():
+            try:
+                box["client"] = Client(self.scheduler, timeout=f"{t}s", set_as_default=False)
+            except BaseException as exc:  # handed to the caller below
+                box["error"] = exc
+
+        th = threading.Thread(target=make, name="ntkflow-dask-connect", daemon=True)
+        th.start()
+        th.join(2 * t + 1.0)
+        exc = box.get("error")
+        if th.is_alive():
+            exc = TimeoutError(f"no dask handshake from {self.scheduler} within {2 * t + 1.0:g} s")
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc
+        if exc is not None:
+            # a service that is not dask answers with bytes dask's protocol misreads (e.g. as a huge frame
+            # length: MemoryError), or not at all (timeout)
+            raise SchedulerError(
+                f"scheduler: cannot reach a dask scheduler at {self.scheduler!r} (timeout={t:g} s) "
+                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); start one (`dask scheduler`), check the "
+                f"address and port, or raise timeout=."
+            ) from None
+        client = box["client"]
+        try:
+            client.wait_for_workers(1, timeout=t)
+        except (OSError, TimeoutError):
+            client.close()
+            raise SchedulerError(
+                f"scheduler: the dask cluster at {self.scheduler!r} has no workers (none joined within {t:g} s); "
+                f"start workers (`dask worker {self.scheduler}`) or raise timeout=."
+            ) from None
+        st["owned"] = [client]
         st["client"] = client
         return client
 
