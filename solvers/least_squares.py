@@ -65,6 +65,7 @@ from typing import Any, Callable, NamedTuple, Protocol, runtime_checkable
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int
+from ntkflow.io import NtkflowFileError, atomic_savez, atomic_text, file_array, read_json, read_npz
 from ntkflow.engine.operators import DenseOperator, LinearOperator
 
 from .cg import cg
@@ -668,7 +669,9 @@ def _paths(path) -> tuple[str, str]:
 @dataclass(frozen=True)
 class CheckpointHook:
     """Writes the state after every step: ``PATH.npz`` (θ, λ, counters and ``extra_arrays``) and
-    ``PATH.json`` (history and ``meta``), each to a temporary file then ``os.replace`` (atomic).
+    ``PATH.json`` (history and ``meta``), each with :func:`ntkflow.io.atomic_write` (unique temporary
+    file, fsync, ``os.replace``): the npz first, then the json; :func:`load_checkpoint` refuses a pair whose
+    iterations differ (a kill between the two renames).
 
     ``path`` may end in .npz/.json (stripped).  Put it last among the hooks so the saved history holds
     every hook's entries.  Read back with :func:`load_checkpoint`.  No pickle anywhere.
@@ -693,16 +696,14 @@ def save_checkpoint(path, state: LMState, *, extra_arrays=None, meta=None) -> No
     npz, js = _paths(path)
     arrays = {f"state_{k}": v for k, v in state.to_arrays().items()}
     arrays.update({f"extra_{k}": np.asarray(v) for k, v in (extra_arrays or {}).items()})
-    doc = {"format": "ntkflow.lm-checkpoint/1", "iteration": state.iteration, "meta": dict(meta or {}),
+    doc = {"format": CHECKPOINT_FORMAT, "iteration": state.iteration, "meta": dict(meta or {}),
            "history": list(state.history)}
     text = json.dumps(doc, default=_jsonable)
-    tmp_npz, tmp_js = npz + ".tmp", js + ".tmp"
-    with open(tmp_npz, "wb") as f:
-        np.savez(f, **arrays)
-    with open(tmp_js, "w") as f:
-        f.write(text)
-    os.replace(tmp_npz, npz)
-    os.replace(tmp_js, js)
+    atomic_savez(npz, **arrays)
+    atomic_text(js, text)
+
+
+CHECKPOINT_FORMAT = "ntkflow.lm-checkpoint/1"
 
 
 def load_checkpoint(path) -> tuple[LMState, dict, dict]:
@@ -711,14 +712,22 @@ def load_checkpoint(path) -> tuple[LMState, dict, dict]:
     for p in (npz, js):
         if not os.path.exists(p):
             raise FileNotFoundError(f"path: no checkpoint file {p!r}; a checkpoint is the pair PATH.npz + PATH.json.")
-    with np.load(npz, allow_pickle=False) as f:
-        arrs = {k: f[k] for k in f.files}
-    with open(js) as f:
-        doc = json.load(f)
+    hint = "the checkpoint is damaged; restart without resuming."
+    keys = ("theta", "lam", "loss", "iteration", "n_accepted", "done")
+    arrs = read_npz(npz, what="checkpoint", required=[f"state_{k}" for k in keys], hint=hint)
+    doc = read_json(js, what="checkpoint", required=("format", "iteration", "meta", "history"), hint=hint)
+    if doc["format"] != CHECKPOINT_FORMAT:
+        raise NtkflowFileError(js, f"checkpoint: {js!r} has format {doc['format']!r}, expected {CHECKPOINT_FORMAT!r}.")
+    if not isinstance(doc["history"], list) or not all(isinstance(h, dict) for h in doc["history"]) \
+            or not isinstance(doc["meta"], dict):
+        raise NtkflowFileError(js, f"checkpoint: {js!r}: 'history' must be a list of records and 'meta' an object.")
+    file_array(arrs, "state_theta", npz, what="checkpoint", ndim=1, kind="f")
+    for k in keys[1:]:
+        file_array(arrs, f"state_{k}", npz, what="checkpoint", shape=(), kind="biuf", finite=k != "loss")
     state_arrays = {k[len("state_"):]: v for k, v in arrs.items() if k.startswith("state_")}
     extra = {k[len("extra_"):]: v for k, v in arrs.items() if k.startswith("extra_")}
     if int(state_arrays["iteration"]) != int(doc["iteration"]):
-        raise ValueError(f"path: {npz!r} (iteration {int(state_arrays['iteration'])}) and {js!r} (iteration "
-                         f"{doc['iteration']}) do not match — the run was killed between the two writes; "
-                         f"restart without resuming.")
+        raise NtkflowFileError(npz, f"path: {npz!r} (iteration {int(state_arrays['iteration'])}) and {js!r} (iteration "
+                                    f"{doc['iteration']}) do not match — the run was killed between the two writes; "
+                                    f"restart without resuming.")
     return LMState.from_arrays(state_arrays, history=doc["history"]), doc["meta"], extra
