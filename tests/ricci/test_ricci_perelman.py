@@ -14,7 +14,7 @@ import pytest
 
 import ntkflow  # noqa: F401  (x64)
 from ntkflow.ricci import geometry as geo
-from ntkflow.ricci.domains import Sphere, Torus, flat_metric, metric_from_function, round_metric
+from ntkflow.ricci.domains import FunctionMetric, Sphere, Torus, flat_metric, metric_from_function, round_metric
 from ntkflow.ricci.perelman import (
     F_functional,
     F_variation,
@@ -88,7 +88,10 @@ def _fd_case(domain, fn, V, f, h, pts, w, degree):
     E = domain.frames(pts)
     v = np.einsum("qia,qij,qjb->qab", E, np.asarray(jax.vmap(V)(jnp.asarray(pts))), E)
     fj, hj = scalar_jets(domain, f, pts), scalar_jets(domain, h, pts)
-    jets = lambda eps: chart(domain, lambda x: fn(x) + eps * V(x), pts)
+    # ambient jets are linear in the field: jets(fn + εV) = jets(fn) + ε jets(V) (one compilation each)
+    base = metric_from_function(fn, domain).ambient_jets(pts)
+    dV = FunctionMetric(domain, V).ambient_jets(pts)
+    jets = lambda eps: domain.chart_jet(*(a + eps * b for a, b in zip(base, dV)), pts)
     j0 = jets(0.0)
     dFg, dFf = F_variation(j0, fj)
     dF = float(np.sum(w[:, None, None] * dFg * v) + np.sum(w * dFf * hj[0]))
@@ -102,24 +105,26 @@ def _fd_case(domain, fn, V, f, h, pts, w, degree):
 
 
 def test_first_variations_on_bumpy_sphere_by_finite_differences():
-    """Measured: relative differences 4e-9 (δF) and 3e-8 (δλ) on S² (Gauss 2·24², degree 12)."""
+    """Measured: relative differences 2e-8 (δF) and 4e-7 (δλ) on S² (Gauss 2·16², degree 9)."""
     S = Sphere(2)
-    pts, w = S.points(2 * 20**2)
+    pts, w = S.points(2 * 16**2)
     V = lambda x: (1 + x[0] * x[1]) * jnp.array([[1.0, 0.2, 0.0], [0.2, 0.5, 0.1], [0.0, 0.1, 0.8]])
     dF, dF_fd, dl, dl_fd = _fd_case(S, bumpy_sphere_fn(2, 1), V, lambda x: 0.3 * x[0] + 0.2 * x[1] * x[2],
-                                    lambda x: jnp.cos(x[0] - x[1]), pts, w, 10)
+                                    lambda x: jnp.cos(x[0] - x[1]), pts, w, 9)
     assert abs(dF_fd / dF - 1) < 1e-6 and abs(dl_fd / dl - 1) < 1e-5, (dF, dF_fd, dl, dl_fd)
 
 
 def test_first_variations_on_bumpy_torus_by_finite_differences():
+    """Measured: 7e-8 (δF), 1e-7 (δλ) on a 24² grid, Fourier degree 6."""
     T = Torus(2)
-    pts, w = T.points(40**2)
+    pts, w = T.points(24**2)
     V = lambda t: jnp.array([[1.0, 0.2], [0.2, 0.5]]) * (1 + 0.5 * jnp.sin(t[0] + 2 * t[1]))
     dF, dF_fd, dl, dl_fd = _fd_case(T, bumpy_torus_fn(2, 1), V, lambda t: 0.3 * jnp.sin(t[0]) + 0.1 * jnp.cos(t[1]),
-                                    lambda t: jnp.cos(t[0] - t[1]), pts, w, 9)
+                                    lambda t: jnp.cos(t[0] - t[1]), pts, w, 6)
     assert abs(dF_fd / dF - 1) < 1e-6 and abs(dl_fd / dl - 1) < 1e-5, (dF, dF_fd, dl, dl_fd)
 
 
+@pytest.mark.slow
 def test_first_variation_on_bumpy_three_sphere_by_finite_differences():
     S = Sphere(3)
     pts, w = S.points(4 * 9**3)
@@ -173,10 +178,10 @@ def test_perelman_kernel_keeps_the_stereographic_round_sphere_round_and_identity
     dR = {}
     for kind in ("perelman", "identity"):
         vel = _velocity_fn(gf, LocalKernel(kind), f0)
-        dR[kind] = np.array([jax.jvp(lambda e: _scalar_at(lambda z: gf(z) + e * vel(z), y), (0.0,), (1.0,))[1] for y in ys])
-        v = np.array([vel(y) for y in ys])
+        rate = jax.jit(jax.vmap(lambda y: jax.jvp(lambda e: _scalar_at(lambda z: gf(z) + e * vel(z), y), (0.0,), (1.0,))[1]))
+        dR[kind] = np.asarray(rate(ys))
         if kind == "perelman":
-            np.testing.assert_allclose(v, -2 * np.array([gf(y) for y in ys]), rtol=1e-12)
+            np.testing.assert_allclose(jax.vmap(vel)(ys), -2 * jax.vmap(gf)(ys), rtol=1e-12)
     np.testing.assert_allclose(dR["perelman"], 4.0, rtol=1e-10)
     np.testing.assert_allclose(dR["identity"], math.exp(-f0) * (1 + np.sum(np.asarray(ys) ** 2, axis=1)) ** 3, rtol=1e-10)
     assert np.ptp(dR["identity"]) > 0.1
