@@ -13,6 +13,7 @@ from .perelman import (  # noqa: E402
     hamilton_driver,
     perelman_lambda,
 )
+from .local import FlowResult, LocalFlowConfig, local_flow  # noqa: E402
 
 # reference solvers of Hamilton's flow (REFERENCE+CLI engineer); the job lives in ntkflow.ricci.job
 from .reference import (  # noqa: E402
