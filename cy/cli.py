@@ -18,7 +18,7 @@ from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMet
                                NetworkMethod, OutputConfig, field_default)
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
-from ntkflow.manifolds import add_manifold_options, load_points
+from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
 
 __all__ = ["register", "config_from_args"]
 
@@ -191,6 +191,8 @@ def _run_eval(args) -> int:
     if ps.manifold.n_coords != model.manifold.n_coords or not np.array_equal(
             np.sort(ps.manifold.exponents, axis=0), np.sort(model.manifold.exponents, axis=0)):
         raise ValueError(f"points: {args.points} holds points of {ps.manifold.name}, the model is for {model.manifold.name}.")
+    # the same monomials are not the same manifold (Dwork psi): every point must solve the model's Q
+    check_on_manifold(model.manifold, ps.points, name=f"points: {args.points} for the model {args.model}")
     t = time.perf_counter()
     res = evaluate_model(model, ps, n_curvature=args.n_curvature)
     res["seconds"] = time.perf_counter() - t

@@ -27,25 +27,32 @@ import numpy as np
 from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
 from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
-from ntkflow.manifolds import Hypersurface, PointSet, monomial_sections, pointset_from_points
+from ntkflow.io import NtkflowFileError, atomic_json, atomic_savez, read_json, read_npz, sha256_file
+from ntkflow.manifolds import Hypersurface, PointSet, check_on_manifold, monomial_sections, pointset_from_points
 
-__all__ = ["Model", "BergmanModel", "DonaldsonModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT"]
+__all__ = ["Model", "BergmanModel", "DonaldsonModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT",
+           "check_pair_arrays"]
 
 MODEL_FORMAT = "ntkflow-model"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: model.json holds npz_sha256, the hash of model.npz (version 1 files load unchecked)
 
 
 def as_pointset(manifold, points):
-    """PointSet from a PointSet (checked) or an (n, N) array of points on ``manifold``."""
+    """PointSet from a PointSet or an (n, N) array of points on ``manifold``, refused (ValueError) unless
+    every point lies on it: |Q(z)| ≤ ON_MANIFOLD_RTOL (1e-8) · Σ|c_m z^{e_m}| and z ≠ 0
+    (:func:`ntkflow.manifolds.check_on_manifold`) — points of another manifold or another member of the
+    family would otherwise give a silently wrong metric."""
     if isinstance(points, PointSet):
         if points.manifold.n_coords != manifold.n_coords:
             raise ValueError(f"points: a PointSet of {points.manifold.name} does not match the model's manifold {manifold.name}.")
+        check_on_manifold(manifold, points.points, name="points")
         return points
     arr = np.asarray(points)
     if arr.ndim == 1:
         arr = arr[None, :]
     if arr.ndim != 2 or arr.shape[1] != manifold.n_coords:
         raise ValueError(f"points: expected an array (n, {manifold.n_coords}) or a PointSet, received shape {arr.shape}.")
+    check_on_manifold(manifold, arr, name="points")
     return pointset_from_points(manifold, arr)
 
 
@@ -103,11 +110,11 @@ class Model:
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "kind": self.kind, **meta}
         spec = self.manifold.spec()
         arrays = {**arrays, **{f"manifold_{k}": v for k, v in spec.items()}}
-        tmp = os.path.join(directory, ".model.npz.tmp.npz")
-        np.savez(tmp, **arrays)
-        os.replace(tmp, os.path.join(directory, "model.npz"))
-        with open(os.path.join(directory, "model.json"), "w") as f:
-            json.dump(meta, f, indent=2)
+        json.dumps(meta)  # fails before anything is written
+        # one unit: model.npz, then model.json naming the npz's SHA-256 (each written atomically); a crash
+        # between the two leaves a json whose hash does not match, which load() refuses
+        npath = atomic_savez(os.path.join(directory, "model.npz"), **arrays)
+        atomic_json(os.path.join(directory, "model.json"), {**meta, "npz_sha256": sha256_file(npath)}, indent=2)
         return os.fspath(directory)
 
 
@@ -271,15 +278,57 @@ def load(directory):
     if not (os.path.exists(jpath) and os.path.exists(npath)):
         raise FileNotFoundError(
             f"directory: {d!r} holds no model (model.json + model.npz); write one with `ntkflow cy -o {d}`.")
-    with open(jpath) as f:
-        meta = json.load(f)
+    meta = read_json(jpath, what="model", required=("format", "kind"))
     if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"directory: {jpath} is not an ntkflow model (format {meta.get('format')!r}).")
+        raise NtkflowFileError(jpath, f"directory: {jpath} is not an ntkflow model (format {meta.get('format')!r}).")
+    if meta.get("version", 1) not in (1, MODEL_VERSION):
+        raise NtkflowFileError(jpath, f"model: {jpath} is format version {meta.get('version')!r}; this ntkflow reads "
+                                      f"versions 1..{MODEL_VERSION}.")
     kind = meta.get("kind")
     if kind not in MODELS:
         raise ValueError(f"directory: unknown model kind {kind!r} in {jpath}; known: {sorted(MODELS)} "
                          f"(import the module that registers it; ntkflow.cy registers every built-in kind).")
-    with np.load(npath, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    if meta.get("version", 1) >= 2 and meta.get("npz_sha256") != sha256_file(npath):
+        raise NtkflowFileError(npath, f"model: {npath} does not match {jpath} (its SHA-256 differs from the json's "
+                                      f"npz_sha256): the two files come from different saves or a save was "
+                                      f"interrupted; save the model again (rerun ntkflow cy).")
+    arrays = read_npz(npath, what="model", required=("manifold_exponents", "manifold_coefficients", "manifold_name"))
     spec = {k[len("manifold_"):]: v for k, v in arrays.items() if k.startswith("manifold_")}
-    return MODELS[kind]._from_payload(Hypersurface.from_spec(spec), meta, arrays)
+    try:
+        manifold = Hypersurface.from_spec(spec)
+    except (ValueError, TypeError) as exc:
+        raise NtkflowFileError(npath, f"model: the manifold stored in {npath} is invalid: {exc}") from None
+    for key, v in arrays.items():
+        if not key.startswith("manifold_") and v.dtype.kind in "fc" and not np.all(np.isfinite(v)):
+            raise NtkflowFileError(npath, f"model: {key} in {npath} holds NaN/inf; the model is unusable.")
+    if "alpha" in arrays and "exponents" in arrays:
+        check_pair_arrays(npath, meta, arrays, manifold.n_coords)
+    try:
+        return MODELS[kind]._from_payload(manifold, meta, arrays)
+    except (KeyError, IndexError, TypeError, ValueError) as exc:
+        raise NtkflowFileError(npath, f"model: {npath} + {jpath} do not form a valid {kind!r} model "
+                                      f"({type(exc).__name__}: {exc}).") from None
+
+
+def check_pair_arrays(path, meta, arrays, n_coords: int) -> None:
+    """Refuse (NtkflowFileError naming ``path``) pair-basis arrays that do not index their sections:
+    exponents (n_sec, N) non-negative integers of degree k; alpha, beta, weight of one length with
+    0 ≤ alpha, beta < n_sec; weight finite."""
+    e, a, b, w = (np.asarray(arrays[x]) for x in ("exponents", "alpha", "beta", "weight"))
+    k = meta.get("k")
+    bad = None
+    if e.ndim != 2 or e.shape[1] != n_coords or e.dtype.kind not in "iu" or (e.size and e.min() < 0):
+        bad = f"exponents has shape {e.shape} dtype {e.dtype}, expected non-negative integers (n_sec, {n_coords})"
+    elif isinstance(k, int) and e.size and not np.all(e.sum(axis=1) == k):
+        bad = f"exponents rows do not all sum to k = {k}"
+    elif not (a.shape == b.shape == w.shape and a.ndim == 1):
+        bad = f"alpha {a.shape}, beta {b.shape}, weight {w.shape} must be equal 1-d shapes"
+    elif a.dtype.kind not in "iu" or b.dtype.kind not in "iu":
+        bad = f"alpha/beta have dtypes {a.dtype}/{b.dtype}, expected integers"
+    elif a.size and (min(a.min(), b.min()) < 0 or max(a.max(), b.max()) >= len(e)):
+        bad = (f"alpha/beta index sections in [{min(a.min(), b.min())}, {max(a.max(), b.max())}], "
+               f"but there are {len(e)} (expected 0..{len(e) - 1})")
+    elif w.dtype.kind not in "iufc" or not np.all(np.isfinite(w)):
+        bad = "weight holds NaN/inf or is not numeric"
+    if bad:
+        raise NtkflowFileError(path, f"model: {path}: {bad}; the file is damaged or was not written by ntkflow.")
