@@ -18,6 +18,7 @@ from .local import FlowResult, LocalFlowConfig, local_flow  # noqa: E402
 # reference solvers of Hamilton's flow (REFERENCE+CLI engineer); the job lives in ntkflow.ricci.job
 from .reference import (  # noqa: E402
     AxisymmetricSphere,
+    ConformalSphere,
     ConformalTorus,
     WarpedProduct,
     integrate,

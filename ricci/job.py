@@ -13,7 +13,7 @@ good state and snapshots of every flow) and the plots ``curvature.png``, ``metri
 (scalar curvature on a line through the bump at a few times, reference vs finite σ: non-locality) and
 ``sigma_error.png`` (several σ > 0).
 
-Built-in cases (:data:`CASES`): round-s2, round-s3, bumpy-s2, bumpy-t2, bumpy-t3, dumbbell-s3, and
+Built-in cases (:data:`CASES`): round-s2, round-s3, bumpy-s2, bumps-s2, bumpy-t2, bumpy-t3, dumbbell-s3, and
 ``custom`` (a user metric from a Python file defining ``metric(x)``, see docs/ricci.md).
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ from .kernel_flow import GaussianKernel, kernel_flow_problem
 from .local import LocalFlowProblem
 from .local import default_points as local_points
 from .perelman import SpectralBasis, hamilton_driver
-from .reference import AxisymmetricSphere, ConformalTorus, WarpedProduct, integrate, round_radius2
+from .reference import AxisymmetricSphere, ConformalSphere, ConformalTorus, WarpedProduct, integrate, round_radius2
 
 __all__ = ["CASES", "Case", "RicciConfig", "RicciResult", "load_metric_file", "make_domain", "run_ricci"]
 
@@ -97,6 +97,16 @@ def _ref_bumpy_s2(res):
     return p, p.initial(_bump_sphere_mu)
 
 
+def _two_bumps(x, xp=np):
+    """u(x) = A e^{−(1 − x₃)/s²} + ¾A e^{−(1 − x₁)/s²}: bumps at the north pole and on the equator."""
+    return _BUMP_A * (xp.exp(-(1.0 - x[..., 2]) / _BUMP_S2) + 0.75 * xp.exp(-(1.0 - x[..., 0]) / _BUMP_S2))
+
+
+def _ref_bumps_s2(res):
+    p = ConformalSphere(res)
+    return p, p.initial(_two_bumps)
+
+
 def _ref_bumpy_t2(res):
     p = ConformalTorus(res)
     return p, p.initial(lambda a, b: _BUMP_A * np.exp((np.cos(a) + np.cos(b) - 2.0) / _BUMP_S2))
@@ -130,6 +140,8 @@ CASES = {
                      lambda x: jnp.eye(4) + 0.0 * x[0], _ref_round_s3, 16, _exact_round(3)),
     "bumpy-s2": Case("bumpy-s2", "S2", f"G = e^{{2u}} I on S², u = {_BUMP_A} exp(−(1 − x₃)/{_BUMP_S2}) (a bump at the north pole)",
                      0.1, lambda x: jnp.exp(2.0 * _bump_sphere_mu(x[2], jnp)) * jnp.eye(3), _ref_bumpy_s2, 32),
+    "bumps-s2": Case("bumps-s2", "S2", f"G = e^{{2u}} I on S², two bumps (north pole, equator; no symmetry; reference: full spherical harmonics)",
+                     0.1, lambda x: jnp.exp(2.0 * _two_bumps(x, jnp)) * jnp.eye(3), _ref_bumps_s2, 32),
     "bumpy-t2": Case("bumpy-t2", "T2", f"g = e^{{2u}} δ on T², u = {_BUMP_A} exp(Σ(cos θ_i − 1)/{_BUMP_S2}) (a bump at θ = 0)",
                      0.1, lambda th: jnp.exp(2.0 * _bump_torus(th)) * jnp.eye(2), _ref_bumpy_t2, 64),
     "bumpy-t3": Case("bumpy-t3", "T3", f"g = e^{{2u}} δ on T³, u = {_BUMP_A} exp(Σ(cos θ_i − 1)/{_BUMP_S2}) (no reference solver)",
@@ -268,7 +280,7 @@ def _line(domain, m: int = 96):
 def _reference_profile(problem, domain):
     """R on the line of :func:`_line` for T² / axisymmetric S² (spectral interpolation: same points as
     the kernel flows); the warped product draws R against its own (DeTurck) coordinate x from the pole."""
-    if isinstance(problem, (ConformalTorus, AxisymmetricSphere)):
+    if isinstance(problem, (ConformalTorus, AxisymmetricSphere, ConformalSphere)):
         s, pts = _line(domain)
         return lambda y: (s, _reference_R_at(problem, y, pts))
     x = problem.grid()
@@ -278,7 +290,7 @@ def _reference_profile(problem, domain):
 def _reference_R_at(problem, y, points):
     """Scalar curvature of the reference solution at domain points (m, A), or None where the reference is
     not in the domain's coordinates (warped products run in the DeTurck gauge)."""
-    if isinstance(problem, ConformalTorus):
+    if isinstance(problem, (ConformalTorus, ConformalSphere)):
         return problem.scalar_curvature_at(y, points)
     if isinstance(problem, AxisymmetricSphere):
         return problem.scalar_curvature_at(y, points[:, -1])
@@ -494,7 +506,7 @@ _COMPARED = ("volume", "R_min", "R_max")
 
 def _R_at(flow, domain, y, points):
     """Scalar curvature of a flow's state at domain points (m, A); None for the warped product (DeTurck gauge)."""
-    if isinstance(flow.problem, (ConformalTorus, AxisymmetricSphere)):
+    if isinstance(flow.problem, (ConformalTorus, AxisymmetricSphere, ConformalSphere)):
         return _reference_R_at(flow.problem, y, points)
     if isinstance(flow.problem, WarpedProduct):
         return None
@@ -510,6 +522,8 @@ def _points_of(flow):
     if isinstance(p, AxisymmetricSphere):
         mu, _ = p.nodes()
         return np.stack([np.sqrt(1 - mu ** 2), 0 * mu, mu], axis=1)
+    if isinstance(p, ConformalSphere):
+        return p.grid()[3]
     return getattr(p, "points", None)
 
 

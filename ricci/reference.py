@@ -13,6 +13,8 @@ Problems (each a frozen dataclass with ``initial``, ``rhs``, ``scalars`` and ``s
 * :class:`AxisymmetricSphere` — g = e^{2u(θ)} g_round on S² (K₀ = 1): u_t = e^{−2u}(Δ₀u − 1), i.e.
   w_t = Δ₀ log w − 2 with w = e^{2u} at the L+1 Gauss–Legendre nodes μ = cos θ; Δ₀ is exact on the
   Legendre polynomials, Δ₀P_l = −l(l+1)P_l, so regularity at the poles is built in. dA/dt = −8π exactly.
+* :class:`ConformalSphere` — the same on S² without symmetry: real spherical harmonics of degree ≤ L on a
+  Gauss–Legendre × equispaced grid.
 * :class:`WarpedProduct` — g = φ(x)² dx² + ψ(x)² g_{Sⁿ} on S^{n+1}, x ∈ [0, π]:
   φ_t = n (ψ_ss/ψ) φ,  ψ_t = ψ_ss − (n−1)(1 − ψ_s²)/ψ,  ∂_s = φ⁻¹∂_x.
   The poles are handled by symmetry: φ is extended evenly and ψ oddly about x = 0 and x = π (the smooth
@@ -40,6 +42,7 @@ from scipy.integrate import DOP853, RK23, RK45
 
 __all__ = [
     "AxisymmetricSphere",
+    "ConformalSphere",
     "ConformalTorus",
     "ReferenceResult",
     "StepInfo",
@@ -261,6 +264,108 @@ class AxisymmetricSphere:
             A = self.area(y)
             return (f"extinction: the sphere shrinks to a point (area {A:.3g}, |K| up to {np.max(np.abs(K)):.3g} "
                     f"> {limit:.3g}; Hamilton's flow ends at t* = A₀/8π)")
+        return None
+
+
+def _real_sph_harm(L: int, theta, phi):
+    """Real orthonormal spherical harmonics Y_lm, l ≤ L, at polar angles θ and azimuths φ: (m_pts, (L+1)²),
+    columns ordered (l, m) with m = −l … l; with l(l+1) per column."""
+    from scipy.special import sph_harm_y
+
+    cols, lam = [], []
+    for l in range(L + 1):
+        for m in range(-l, l + 1):
+            Y = sph_harm_y(l, abs(m), theta, phi)
+            cols.append(np.real(Y) if m == 0 else math.sqrt(2.0) * (np.real(Y) if m > 0 else np.imag(Y)))
+            lam.append(l * (l + 1.0))
+    return np.stack(cols, axis=1), np.asarray(lam)
+
+
+@dataclass(frozen=True)
+class ConformalSphere:
+    """Ricci flow of g = e^{2u} g_round on S² without symmetry, u_t = e^{−2u}(Δ₀u − 1), solved for w = e^{2u}:
+    w_t = Δ₀ log w − 2, with Δ₀ exact on the real spherical harmonics of degree ≤ L (Δ₀Y_lm = −l(l+1)Y_lm).
+
+    Grid: L + 1 Gauss–Legendre nodes in μ = cos θ × 2L + 2 equispaced azimuths φ (exact quadrature for
+    products of two degree-L fields); the state is w at the (L+1)(2L+2) grid points. Embedded point
+    x = (sin θ cos φ, sin θ sin φ, cos θ), so μ = x₃ as in :class:`AxisymmetricSphere`."""
+
+    degree: int = 16
+
+    def __post_init__(self):
+        if not isinstance(self.degree, (int, np.integer)) or self.degree < 2:
+            raise ValueError(f"degree: expected a spherical-harmonic degree >= 2, received {self.degree!r}.")
+
+    name = "conformal-s2"
+
+    def grid(self):
+        """(m,) θ, (m,) φ, (m,) quadrature weights (Σ = 4π), (m, 3) embedded points."""
+        L = self.degree
+        mu, wq = npleg.leggauss(L + 1)
+        ph = 2.0 * np.pi * np.arange(2 * L + 2) / (2 * L + 2)
+        MU, PH = np.meshgrid(mu, ph, indexing="ij")
+        W = np.broadcast_to(wq[:, None] * (2.0 * np.pi / (2 * L + 2)), MU.shape)
+        th = np.arccos(MU.ravel())
+        st = np.sin(th)
+        pts = np.stack([st * np.cos(PH.ravel()), st * np.sin(PH.ravel()), MU.ravel()], axis=1)
+        return th, PH.ravel(), W.ravel().copy(), pts
+
+    @cached_property
+    def _ops(self):
+        th, ph, W, _ = self.grid()
+        Y, lam = _real_sph_harm(self.degree, th, ph)
+        analysis = Y.T * W[None, :]  # coefficients c = analysis @ f
+        return Y, analysis, Y @ (-lam[:, None] * analysis)
+
+    def coefficients(self, f):
+        return self._ops[1] @ np.asarray(f, dtype=float)
+
+    def laplacian(self, f):
+        return self._ops[2] @ f
+
+    def initial(self, u):
+        """State from u: grid values (m,) or a function u(x) of embedded points (m, 3)."""
+        pts = self.grid()[3]
+        u = np.asarray(u(pts), dtype=float) if callable(u) else np.asarray(u, dtype=float)
+        if u.shape != (pts.shape[0],):
+            raise ValueError(f"u: expected values at the {pts.shape[0]} grid points, received shape {u.shape}.")
+        if not np.all(np.isfinite(u)):
+            raise ValueError("u: the conformal factor has NaN/inf values; pass a finite function.")
+        return np.exp(2.0 * u)
+
+    def rhs(self, t, y):
+        return self.laplacian(np.log(y)) - 2.0
+
+    def curvature(self, y):
+        """Gauss curvature K = e^{−2u}(1 − Δ₀u) at the grid points."""
+        return (1.0 - 0.5 * self.laplacian(np.log(y))) / y
+
+    def area(self, y):
+        return float(np.dot(self.grid()[2], y))
+
+    def scalar_curvature_at(self, y, points):
+        """R = 2K at embedded points (m, 3) from the harmonic expansion of K (degree ≤ L)."""
+        x = np.asarray(points, dtype=float)
+        th = np.arccos(np.clip(x[:, 2], -1.0, 1.0))
+        ph = np.arctan2(x[:, 1], x[:, 0])
+        Y, _ = _real_sph_harm(self.degree, th, ph)
+        return 2.0 * Y @ self.coefficients(self.curvature(y))
+
+    def is_good(self, y) -> bool:
+        return bool(np.all(np.isfinite(y)) and np.all(y > 0))
+
+    def scalars(self, y) -> dict:
+        K = self.curvature(y)
+        A = self.area(y)
+        return {"area": A, "volume": A, "K_min": float(K.min()), "K_max": float(K.max()),
+                "R_min": 2.0 * float(K.min()), "R_max": 2.0 * float(K.max()),
+                "radius": math.sqrt(max(A, 0.0) / (4.0 * np.pi))}
+
+    def singularity(self, y, limit: float):
+        K = self.curvature(y)
+        if np.min(y) <= 0 or np.max(np.abs(K)) > limit:
+            return (f"extinction: the sphere shrinks to a point (area {self.area(y):.3g}, |K| up to "
+                    f"{np.max(np.abs(K)):.3g} > {limit:.3g}; Hamilton's flow ends at t* = A₀/8π)")
         return None
 
 

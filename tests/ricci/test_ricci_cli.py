@@ -208,3 +208,13 @@ def test_ricci_cli_ctrl_c_keeps_last_state_and_resumes(tmp_path):
     assert rc.returncode == 0, rc.stdout + rc.stderr
     res = _results(out)
     assert res["flows"]["reference"]["status"] == "finished" and res["flows"]["reference"]["t"] == 2.0
+
+
+def test_ricci_cli_bumps_s2_full_harmonics_reference(tmp_path):
+    """The case without symmetry: its reference is ConformalSphere; dA/dt = −8π in results.json."""
+    out = str(tmp_path / "b")
+    assert main(["ricci", "bumps-s2", "--no-collocation", "--resolution", "12", "--t-end", "0.02", "-q", "-o", out]) == 0
+    ref = _results(out)["flows"]["reference"]
+    assert ref["status"] == "finished"
+    a = np.asarray(ref["history"]["volume"])
+    np.testing.assert_allclose(a, a[0] - 8 * np.pi * np.asarray(ref["times"]), rtol=1e-10)

@@ -8,6 +8,7 @@ import pytest
 
 from ntkflow.ricci.reference import (
     AxisymmetricSphere,
+    ConformalSphere,
     ConformalTorus,
     WarpedProduct,
     integrate,
@@ -309,3 +310,41 @@ def test_ricci_integrate_refines_instead_of_jumping_past_extinction():
     # without refinements the discarded step ends the run with the last accepted (good) state
     r0 = integrate(p, np.ones(3), 10.0, curvature_limit=1e3, max_refinements=0)
     assert r0.status == "singular" and "stops being a metric" in r0.message and np.all(r0.y > 0) and r0.t < 0.5
+
+
+_AXIS = np.array([np.sin(0.7) * np.cos(0.3), np.sin(0.7) * np.sin(0.3), np.cos(0.7)])
+
+
+def test_ricci_s2_full_harmonics_tilted_moebius_sphere():
+    """ConformalSphere (no symmetry): a round sphere pulled back by a dilation along a tilted axis n,
+    w = λ(x·n)², evolves as (1 − 2t) λ²; error falls spectrally in L; dA/dt = −8π."""
+    errs = []
+    for L in (8, 12, 16):
+        p = ConformalSphere(L)
+        lam = moebius_factor(p.grid()[3] @ _AXIS, 2.0)
+        y0 = p.initial(np.log(lam))
+        r = integrate(p, y0, 0.3, t_out=[0.3])
+        errs.append(np.max(np.abs(r.y_out[-1] - round_radius2(1.0, 2, 0.3) * lam ** 2)))
+        assert p.area(r.y) == pytest.approx(p.area(y0) - 8 * np.pi * r.t, rel=1e-12)
+    assert errs[0] > 30 * errs[1] > 900 * errs[2] and errs[2] < 5e-6, errs
+
+
+def test_ricci_s2_full_harmonics_matches_axisymmetric_solver():
+    u = lambda mu: 0.3 * mu + 0.25 * mu ** 2  # noqa: E731
+    a, f = AxisymmetricSphere(24), ConformalSphere(12)
+    ra = integrate(a, a.initial(u), 0.1, t_out=[0.1])
+    rf = integrate(f, f.initial(lambda x: u(x[:, 2])), 0.1, t_out=[0.1])
+    pts = f.grid()[3]
+    np.testing.assert_allclose(f.scalar_curvature_at(rf.y_out[-1], pts), a.scalar_curvature_at(ra.y_out[-1], pts[:, 2]),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_ricci_s2_full_harmonics_nonaxisymmetric_mode_decay():
+    """w = 1 + ε Y₂₁-like (x₁x₃): the normalised flow decays it at rate l(l+1) − 2 = 4."""
+    eps, p = 1e-6, ConformalSphere(6)
+    pts = p.grid()[3]
+    y0 = p.initial(0.5 * np.log1p(eps * pts[:, 0] * pts[:, 2]))
+    r = integrate(p, y0, 0.25, t_out=[0.25])
+    shape = lambda y: y * 4 * np.pi / p.area(y) - 1  # noqa: E731
+    ratio = np.dot(shape(r.y_out[-1]), pts[:, 0] * pts[:, 2]) / np.dot(shape(y0), pts[:, 0] * pts[:, 2])
+    assert ratio == pytest.approx(np.exp(-4 * (-0.5 * np.log(1 - 2 * 0.25))), rel=1e-5)
