@@ -18,7 +18,6 @@ own way. All methods end in one epilogue: σ held-out/train, κ, Ricci measure a
 from __future__ import annotations
 
 import enum
-import json
 import math
 import os
 import sys
@@ -38,6 +37,7 @@ from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
+from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
                                random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
 from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMStatus, ProgressHook,
@@ -202,8 +202,10 @@ def write_plots(out_dir, history, eta_test, *, title=""):
     ax[1].set_xlabel("η / mean(η) (held-out)")
     fig.tight_layout()
     path = os.path.join(out_dir, "convergence.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=90))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -225,14 +227,12 @@ def jsonable(x):
 def write_outputs(out_dir, model, metrics, history, eta_test, *, log=print, title=""):
     """model.json/npz, history.json, convergence.png, metrics.json (the one epilogue of every method)."""
     model.save(out_dir)
-    with open(os.path.join(out_dir, "history.json"), "w") as f:
-        json.dump(jsonable(list(history)), f, indent=1)
+    atomic_json(os.path.join(out_dir, "history.json"), jsonable(list(history)), indent=1)
     try:
         write_plots(out_dir, list(history), eta_test, title=title)
     except Exception as exc:  # plotting must never lose a finished run
         log(f"  (plots skipped: {exc})")
-    with open(os.path.join(out_dir, "metrics.json"), "w") as f:
-        json.dump(jsonable(metrics), f, indent=2)
+    atomic_json(os.path.join(out_dir, "metrics.json"), jsonable(metrics), indent=2)
     log(f"  wrote {out_dir}/metrics.json, history.json, convergence.png, model.json, model.npz")
 
 
@@ -493,11 +493,17 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
         raise TypeError(f"config: expected a CYConfig, received {type(config).__name__}.")
     log = _printer(quiet)
     t_start = time.perf_counter()
-    if out_dir is not None:
-        os.makedirs(out_dir, exist_ok=True)
     method = config.method
     if isinstance(method, NetworkMethod) and resume:
         raise ValueError("resume: the network baseline writes no checkpoint; rerun without --resume.")
+    if resume and out_dir is not None and not isinstance(method, (NetworkMethod, DonaldsonMethod)) and not (
+            os.path.exists(os.path.join(out_dir, "checkpoint.npz"))):
+        # refused, not silently started afresh; nothing is written (checked before the directory is made)
+        raise ValueError(f"resume: there is no checkpoint {os.path.join(out_dir, 'checkpoint.npz')!r} to resume from "
+                         f"(the run stopped before its first step, or -o names another directory); rerun without "
+                         f"--resume to start afresh.")
+    if out_dir is not None:
+        os.makedirs(out_dir, exist_ok=True)
     m = make_manifold(config.data)
     t = time.perf_counter()
     ps = sample(m, config.data.n_train + config.data.n_test, seed=config.data.seed, progress=False)
