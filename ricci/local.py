@@ -150,22 +150,26 @@ class LocalFlowProblem:
         return (self.basis.size, A, A)
 
     # -- pieces in JAX --------------------------------------------------------------------------
-    def _jets(self, C):
+    def _arrays(self):
+        # the large basis arrays enter the jitted functions as ARGUMENTS (as constants XLA would fold them)
         d = self._data
+        return {k: d[k] for k in ("psi", "dpsi", "d2psi", "E", "w")}
+
+    @staticmethod
+    def _jets(C, d):
         return (jnp.einsum("qp,pij->qij", d["psi"], C), jnp.einsum("qpc,pij->qijc", d["dpsi"], C),
                 jnp.einsum("qpcd,pij->qijcd", d["d2psi"], C))
 
-    def _velocity(self, C):
-        d = self._data
-        jets = self.domain.chart_jet(*self._jets(C), self.points)
+    def _velocity(self, C, d):
+        jets = self.domain.chart_jet(*self._jets(C, d), self.points)
         V = self.driver(self.domain, jets, self.points, **self._data["driver_kw"])  # (m, n, n)
         V = 0.5 * (V + jnp.swapaxes(V, 1, 2))
         U = jnp.einsum("qia,qab,qjb->qij", d["E"], V, d["E"])
         dC = jnp.einsum("q,qp,qij->pij", d["w"], d["psi"], U)
         return 0.5 * (dC + jnp.swapaxes(dC, 1, 2))
 
-    def _geometry(self, C):
-        jets = self.domain.chart_jet(*self._jets(C), self.points)
+    def _geometry(self, C, d):
+        jets = self.domain.chart_jet(*self._jets(C, d), self.points)
         return jets, geo.scalar(*jets)
 
     # -- protocol -------------------------------------------------------------------------------
@@ -182,11 +186,11 @@ class LocalFlowProblem:
         return np.asarray(C), res
 
     def rhs(self, t, y):
-        return np.asarray(self._data["velocity"](jnp.asarray(y).reshape(self.state_shape))).ravel()
+        return np.asarray(self._data["velocity"](jnp.asarray(y).reshape(self.state_shape), self._arrays())).ravel()
 
     def geometry_of(self, y):
         """Chart jets and scalar curvature R (m,) at the points for the state y."""
-        return self._data["geometry"](jnp.asarray(y).reshape(self.state_shape))
+        return self._data["geometry"](jnp.asarray(y).reshape(self.state_shape), self._arrays())
 
     def scalars(self, y) -> dict:
         """volume Σ w √det g; R_min, R_max; anisotropy = (max − min)/mean of all eigenvalues of g at all points
@@ -229,7 +233,7 @@ class LocalFlowProblem:
         """dV/dt = Σ_q w_q ½ √g tr(g⁻¹ v) of the projected flow (2) (v = Eᵀ(Σ_p ψ_p dC_p)E)."""
         d = self._data
         C = jnp.asarray(y).reshape(self.state_shape)
-        dC = d["velocity"](C)
+        dC = d["velocity"](C, self._arrays())
         (g, _, _), _ = self.geometry_of(y)
         v = jnp.einsum("qia,qp,pij,qjb->qab", d["E"], d["psi"], dC, d["E"])
         return float(jnp.sum(d["w"] * 0.5 * geo.volume_density(g) * jnp.einsum("qab,qba->q", jnp.linalg.inv(g), v)))
