@@ -384,11 +384,18 @@ class CGSolve:
                              P=system.P)
         pre = None
         if self.preconditioner == "jacobi":
-            pd = np.maximum(np.asarray(system.lin.diag, dtype=np.float64), _DIAG_FLOOR) + lam * D
-            if system.pdiag is not None:
-                pd = pd + system.pdiag
-            inv = 1.0 / pd  # (p,)
-            pre = lambda V: inv[:, None] * V  # noqa: E731
+            dg = np.maximum(np.asarray(system.lin.diag, dtype=np.float64), _DIAG_FLOOR)
+            if system.pdiag is None and np.array_equal(D, dg):
+                # Marquardt scaling: D = diag, so diag + λD = D(1 + λ); this form (and dividing rather
+                # than multiplying by the inverse) keeps the dual path's earlier CG iterates bit for bit.
+                pd = D * (1.0 + lam)
+                pre = lambda V: V / pd[:, None]  # noqa: E731
+            else:
+                pd = dg + lam * D
+                if system.pdiag is not None:
+                    pd = pd + system.pdiag
+                inv = 1.0 / pd  # (p,)
+                pre = lambda V: inv[:, None] * V  # noqa: E731
         res = cg(op, system.b, rtol=self.rtol, maxiter=self.maxiter, precond=pre)
         info = {"cg_iterations": int(res.iterations), "cg_status": res.status, "cg_converged": bool(res.converged)}
         delta = np.asarray(res.value, dtype=np.float64)
