@@ -238,6 +238,9 @@ def load_points(path, manifold: Manifold | None = None, *, check: bool = True) -
     if "format" in data and "X_train" not in data:
         check_format(path, data["format"], FORMAT_TAG, what=what, versions=(FORMAT_VERSION,),
                      found_version=data.get("version"))
+    if "points" not in data and "X_train" not in data:
+        raise NtkflowFileError(path, f"points: {path!r} has neither ntkflow ('points') nor cymetric ('X_train') "
+                                     f"arrays; found {sorted(data)}.")
     stored = None
     if "exponents" in data:
         file_array(data, "exponents", path, what=what, ndim=2, kind="iu")

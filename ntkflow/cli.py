@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
+        parser.print_usage(sys.stderr)
+        print("ntkflow: error: choose a COMMAND (`ntkflow --help` lists them)", file=sys.stderr)
         return 2
     try:
         rc = _run(args)
