@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ntkflow.ricci.job import CASES, DOMAINS, RicciConfig, run_ricci
+
 __all__ = ["register"]
 
 
 def register(subparsers) -> None:
-    from ntkflow.ricci.job import CASES, DOMAINS, RicciConfig
-
     d = RicciConfig()
     cases = "; ".join(f"{k}: {c.description}" for k, c in CASES.items())
     p = subparsers.add_parser(
@@ -66,8 +66,6 @@ def register(subparsers) -> None:
 
 
 def _run_ricci(args) -> int:
-    from ntkflow.ricci.job import RicciConfig, run_ricci
-
     if args.case is not None and args.metric_file is not None:
         raise ValueError(f"case: pass either a built-in CASE or --metric-file, received both ({args.case!r} and {args.metric_file!r}).")
     case = args.case if args.case is not None else ("custom" if args.metric_file else RicciConfig.case)
