@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -286,6 +287,32 @@ class DaskBackend:
 
     def apply(self, op, V):
         client = self._client()
+        try:
+            return self._apply(client, op, V)
+        except SchedulerError:
+            self._state.pop("scattered_key", None)  # scattered points may be lost with the workers
+            raise
+        except Exception as exc:
+            self._state.pop("scattered_key", None)
+            deadline = time.monotonic() + float(self.timeout)  # workers that are leaving may still be listed
+            while self._n_workers(client) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self._n_workers(client) == 0:
+                raise SchedulerError(
+                    f"scheduler: the dask cluster at {self.scheduler or 'the embedded cluster'!r} has no workers "
+                    f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); start workers and rerun.") from None
+            raise
+
+    @staticmethod
+    def _n_workers(client) -> int:
+        try:
+            return len(client.scheduler_info(n_workers=-1)["workers"])
+        except TypeError:  # pragma: no cover - older distributed without n_workers=
+            return len(client.scheduler_info()["workers"])
+        except Exception:  # the scheduler itself is gone
+            return 0
+
+    def _apply(self, client, op, V):
         n = op.x.raw.shape[0]
         nb = self.n_blocks or max(1, len(client.scheduler_info()["workers"]))
         nb = min(nb, n)
@@ -302,8 +329,38 @@ class DaskBackend:
             client.submit(_dask_block, op.kernel, self.inner, xb, self._state["yf"], Vf, dname, pure=False)
             for xb in self._state["xf"]
         ]
-        parts = client.gather(futs)
+        parts = self._gather(client, futs)
         return np.concatenate(parts, axis=0)
+
+    def _gather(self, client, futs):
+        """The blocks' results; waits in slices of ``timeout`` and gives up (SchedulerError) when the cluster
+        has had no worker for a whole slice or the client lost its scheduler, or when dask gave up on a block
+        (a worker died while computing it ``distributed.scheduler.allowed-failures`` times: KilledWorker).
+        A long product on a live cluster is never cut short."""
+        where = self.scheduler or "the embedded cluster"
+        t = float(self.timeout)
+        while True:
+            deadline, nap = time.monotonic() + t, 1e-4
+            while time.monotonic() < deadline and not all(f.done() for f in futs):
+                time.sleep(nap)
+                nap = min(1.5 * nap, 0.01)
+            if all(f.done() for f in futs):
+                break
+            if client.status not in ("running", "connecting"):
+                raise SchedulerError(f"scheduler: the client lost the dask scheduler at {where!r} during a product "
+                                     f"(client status {client.status!r}); restart the scheduler and rerun.")
+            if self._n_workers(client) == 0:
+                raise SchedulerError(f"scheduler: the dask cluster at {where!r} has no workers left (they died or "
+                                     f"were stopped during a product); start workers and rerun.")
+        try:
+            return client.gather(futs)
+        except Exception as exc:
+            if type(exc).__name__ in ("KilledWorker", "CancelledError", "FutureCancelledError"):
+                raise SchedulerError(f"scheduler: dask gave up on a block of the product at {where!r} "
+                                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a worker died "
+                                     f"while computing it (out of memory?). Use more/larger workers or more "
+                                     f"n_blocks.") from None
+            raise
 
     def close(self):
         """Release the scattered points and close the client/cluster this backend started."""

@@ -538,3 +538,30 @@ def test_dask_cluster_without_workers():
         with pytest.raises(SchedulerError, match="no workers"):
             kernel_operator(Gaussian(1.0), np.ones((4, 2)), backend="dask", scheduler=cluster.scheduler_address,
                             inner="dense", timeout=0.5)
+
+
+def test_dask_workers_gone_during_use():
+    """The workers leave after the operator was built: the next product fails within ~timeout with a
+    SchedulerError instead of waiting for ever; with a worker back, products are right again."""
+    from distributed import LocalCluster
+
+    x = np.random.default_rng(0).normal(size=(12, 2))
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        op = kernel_operator(Gaussian(1.0), x, backend="dask", scheduler=cluster.scheduler_address, inner="dense",
+                             timeout=0.5)
+        dense = kernel_operator(Gaussian(1.0), x, backend="dense")
+        try:
+            np.testing.assert_allclose(op.mv(np.ones(12)), dense.mv(np.ones(12)), rtol=1e-14)
+            cluster.scale(0)
+            deadline = time.monotonic() + 10
+            while cluster.scheduler_info["workers"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            t = time.perf_counter()
+            with pytest.raises(SchedulerError, match="no workers"):
+                op.mv(np.ones(12))
+            assert time.perf_counter() - t < 10
+            cluster.scale(1)
+            cluster.wait_for_workers(1, timeout=10)
+            np.testing.assert_allclose(op.mv(np.arange(12.0)), dense.mv(np.arange(12.0)), rtol=1e-14)
+        finally:
+            op.backend.close()
