@@ -565,3 +565,24 @@ def test_dask_workers_gone_during_use():
             np.testing.assert_allclose(op.mv(np.arange(12.0)), dense.mv(np.arange(12.0)), rtol=1e-14)
         finally:
             op.backend.close()
+
+
+def test_dask_worker_killed_between_products():
+    """One of two workers dies: the next product fails at once with a SchedulerError (its points are lost), the
+    one after re-scatters to the surviving worker and is right."""
+    from distributed import LocalCluster
+
+    x = np.random.default_rng(1).normal(size=(12, 2))
+    dense = kernel_operator(Gaussian(1.0), x, backend="dense")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cluster:
+        op = kernel_operator(Gaussian(1.0), x, backend="dask", scheduler=cluster.scheduler_address, inner="dense",
+                             timeout=0.5, n_blocks=2)
+        try:
+            np.testing.assert_allclose(op.mv(np.ones(12)), dense.mv(np.ones(12)), rtol=1e-14)
+            name = sorted(cluster.workers)[0]
+            cluster.sync(cluster.workers[name].close)
+            with pytest.raises(SchedulerError, match="scheduler: "):
+                op.mv(np.ones(12))
+            np.testing.assert_allclose(op.mv(np.arange(12.0)), dense.mv(np.arange(12.0)), rtol=1e-14)
+        finally:
+            op.backend.close()
