@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkflow.io import atomic_text
+
 from .empirical import ntk_jax, flat_matrix, trainable_fn
 from .infinite import infinite_metric_ntk, mixing_fraction
 from .invariant import invariant_kappa, invariant_weights, closed_form_weights
@@ -302,10 +304,10 @@ def run_study(cfg: StudyConfig, out_dir, *, plots: bool = True, log=print) -> di
     res["invariant"] = study_invariant(cfg)
     res["wall_s"] = time.perf_counter() - t0
     res["summary"] = summarise(res)
-    (out_dir / "study.json").write_text(json.dumps(res, indent=1))
+    atomic_text(out_dir / "study.json", json.dumps(res, indent=1))
     if plots:
         res["plots"] = make_plots(res, out_dir)
-        (out_dir / "study.json").write_text(json.dumps(res, indent=1))
+        atomic_text(out_dir / "study.json", json.dumps(res, indent=1))
     log(f"ntk-study: wrote {out_dir / 'study.json'} ({res['wall_s']:.1f} s)")
     for line in res["summary"]:
         log("  " + line)
