@@ -378,8 +378,9 @@ def kernel_operator(
         dtype: float64 (default) or float32 (opt-in; about 1e-6 relative accuracy of a matvec).
         options: backend options — jax: ``tile`` (rows per tile, default 512);
             dask: ``inner`` (backend of each block, default "keops"), ``n_blocks``,
-            ``scheduler`` ("tcp://host:port" to join a cluster), ``client`` (an existing
-            ``distributed.Client``), ``n_workers``.
+            ``scheduler`` ("tcp://host:port" to join a cluster, joined here: an unreachable one raises
+            ``SchedulerError`` naming it), ``timeout`` (seconds for every wait on the cluster, default 5),
+            ``client`` (an existing ``distributed.Client``), ``n_workers``.
 
     >>> import numpy as np
     >>> from ntkflow.engine import Gaussian, kernel_operator
