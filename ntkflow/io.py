@@ -179,10 +179,7 @@ class RunLock:
                 stale = (h.get("host") == me["host"] and isinstance(h.get("pid"), int)
                          and not _pid_alive(h["pid"]))
                 if stale and attempt == 0:
-                    try:
-                        os.unlink(self.path)
-                    except FileNotFoundError:
-                        pass
+                    self._remove_stale(h)
                     continue
                 who = (f"pid {h.get('pid')} on host {h.get('host')} since {h.get('started')} ({h.get('command')})"
                        if h else "an unreadable lock file")
@@ -197,6 +194,26 @@ class RunLock:
             self._me = me
             return self
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _remove_stale(self, holder: dict) -> None:
+        """Move the stale lock aside atomically; if what was moved is not the stale lock judged (another run
+        replaced it meanwhile), put it back (``os.link`` fails rather than overwrite a newer lock)."""
+        aside = f"{self.path}.stale-{os.getpid()}"
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        try:
+            with open(aside) as f:
+                moved = json.load(f)
+        except (OSError, ValueError):
+            moved = {}
+        if moved != holder:
+            try:
+                os.link(aside, self.path)
+            except OSError:
+                pass
+        os.unlink(aside)
 
     def _cleanup_dir(self):
         if self._created_dir:

@@ -585,3 +585,31 @@ def test_dask_worker_killed_between_products():
             np.testing.assert_allclose(op.mv(np.arange(12.0)), dense.mv(np.arange(12.0)), rtol=1e-14)
         finally:
             op.backend.close()
+
+
+_RACE = r"""
+import sys, time
+from ntkflow.io import RunLock, RunLockedError
+out, t0 = sys.argv[1], float(sys.argv[2])
+time.sleep(max(0.0, t0 - time.time()))
+try:
+    with RunLock(out, command="racer"):
+        print("won", flush=True)
+        time.sleep(2.0)
+except RunLockedError:
+    print("refused", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_runlock_race_over_a_stale_lock(tmp_path):
+    """Six processes start together on a directory with a stale lock: exactly one gets it."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    out = _locked(tmp_path, pid=dead.pid)
+    t0 = time.time() + 8.0
+    procs = [subprocess.Popen([sys.executable, "-c", _RACE, out, str(t0)], stdout=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    results = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert results == ["refused"] * 5 + ["won"], results
+    assert not os.path.exists(os.path.join(out, LOCK_NAME))
