@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from dataclasses import fields
 
@@ -181,7 +182,11 @@ def _run_cy(args) -> int:
         cfg = cfg.with_(k=k)
         if why and not args.quiet:
             print(f"ntkflow cy: -k {k} ({why}; pass -k to choose)", flush=True)
-    run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
+    res = run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
+    status = (res.metrics.get("status") or {}) if isinstance(res.metrics, dict) else {}
+    if status.get("name") == "NONFINITE":  # a failed fit is reported as a failure (exit 1), its files kept
+        print(f"ntkflow cy: error: the fit failed: {status.get('message', 'NONFINITE')}", file=sys.stderr)
+        return 1
     return 0
 
 
