@@ -243,35 +243,38 @@ def run_sigma(args):
             metric = metric_from_function(lambda th: jnp.exp(2 * conformal_torus_u(th[0], th[1], jnp)) * jnp.eye(2), dom)
             ref = ConformalTorus(n=64)
             rres = integrate(ref, ref.initial(lambda a, b: conformal_torus_u(a, b)), args.t_end, rtol=1e-10, atol=1e-12)
-            rs = ref.scalars(rres.y)
-            ref_q = {"area": rs["area"], "R_max": rs["R_max"], "R_min": rs["R_min"]}
-            # λ of the reference metric at t_end, on the collocation grid (spectral interpolation of u)
-            u_end = ref.u(rres.y)
+            R_ref = ref.scalar_curvature_at(rres.y, pts)  # spectral interpolation to the collocation points
+            ref_q = {"area": ref.area(rres.y), "R_max": float(R_ref.max()), "R_min": float(R_ref.min())}
         else:
             dom = Sphere(2)
             pts, w = dom.points(2 * args.s2_k**2)
             metric = metric_from_function(lambda x: jnp.exp(2 * axisymmetric_u(x[2], jnp)) * jnp.eye(3), dom)
             ref = AxisymmetricSphere(degree=40)
             rres = integrate(ref, ref.initial(lambda mu: axisymmetric_u(mu)), args.t_end, rtol=1e-10, atol=1e-12)
-            rs = ref.scalars(rres.y)
-            ref_q = {"area": rs["area"], "R_max": rs["R_max"], "R_min": rs["R_min"]}
-            u_end = None
+            # R = 2K, Legendre-interpolated from the nodes to the collocation points' μ = x₃
+            R_ref = np.polynomial.legendre.legval(pts[:, 2], ref.coefficients(2.0 * ref.curvature(rres.y)))
+            ref_q = {"area": ref.scalars(rres.y)["area"], "R_max": float(R_ref.max()), "R_min": float(R_ref.min())}
         ref_q["lambda"] = _reference_lambda(case, dom, ref, rres.y, pts, w, args.lambda_degree)
-        track = {"lambda": _lambda_track(dom, args.lambda_degree)}
+        lam_of = _lambda_track(dom, args.lambda_degree)
+        t_out = np.linspace(0.0, args.t_end, args.n_lambda + 1)[1:]
         rows = []
         for s in args.sigmas:
             t0 = time.perf_counter()
             res, prob = kernel_flow(dom, metric, GaussianKernel(s, backend=args.backend), hamilton_driver, pts, w,
-                                    t_end=args.t_end, rtol=args.rtol, atol=1e-10, track=track)
+                                    t_end=args.t_end, t_out=t_out, rtol=args.rtol, atol=1e-10)
             sc = prob.scalars(res.y)
-            q = {"area": sc["volume"], "R_max": sc["R_max"], "R_min": sc["R_min"], "lambda": sc["lambda"]}
-            lam = np.asarray(res.history["lambda"])
+            # λ along the flow at the output times (and t = 0), from the chart jets of the flowed field
+            lam = [lam_of(dom, dom.chart_jet(*prob.field(y).ambient_jets(pts), pts), pts, w)
+                   for y in [prob.initial(), *res.y_out]]
+            lam = np.asarray(lam)
+            q = {"area": sc["volume"], "R_max": sc["R_max"], "R_min": sc["R_min"], "lambda": float(lam[-1])}
             rows.append({
                 "sigma": s, "status": res.status, "steps": res.steps, "nfev": res.nfev,
                 "seconds": time.perf_counter() - t0, "q": q,
                 "err": {k: abs(q[k] - ref_q[k]) for k in q},
                 "lambda_monotone": bool(np.all(np.diff(lam) >= -1e-9 * np.abs(lam).max())),
-                "lambda_history": lam.tolist(), "times": np.asarray(res.times).tolist(),
+                "lambda_history": lam.tolist(), "lambda_times": [0.0, *np.asarray(res.t_out).tolist()],
+                "times": np.asarray(res.times).tolist(),
             })
             print(case, json.dumps({k: rows[-1][k] for k in ("sigma", "status", "nfev", "seconds", "err", "lambda_monotone")}), flush=True)
         orders = {}
@@ -284,8 +287,12 @@ def run_sigma(args):
                               "reference_status": rres.status}
         print(case, "fitted orders", orders, flush=True)
     out["machine"] = machine()
-    write_json(Path(args.out), "sigma", out)
-    _plot_sigma(Path(args.out), out)
+    tag = "sigma_" + "_".join(args.cases)
+    write_json(Path(args.out), tag, out)
+    try:
+        _plot_sigma(Path(args.out), out, tag)
+    except ImportError as exc:
+        print(f"no plot ({exc})", flush=True)
     return out
 
 
@@ -325,7 +332,7 @@ def _reference_lambda(case, dom, ref, y, pts, w, degree):
     return perelman_lambda(dom, jets, pts, w, degree=degree).value
 
 
-def _plot_sigma(out, data):
+def _plot_sigma(out, data, tag):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -343,7 +350,7 @@ def _plot_sigma(out, data):
         ax.set_title(f"{case}: {c['n_points']} points")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "sigma.png", dpi=110)
+    fig.savefig(out / f"{tag}.png", dpi=110)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -434,6 +441,7 @@ def main(argv=None):
     ap.add_argument("--t2-grid", type=int, default=48)
     ap.add_argument("--s2-k", type=int, default=40)
     ap.add_argument("--lambda-degree", type=int, default=8)
+    ap.add_argument("--n-lambda", type=int, default=4, help="output times at which λ is evaluated along each flow")
     ap.add_argument("--widths", type=int, nargs="*", default=[256, 1024, 4096, 16384])
     ap.add_argument("--seeds", type=int, default=6)
     ap.add_argument("--grid", type=int, default=24)
