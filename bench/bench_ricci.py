@@ -203,7 +203,7 @@ def _plot_scale(out, results, backend):
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
     names = [r["domain"] for r in ok]
     ax[0].bar(names, [r["rhs_seconds"] for r in ok], label="one RHS")
-    ax[0].bar(names, [r["step_seconds"] for r in ok], alpha=0.4, label="one accepted step")
+    ax[0].bar(names, [r.get("step_seconds", 0.0) for r in ok], alpha=0.4, label="one accepted step")
     ax[0].set_ylabel("seconds")
     ax[0].set_title(f"n ≈ {ok[0]['n']:,} points, {backend}")
     ax[0].legend()
