@@ -30,6 +30,8 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
+from ntkflow.io import atomic_write
+
 from . import geometry
 from .domains import Sphere, Torus, metric_from_function
 from .kernel_flow import GaussianKernel, kernel_flow_problem
@@ -369,10 +371,7 @@ def _build_flows(config: RicciConfig, log):
 
 
 def _atomic_write(path, write):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        write(f)
-    os.replace(tmp, path)
+    atomic_write(path, write)  # ntkflow.io: unique temporary in the same directory, fsync, os.replace, no symlinks
 
 
 def _save_checkpoint(out_dir, config, records, arrays):
