@@ -30,7 +30,7 @@ from typing import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from ntkflow.io import atomic_write
+from ntkflow.io import atomic_write, read_npz
 
 from . import geometry
 from .domains import Sphere, Torus, metric_from_function
@@ -386,8 +386,8 @@ def _load_checkpoint(out_dir, config):
     pz = os.path.join(out_dir, "checkpoint.npz")
     if not os.path.exists(pz):
         return None, None
-    with np.load(pz, allow_pickle=False) as f:
-        arrays = {k: f[k] for k in f.files}
+    arrays = read_npz(pz, what="--resume checkpoint", required=("meta_json",),
+                      hint="rerun without --resume, or with a new -o")
     meta = json.loads(str(arrays.pop("meta_json")))
     if meta["fingerprint"] != config.fingerprint():
         raise ValueError(f"--resume: the checkpoint in {out_dir!r} was written with different settings (or a changed "
@@ -419,6 +419,11 @@ def run_ricci(config: RicciConfig = RicciConfig(), out_dir: str | None = None, *
     log(f"ntkflow ricci: {case.name} — {case.description}")
     log(f"  flows: {', '.join(f.label for f in flows)}; t ∈ [0, {t_end:g}], {config.method} rtol {config.rtol:g} atol {config.atol:g}, "
         f"curvature limit {config.curvature_limit:g}")
+    if resume and out_dir is not None and not os.path.exists(os.path.join(out_dir, "checkpoint.npz")):
+        # refused, not silently started afresh; nothing is written (checked before the directory is made)
+        raise ValueError(f"--resume: there is no checkpoint {os.path.join(out_dir, 'checkpoint.npz')!r} to resume "
+                         f"from (the run stopped before its first step, or -o names another directory); rerun "
+                         f"without --resume to start afresh.")
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     records, arrays = ({}, {})

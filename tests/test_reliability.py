@@ -333,10 +333,7 @@ def _one_line_error(err: str, cmd: str) -> str:
 
 
 #: rows that fail today in code owned by another team, kept strict so that the fix is noticed
-KNOWN_GAPS = {
-    "ricci-resume-no-checkpoint": "ntkflow ricci --resume without a checkpoint starts afresh without saying so "
-                                  "(ricci/job.py, owned by the Ricci engineers)",
-}
+KNOWN_GAPS: dict = {}  # case name -> why it is expected to fail (strict xfail); empty: every row holds
 
 
 @pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_GAPS[c.name], strict=True))
