@@ -430,6 +430,16 @@ class KernelFlowProblem:
                 out[name] = float(fn(self.domain, jets, self.points, self.weights))
         return out
 
+    def is_good(self, y) -> bool:
+        """Is y still a metric (finite, positive definite at every collocation point)? ``integrate`` discards a
+        step that fails this and refines from the last accepted state, so the last good state is a metric."""
+        if not np.all(np.isfinite(y)):
+            return False
+        _, g, Rs, _ = self._geometry_of(y)
+        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(Rs))):
+            return False
+        return bool(np.min(np.linalg.eigvalsh(g)[:, 0]) > 0)
+
     def singularity(self, y, limit: float):
         _, g, Rs, _ = self._geometry_of(y)
         if not (np.all(np.isfinite(g)) and np.all(np.isfinite(Rs))):

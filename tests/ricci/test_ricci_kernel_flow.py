@@ -202,8 +202,9 @@ def test_ricci_round_sphere_stays_round(n, npts, tol):
 
 
 def test_ricci_sphere_extinction_stops_with_message():
-    """The round S² becomes extinct at t_ext = r₀²/(2(M₀ − M₂/2)): the flow stops there with status
-    "singular" and a message naming the cause; the recorded history before the stop is a valid metric."""
+    """The round S² becomes extinct at t_ext = r₀²/(2(M₀ − M₂/2)): the flow stops just before it with status
+    "singular" and a message naming the cause; every recorded state, the last included, is a metric, and
+    the last one still follows the exact law R = 2/(r₀² − 2(M₀ − M₂/2)t)."""
     S = Sphere(2)
     pts, w = S.points(2 * 8**2)
     res, _ = kernel_flow(S, round_metric(S, 1.0), GaussianKernel(0.6, backend="jax"), hamilton, pts, w,
@@ -212,8 +213,11 @@ def test_ricci_sphere_extinction_stops_with_message():
     assert "curvature" in res.message or "positive definite" in res.message
     m0, m2 = sphere_kernel_moments(0.6, 2)
     t_ext = 1.0 / (2 * (m0 - m2 / 2))
-    assert res.times[-2] < t_ext <= res.t
-    assert res.history["min_eig"][-2] > 0
+    assert 0.9 * t_ext < res.t < t_ext
+    assert np.all(res.history["min_eig"] > 0)
+    r_exact = 2.0 / (1.0 - 2 * (m0 - m2 / 2) * res.t)
+    assert res.history["R_max"][-1] > 50.0
+    assert abs(res.history["R_max"][-1] - r_exact) / r_exact < 1e-4
 
 
 # ----------------------------------------------------------------------------------------------
