@@ -14,65 +14,11 @@ test, and the fitted constant c of the starting point.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
 
-from ntkflow.engine import LinearOperator
+from ntkflow.engine import DiagonalOperator, ProductOperator
 
-__all__ = ["ProductOperator", "DiagonalOperator", "cholesky_logdet", "fitted_constant"]
-
-
-@dataclass(frozen=True, repr=False, eq=False)
-class ProductOperator(LinearOperator):
-    """A (rows, cols) real operator given by its products: ``forward(V)`` = A V for V (cols, k) and
-    ``adjoint(U)`` = Aᵀ U for U (rows, k); ``T`` swaps them (no dense matrix is ever formed)."""
-
-    rows: int
-    cols: int
-    forward: Callable[[np.ndarray], np.ndarray]
-    adjoint: Callable[[np.ndarray], np.ndarray]
-
-    @property
-    def shape(self):
-        return (self.rows, self.cols)
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float64)
-
-    def _mm(self, V):
-        return np.asarray(self.forward(np.asarray(V, dtype=np.float64)), dtype=np.float64)
-
-    @property
-    def T(self) -> "ProductOperator":
-        return ProductOperator(self.cols, self.rows, self.adjoint, self.forward)
-
-
-@dataclass(frozen=True, repr=False, eq=False)
-class DiagonalOperator(LinearOperator):
-    """diag(d) (n × n), d of shape (n,): the ridge matrix P of a Tikhonov penalty θᵀPθ."""
-
-    d: np.ndarray
-
-    @property
-    def shape(self):
-        return (len(self.d), len(self.d))
-
-    @property
-    def dtype(self):
-        return np.dtype(np.float64)
-
-    def _mm(self, V):
-        return self.d[:, None] * V
-
-    def diag(self):
-        return np.array(self.d, dtype=np.float64)
-
-    @property
-    def T(self) -> "DiagonalOperator":
-        return self
+__all__ = ["ProductOperator", "DiagonalOperator", "cholesky_logdet", "fitted_constant"]  # operators re-exported from the engine
 
 
 def cholesky_logdet(g, xp=np):

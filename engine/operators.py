@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -170,6 +170,59 @@ class Identity(LinearOperator):
         return Identity(self.n, self.scale * float(c))
 
     __rmul__ = __mul__
+
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class ProductOperator(LinearOperator):
+    """A (rows, cols) real operator given by its products: ``forward(V)`` = A V for V (cols, k) and
+    ``adjoint(U)`` = Aᵀ U for U (rows, k); ``T`` swaps them (no dense matrix is ever formed)."""
+
+    rows: int
+    cols: int
+    forward: Callable[[np.ndarray], np.ndarray]
+    adjoint: Callable[[np.ndarray], np.ndarray]
+
+    @property
+    def shape(self):
+        return (self.rows, self.cols)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def _mm(self, V):
+        out = np.asarray(self.forward(np.asarray(V, dtype=np.float64)), dtype=np.float64)
+        return out if out.ndim == 2 else out.reshape(self.rows, V.shape[1])
+
+    @property
+    def T(self) -> "ProductOperator":
+        return ProductOperator(self.cols, self.rows, self.adjoint, self.forward)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class DiagonalOperator(LinearOperator):
+    """diag(d) (n × n), d of shape (n,): the ridge matrix P of a Tikhonov penalty θᵀPθ."""
+
+    d: np.ndarray
+
+    @property
+    def shape(self):
+        return (len(self.d), len(self.d))
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def _mm(self, V):
+        return self.d[:, None] * V
+
+    def diag(self):
+        return np.array(self.d, dtype=np.float64)
+
+    @property
+    def T(self) -> "DiagonalOperator":
+        return self
 
 
 @dataclass(frozen=True, repr=False)

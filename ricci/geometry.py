@@ -14,6 +14,7 @@ All functions work on jax or numpy arrays and are jit/vmap/grad friendly.
 from __future__ import annotations
 
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = [
     "inverse",
@@ -27,6 +28,8 @@ __all__ = [
     "laplacian",
     "gradient_norm_sq",
     "raise_both",
+    "metric_defect",
+    "is_metric",
 ]
 
 
@@ -102,3 +105,24 @@ def raise_both(g, t):
     """T^{ij} (m, n, n) = g^{ik} g^{jl} T_kl."""
     gi = inverse(g)
     return jnp.einsum("qik,qkl,qjl->qij", gi, t, gi)
+
+
+def metric_defect(g, R, limit: float) -> str | None:
+    """Why a state (chart metrics g (m, n, n) and scalar curvature R (m,) at the points) stops a flow:
+    non-finite values, a metric that is not positive definite, or max |R| above ``limit`` (extinction,
+    pinch) — as a message; None while it is a healthy metric. The flows' shared singularity test."""
+    g, R = np.asarray(g), np.asarray(R)
+    if not (np.all(np.isfinite(g)) and np.all(np.isfinite(R))):
+        return "the metric or its curvature became non-finite"
+    lam = float(np.min(np.linalg.eigvalsh(g)[:, 0]))
+    if lam <= 0:
+        return f"the metric is no longer positive definite (smallest eigenvalue {lam:.3g})"
+    rmax = float(np.max(np.abs(R)))
+    if rmax > limit:
+        return f"the curvature blows up (max |R| = {rmax:.4g} > curvature_limit = {limit:.4g}; extinction or pinch)"
+    return None
+
+
+def is_metric(g, R) -> bool:
+    """Finite, with a positive definite g at every point (the flows' ``is_good``)."""
+    return metric_defect(g, R, np.inf) is None

@@ -436,21 +436,11 @@ class KernelFlowProblem:
         if not np.all(np.isfinite(y)):
             return False
         _, g, Rs, _ = self._geometry_of(y)
-        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(Rs))):
-            return False
-        return bool(np.min(np.linalg.eigvalsh(g)[:, 0]) > 0)
+        return geometry.is_metric(g, Rs)
 
     def singularity(self, y, limit: float):
         _, g, Rs, _ = self._geometry_of(y)
-        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(Rs))):
-            return "the metric or its curvature became non-finite"
-        lam = float(np.min(np.linalg.eigvalsh(g)[:, 0]))
-        if lam <= 0:
-            return f"the metric lost positive definiteness (smallest eigenvalue {lam:.3g})"
-        rmax = float(np.max(np.abs(Rs)))
-        if rmax > limit:
-            return f"the curvature blows up (max |R| = {rmax:.3g} > curvature_limit = {limit:.3g}; extinction or pinch)"
-        return None
+        return geometry.metric_defect(g, Rs, limit)
 
     def field(self, y) -> KernelMetricField:
         """The metric field at the flat state y (evaluate it anywhere with ``ambient_jets``)."""

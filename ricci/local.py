@@ -206,14 +206,9 @@ class LocalFlowProblem:
     def singularity(self, y, limit: float):
         (g, _, _), R = self.geometry_of(y)
         g, R = np.asarray(g), np.asarray(R)
-        if not (np.all(np.isfinite(g)) and np.all(np.isfinite(R))):
-            return "the metric or its curvature became non-finite"
-        lam = float(np.min(np.linalg.eigvalsh(g)[:, 0]))
-        if lam <= 0:
-            return f"the metric is no longer positive definite (smallest eigenvalue {lam:.3g})"
-        rmax = float(np.max(np.abs(R)))
-        if rmax > limit:
-            return f"the curvature blows up (max |R| = {rmax:.4g} > curvature_limit = {limit:.4g}; extinction or pinch)"
+        msg = geo.metric_defect(g, R, limit)
+        if msg is not None:
+            return msg
         vol = float(np.sum(self.weights * np.sqrt(np.linalg.det(g))))
         v0 = self._data.get("volume0")
         if v0 is not None and vol < self.volume_fraction * v0:
@@ -223,8 +218,7 @@ class LocalFlowProblem:
     def is_good(self, y) -> bool:
         """The state is finite with a positive definite metric at every point."""
         (g, _, _), R = self.geometry_of(y)
-        g, R = np.asarray(g), np.asarray(R)
-        return bool(np.all(np.isfinite(g)) and np.all(np.isfinite(R)) and np.min(np.linalg.eigvalsh(g)[:, 0]) > 0)
+        return geo.is_metric(g, R)
 
     def field(self, y) -> SpectralMetric:
         return SpectralMetric(self.basis, self._data["T"], np.asarray(y).reshape(self.state_shape))

@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from ntkflow.engine import (
+    DiagonalOperator,
+    ProductOperator,
     DENSE_MAX_ENTRIES,
     DenseOperator,
     Gaussian,
@@ -178,3 +180,21 @@ def test_dense_operator_contract():
     np.testing.assert_allclose(op.T.mm(np.eye(6)), M.T)
     with pytest.raises(ValueError, match="matrix: expected an array with ndim"):
         DenseOperator(np.ones(3))
+
+
+def test_product_and_diagonal_operators_against_their_dense_forms():
+    """ProductOperator (given by A·V and Aᵀ·U) and DiagonalOperator: mv, mm, T, diag and to_dense equal the
+    dense matrix they stand for."""
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal((7, 4))
+    op = ProductOperator(7, 4, forward=lambda V: a @ V, adjoint=lambda U: a.T @ U)
+    v, V, u = rng.standard_normal(4), rng.standard_normal((4, 3)), rng.standard_normal(7)
+    np.testing.assert_allclose(op.mv(v), a @ v, rtol=1e-14)
+    np.testing.assert_allclose(op.mm(V), a @ V, rtol=1e-14)
+    np.testing.assert_allclose(op.T.mv(u), a.T @ u, rtol=1e-14)
+    np.testing.assert_allclose(op.to_dense(), a, rtol=1e-14)
+    d = rng.uniform(0.5, 2.0, 5)
+    dop = DiagonalOperator(d)
+    np.testing.assert_allclose(dop.to_dense(), np.diag(d), rtol=0)
+    np.testing.assert_allclose(dop.diag(), d, rtol=0)
+    np.testing.assert_allclose(dop.T.mm(np.eye(5)), np.diag(d), rtol=0)
