@@ -67,6 +67,20 @@ def _basis_jax(b):
 MODELS: dict = {}
 
 
+def pair_basis_payload(b: PairBasis) -> tuple[dict, dict]:
+    """The (json meta, npz arrays) of a one-function pair basis (a Bergman or Donaldson model's file)."""
+    return ({"k": int(b.k), "description": b.description},
+            {"exponents": b.exponents, "alpha": b.alpha, "beta": b.beta, "weight": b.weight})
+
+
+def pair_basis_from_payload(meta: dict, arrays: dict, label: str) -> PairBasis:
+    """The one-function pair basis written by :func:`pair_basis_payload` (``label`` names the function)."""
+    n = len(arrays["alpha"])
+    return PairBasis(k=int(meta["k"]), exponents=arrays["exponents"], alpha=arrays["alpha"], beta=arrays["beta"],
+                     weight=arrays["weight"], func=np.zeros(n, dtype=np.int64), n_functions=1, labels=(label,),
+                     description=meta.get("description", ""))
+
+
 def register(kind: str):
     """Class decorator: ``@register("bergman")`` makes ``load`` read model files of that kind with the class
     (its ``_from_payload``) and sets ``cls.kind``."""
@@ -178,20 +192,13 @@ class BergmanModel(Model):
         return bergman_gfun(self.basis)
 
     def _payload(self):
-        b = self.basis
-        meta = {"k": int(b.k), "log_kappa": float(self.log_kappa), "description": b.description,
-                "info": self.info}
-        arrays = {"exponents": b.exponents, "alpha": b.alpha, "beta": b.beta, "weight": b.weight}
-        return meta, arrays
+        meta, arrays = pair_basis_payload(self.basis)
+        return {**meta, "log_kappa": float(self.log_kappa), "info": self.info}, arrays
 
     @classmethod
     def _from_payload(cls, manifold, meta, arrays):
-        n = len(arrays["alpha"])
-        b = PairBasis(k=int(meta["k"]), exponents=arrays["exponents"], alpha=arrays["alpha"],
-                      beta=arrays["beta"], weight=arrays["weight"], func=np.zeros(n, dtype=np.int64),
-                      n_functions=1, labels=("phi",), description=meta.get("description", ""))
-        return cls(manifold=manifold, basis=b, log_kappa=float(meta.get("log_kappa", 0.0)),
-                   info=meta.get("info", {}))
+        return cls(manifold=manifold, basis=pair_basis_from_payload(meta, arrays, "phi"),
+                   log_kappa=float(meta.get("log_kappa", 0.0)), info=meta.get("info", {}))
 
 
 @register("donaldson")
@@ -258,17 +265,12 @@ class DonaldsonModel(Model):
         return donaldson_gfun(self.basis)
 
     def _payload(self):
-        b = self.basis
-        return ({"k": int(b.k), "description": b.description, "info": self.info},
-                {"exponents": b.exponents, "alpha": b.alpha, "beta": b.beta, "weight": b.weight})
+        meta, arrays = pair_basis_payload(self.basis)
+        return {**meta, "info": self.info}, arrays
 
     @classmethod
     def _from_payload(cls, manifold, meta, arrays):
-        n = len(arrays["alpha"])
-        b = PairBasis(k=int(meta["k"]), exponents=arrays["exponents"], alpha=arrays["alpha"],
-                      beta=arrays["beta"], weight=arrays["weight"], func=np.zeros(n, dtype=np.int64),
-                      n_functions=1, labels=("G",), description=meta.get("description", ""))
-        return cls(manifold=manifold, basis=b, info=meta.get("info", {}))
+        return cls(manifold=manifold, basis=pair_basis_from_payload(meta, arrays, "G"), info=meta.get("info", {}))
 
 
 def load(directory):
