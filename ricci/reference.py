@@ -179,6 +179,29 @@ class ConformalTorus:
 # ----------------------------------------------------------------------------------------------
 
 
+# -- conformal metrics e^{2u} g_round on S² (shared by the axisymmetric and the full solver); state y = e^{2u}
+
+
+def _conformal_state(u, at, shape, where: str) -> np.ndarray:
+    """y = e^{2u} from u: values (shape) or a function evaluated at ``at``; refuses wrong shapes and NaN/inf."""
+    u = np.asarray(u(at), dtype=float) if callable(u) else np.asarray(u, dtype=float)
+    if u.shape != tuple(shape):
+        raise ValueError(f"u: expected values at {where}, received shape {u.shape}.")
+    if not np.all(np.isfinite(u)):
+        raise ValueError("u: the conformal factor has NaN/inf values; pass a finite function.")
+    return np.exp(2.0 * u)
+
+
+def _conformal_s2_rhs(laplacian, y):
+    """∂_t y = Δ₀ log y − 2 (Hamilton's flow of g = y·g_round on the unit S², K₀ = 1)."""
+    return laplacian(np.log(y)) - 2.0
+
+
+def _conformal_s2_curvature(laplacian, y):
+    """Gauss curvature K = (1 − ½Δ₀ log y)/y of g = y·g_round."""
+    return (1.0 - 0.5 * laplacian(np.log(y))) / y
+
+
 @dataclass(frozen=True)
 class AxisymmetricSphere:
     """Ricci flow of g = e^{2u(μ)} g_round on S² (μ = cos θ), u_t = e^{−2u}(Δ₀u − 1), solved for
@@ -221,19 +244,14 @@ class AxisymmetricSphere:
     def initial(self, u):
         """State from u: (L+1,) node values or a function u(μ)."""
         mu, _ = self.nodes()
-        u = np.asarray(u(mu), dtype=float) if callable(u) else np.asarray(u, dtype=float)
-        if u.shape != mu.shape:
-            raise ValueError(f"u: expected values at the {mu.size} Gauss–Legendre nodes, received shape {u.shape}.")
-        if not np.all(np.isfinite(u)):
-            raise ValueError("u: the conformal factor has NaN/inf values; pass a finite function.")
-        return np.exp(2.0 * u)
+        return _conformal_state(u, mu, mu.shape, f"the {mu.size} Gauss–Legendre nodes")
 
     def rhs(self, t, y):
-        return self.laplacian(np.log(y)) - 2.0
+        return _conformal_s2_rhs(self.laplacian, y)
 
     def curvature(self, y):
         """Gauss curvature K = e^{−2u}(1 − Δ₀u) at the nodes."""
-        return (1.0 - 0.5 * self.laplacian(np.log(y))) / y
+        return _conformal_s2_curvature(self.laplacian, y)
 
     def area(self, y):
         _, wq = self.nodes()
@@ -326,19 +344,14 @@ class ConformalSphere:
     def initial(self, u):
         """State from u: grid values (m,) or a function u(x) of embedded points (m, 3)."""
         pts = self.grid()[3]
-        u = np.asarray(u(pts), dtype=float) if callable(u) else np.asarray(u, dtype=float)
-        if u.shape != (pts.shape[0],):
-            raise ValueError(f"u: expected values at the {pts.shape[0]} grid points, received shape {u.shape}.")
-        if not np.all(np.isfinite(u)):
-            raise ValueError("u: the conformal factor has NaN/inf values; pass a finite function.")
-        return np.exp(2.0 * u)
+        return _conformal_state(u, pts, (pts.shape[0],), f"the {pts.shape[0]} grid points")
 
     def rhs(self, t, y):
-        return self.laplacian(np.log(y)) - 2.0
+        return _conformal_s2_rhs(self.laplacian, y)
 
     def curvature(self, y):
         """Gauss curvature K = e^{−2u}(1 − Δ₀u) at the grid points."""
-        return (1.0 - 0.5 * self.laplacian(np.log(y))) / y
+        return _conformal_s2_curvature(self.laplacian, y)
 
     def area(self, y):
         return float(np.dot(self.grid()[2], y))
