@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkflow.io import atomic_text
+from ntkflow.io import atomic_text, atomic_write
 
 from .empirical import ntk_jax, flat_matrix, trainable_fn
 from .infinite import infinite_metric_ntk, mixing_fraction
@@ -368,7 +368,7 @@ def make_plots(res, out_dir, prefix: str = "ntk_") -> list[str]:
         ax.legend(fontsize=7)
         fig.tight_layout()
         p = out_dir / f"{prefix}{name}.png"
-        fig.savefig(p, dpi=130)
+        atomic_write(p, lambda f: fig.savefig(f, format="png", dpi=130))
         plt.close(fig)
         paths.append(str(p))
 
@@ -393,7 +393,7 @@ def make_plots(res, out_dir, prefix: str = "ntk_") -> list[str]:
     ax.legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 0.1))
     fig.tight_layout()
     p = out_dir / f"{prefix}mixing.png"
-    fig.savefig(p, dpi=130)
+    atomic_write(p, lambda f: fig.savefig(f, format="png", dpi=130))
     plt.close(fig)
     paths.append(str(p))
 
@@ -417,7 +417,7 @@ def make_plots(res, out_dir, prefix: str = "ntk_") -> list[str]:
     axs[1].legend(fontsize=7)
     fig.tight_layout()
     p = out_dir / f"{prefix}invariant.png"
-    fig.savefig(p, dpi=130)
+    atomic_write(p, lambda f: fig.savefig(f, format="png", dpi=130))
     plt.close(fig)
     paths.append(str(p))
     return paths

@@ -667,7 +667,7 @@ def _plots(out_dir, case, flows, records, arrays, result):
     ax[0].legend(fontsize=7)
     ax[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "curvature.png"), dpi=90)
+    atomic_write(os.path.join(out_dir, "curvature.png"), lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     written.append("curvature.png")
 
@@ -685,7 +685,7 @@ def _plots(out_dir, case, flows, records, arrays, result):
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "metric.png"), dpi=90)
+    atomic_write(os.path.join(out_dir, "metric.png"), lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     written.append("metric.png")
 
@@ -712,7 +712,7 @@ def _plots(out_dir, case, flows, records, arrays, result):
             ax.legend(fontsize=7)
     fig.suptitle(f"{case.name}: a curvature bump under the flows (non-locality at finite σ)", fontsize=9)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "bump.png"), dpi=90)
+    atomic_write(os.path.join(out_dir, "bump.png"), lambda f: fig.savefig(f, format="png", dpi=90))
     plt.close(fig)
     written.append("bump.png")
 
@@ -731,7 +731,7 @@ def _plots(out_dir, case, flows, records, arrays, result):
         ax.set(xlabel="σ", ylabel="relative error vs the reference (σ = 0)", title=f"{case.name}: error against σ")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(os.path.join(out_dir, "sigma_error.png"), dpi=90)
+        atomic_write(os.path.join(out_dir, "sigma_error.png"), lambda f: fig.savefig(f, format="png", dpi=90))
         plt.close(fig)
         written.append("sigma_error.png")
     return written
