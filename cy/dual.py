@@ -457,6 +457,11 @@ class DualKernelModel(Model):
 
     @classmethod
     def _from_payload(cls, manifold, meta, arrays):
+        c, a = np.asarray(arrays["centers"]), np.asarray(arrays["alpha"])
+        if c.ndim != 2 or c.shape[1] != manifold.n_coords or a.ndim != 1 or len(a) != len(c) or (
+                "n_centers" in meta and int(meta["n_centers"]) != len(c)):
+            raise ValueError(f"centers {c.shape} and alpha {a.shape} do not describe {meta.get('n_centers')} centres "
+                             f"on a manifold with {manifold.n_coords} coordinates")
         return cls(manifold=manifold, base=_kernel_from_spec(meta["kernel"]), centers=arrays["centers"],
                    alpha=arrays["alpha"], log_kappa=float(meta.get("log_kappa", 0.0)), info=meta.get("info", {}))
 

@@ -92,6 +92,14 @@ class NetworkModel(Model):
     @classmethod
     def _from_payload(cls, manifold, meta, arrays):
         params = tuple((arrays[f"W{i}"], arrays[f"b{i}"]) for i in range(int(meta["n_layers"])))
+        width = 2 * manifold.n_coords ** 2  # input features: real and imaginary parts of z z̄ᵀ/|z|²
+        for i, (w, b) in enumerate(params):
+            if w.ndim != 2 or w.shape[0] != width or np.shape(b) != (w.shape[1],):
+                raise ValueError(f"layer {i}: W{i} {w.shape} and b{i} {np.shape(b)} do not follow a layer of "
+                                 f"width {width}")
+            width = w.shape[1]
+        if width != 1:
+            raise ValueError(f"the last layer has {width} outputs, expected 1 (φ)")
         return cls(manifold=manifold, params=params, log_kappa=float(meta.get("log_kappa", 0.0)),
                    info=meta.get("info", {}))
 

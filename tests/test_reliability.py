@@ -610,3 +610,24 @@ def test_runlock_race_over_a_stale_lock(tmp_path):
     results = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
     assert results == ["refused"] * 5 + ["won"], results
     assert not os.path.exists(os.path.join(out, LOCK_NAME))
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--method", "network", "--epochs", "1", "--width", "8", "--depth", "2"], "W1"),
+    (["--kernel", "gaussian", "--centers", "40", "--max-iter", "1"], "centers"),
+])
+def test_dual_and_network_models_refuse_arrays_of_the_wrong_shape(tmp_path, args, key):
+    """A dual or network model whose npz arrays do not fit together (one row cut, hash re-made so that only the
+    shape check can see it) is refused by ntkflow.load with NtkflowFileError naming the file; intact, it loads."""
+    out = tmp_path / "m"
+    assert main(["cy", *args, "--n-train", "400", "--n-test", "200", "--n-curvature", "0", "-q", "-o", str(out)]) == 0
+    ntkflow.load(out)
+    with np.load(out / "model.npz") as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays[key] = arrays[key][:-1]
+    np.savez(out / "model.npz", **arrays)
+    meta = json.loads((out / "model.json").read_text())
+    meta["npz_sha256"] = ntkflow.io.sha256_file(out / "model.npz")
+    (out / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(NtkflowFileError, match="model.npz"):
+        ntkflow.load(out)
