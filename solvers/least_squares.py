@@ -23,7 +23,10 @@ The linear solve is a parameter (as in optimistix, or SciPy's ``least_squares(tr
 preconditioned CG (:func:`ntkflow.solvers.cg`) on the operator JᵀWJ/m + λD + μP built from ``J.mv``/
 ``J.T.mv`` products only.  A step solver has ``init(lin, weights, mu, P, θ)`` (once per step: what
 does not depend on λ) and ``compute(system, λ, D) -> (δ or None, record entries)`` (once per λ tried);
-``solve(lin, weights, λ, D, mu, P, θ)`` is the two in one.
+``solve(lin, weights, λ, D, mu, P, θ)`` is the two in one.  A problem whose residual lives elsewhere (a dask
+cluster, sharded devices) returns :class:`NormalEquations` (JᵀWr/m, the operator JᵀWJ/m, its diagonal)
+from ``linearise`` instead: both step solvers take either form, and the driver then holds only
+parameter-sized vectors.
 
 Hand-written rather than ``scipy.optimize.least_squares`` because that takes neither an engine
 operator with a weighted ridge, nor a +inf feasibility test in the acceptance, nor a resumable state.
@@ -72,6 +75,7 @@ from .cg import cg
 
 __all__ = [
     "Linearisation",
+    "NormalEquations",
     "LeastSquaresProblem",
     "LMConfig",
     "LMState",
@@ -107,12 +111,23 @@ class Linearisation(NamedTuple):
     diag: np.ndarray  # (p,) diag(JᵀWJ)/m: Jacobi preconditioner and Marquardt scaling
 
 
+class NormalEquations(NamedTuple):
+    """The problem linearised at θ in normal-equations form: what a problem returns from ``linearise``
+    when its residual never leaves where it is computed (a dask cluster, sharded devices), so that the
+    driver holds only parameter-sized vectors.  Same step equation as :class:`Linearisation`:
+    (gram + λD + μP) δ = −(grad + μPθ)."""
+
+    grad: np.ndarray  # (p,) JᵀWr/m
+    gram: LinearOperator  # (p, p) JᵀWJ/m, symmetric positive semi-definite
+    diag: np.ndarray  # (p,) diag(JᵀWJ)/m: Jacobi preconditioner and Marquardt scaling
+
+
 @runtime_checkable
 class LeastSquaresProblem(Protocol):
     """min_θ Σ_x w_x r_x(θ)²/m + μ θᵀPθ (see the module docstring)."""
 
     n_params: int  # p
-    weights: np.ndarray  # (m,) W > 0, used as given
+    weights: np.ndarray | None  # (m,) W > 0, used as given; None when linearise returns NormalEquations
 
     def initial(self) -> np.ndarray:
         """(p,) θ₀."""
@@ -120,8 +135,9 @@ class LeastSquaresProblem(Protocol):
     def loss(self, theta) -> float:
         """Σ w r²/m at θ; +inf where θ is infeasible (e.g. the metric is not positive definite)."""
 
-    def linearise(self, theta) -> Linearisation | None:
-        """r, J and diag(JᵀWJ)/m at θ; None where θ is infeasible."""
+    def linearise(self, theta) -> Linearisation | NormalEquations | None:
+        """r, J and diag(JᵀWJ)/m at θ (or the normal equations, :class:`NormalEquations`); None where θ
+        is infeasible."""
 
     def penalty(self) -> LinearOperator | None:
         """The ridge P (p × p, positive semi-definite), or None."""
@@ -285,6 +301,12 @@ class DenseSolve:
     """
 
     def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _DenseSystem:
+        if isinstance(lin, NormalEquations):
+            a, b = np.asarray(lin.gram.to_dense(), dtype=np.float64), np.asarray(lin.grad, dtype=np.float64)
+            if P is not None and mu != 0:
+                a = a + mu * np.asarray(P.to_dense())
+                b = b + mu * P.mv(theta)
+            return _DenseSystem(a=a, b=b)
         # (m, p); a DenseOperator's own matrix, not a copy (the Monge–Ampère Jacobian can be GBs)
         j = lin.J.matrix if isinstance(lin.J, DenseOperator) else np.asarray(lin.J.to_dense())
         r = np.asarray(lin.r)
@@ -312,24 +334,29 @@ class DenseSolve:
 class _NormalOperator(LinearOperator):
     """JᵀWJ/m + λ diag(D) + μP applied by products with J and Jᵀ only (p × p)."""
 
-    J: LinearOperator
-    JT: LinearOperator
-    w: np.ndarray  # (m,)
+    J: LinearOperator | None  # (m, p), or None when ``gram`` is given
+    JT: LinearOperator | None
+    w: np.ndarray | None  # (m,)
     lam: float
     D: np.ndarray  # (p,)
     mu: float
     P: LinearOperator | None
+    gram: LinearOperator | None = None  # (p, p) JᵀWJ/m applied directly (NormalEquations)
 
     @property
     def shape(self):
-        return (self.J.shape[1], self.J.shape[1])
+        p = self.D.shape[0]
+        return (p, p)
 
     @property
     def dtype(self):
         return np.dtype(np.float64)
 
     def _mm(self, V):
-        out = self.JT.mm(self.w[:, None] * self.J.mm(V)) / self.J.shape[0] + self.lam * self.D[:, None] * V
+        if self.gram is not None:
+            out = self.gram.mm(V) + self.lam * self.D[:, None] * V
+        else:
+            out = self.JT.mm(self.w[:, None] * self.J.mm(V)) / self.J.shape[0] + self.lam * self.D[:, None] * V
         if self.P is not None and self.mu != 0:
             out = out + self.mu * self.P.mm(V)
         return out
@@ -337,9 +364,9 @@ class _NormalOperator(LinearOperator):
 
 @dataclass(frozen=True)
 class _CGSystem:
-    lin: Linearisation
-    JT: LinearOperator
-    w: np.ndarray
+    lin: Linearisation | NormalEquations
+    JT: LinearOperator | None
+    w: np.ndarray | None
     b: np.ndarray  # (p,) right-hand side −(JᵀWr/m + μPθ)
     mu: float
     P: LinearOperator | None
@@ -369,10 +396,14 @@ class CGSolve:
             raise ValueError(f"preconditioner: expected 'jacobi' or None, received {self.preconditioner!r}.")
 
     def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _CGSystem:
-        w = np.asarray(weights, dtype=np.float64)
-        m = len(lin.r)
-        JT = lin.J.T
-        b = -JT.mv(w * np.asarray(lin.r)) / m
+        if isinstance(lin, NormalEquations):
+            w, JT = None, None
+            b = -np.asarray(lin.grad, dtype=np.float64)
+        else:
+            w = np.asarray(weights, dtype=np.float64)
+            m = len(lin.r)
+            JT = lin.J.T
+            b = -JT.mv(w * np.asarray(lin.r)) / m
         pen, pdiag = _penalty_parts(P, mu, theta)
         if pen is not None:
             b = b - pen
@@ -380,8 +411,9 @@ class CGSolve:
 
     def compute(self, system: _CGSystem, lam: float, D) -> tuple[np.ndarray | None, dict]:
         D = np.asarray(D, dtype=np.float64)
-        op = _NormalOperator(J=system.lin.J, JT=system.JT, w=system.w, lam=float(lam), D=D, mu=system.mu,
-                             P=system.P)
+        normal = isinstance(system.lin, NormalEquations)
+        op = _NormalOperator(J=None if normal else system.lin.J, JT=system.JT, w=system.w, lam=float(lam), D=D,
+                             mu=system.mu, P=system.P, gram=system.lin.gram if normal else None)
         pre = None
         if self.preconditioner == "jacobi":
             dg = np.maximum(np.asarray(system.lin.diag, dtype=np.float64), _DIAG_FLOOR)
@@ -455,10 +487,11 @@ def lm_step(problem: LeastSquaresProblem, state: LMState, config: LMConfig = LMC
     lin = problem.linearise(theta)
     if lin is None:
         raise FloatingPointError(f"linearise returned None at iteration {state.iteration} (θ infeasible).")
-    if not (np.all(np.isfinite(lin.r)) and np.all(np.isfinite(lin.diag))):
-        raise FloatingPointError(f"the residual or diag(JᵀWJ) is not finite at iteration {state.iteration}.")
+    first = lin.grad if isinstance(lin, NormalEquations) else lin.r
+    if not (np.all(np.isfinite(first)) and np.all(np.isfinite(lin.diag))):
+        raise FloatingPointError(f"the residual (or JᵀWr) or diag(JᵀWJ) is not finite at iteration {state.iteration}.")
     D = np.ones(problem.n_params) if config.scaling == "identity" else np.maximum(lin.diag, _DIAG_FLOOR)
-    system = solve.init(lin, problem.weights, config.mu, P, theta)
+    system = solve.init(lin, getattr(problem, "weights", None), config.mu, P, theta)
     lam = state.lam
     tries = 0
     nonfinite = 0

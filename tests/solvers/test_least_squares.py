@@ -20,6 +20,7 @@ from ntkflow.solvers import (
     LMConfig,
     LMState,
     LMStatus,
+    NormalEquations,
     ProgressHook,
     levenberg_marquardt,
     load_checkpoint,
@@ -155,6 +156,50 @@ def test_ridge_matches_closed_form(solve):
     last = res.history[-1]
     assert last["objective"] == pytest.approx(last["loss"] + mu * res.value @ P @ res.value, rel=1e-12)
     assert res.loss == pytest.approx(last["objective"], rel=1e-12)
+
+
+class NormalFormProblem(ResidualProblem):
+    """The same problem, linearised in normal-equations form (what a distributed problem returns): the
+    driver sees JᵀWr/m and JᵀWJ/m (an operator), never r, J or the weights."""
+
+    weights = None
+
+    def __init__(self, fun, jac, theta0, weights, P=None):
+        super().__init__(fun, jac, theta0, weights, P=P)
+        self._w = self.weights
+        self.weights = None
+
+    def loss(self, theta):
+        r = self.fun(theta)
+        return float(np.mean(self._w * r * r))
+
+    def linearise(self, theta):
+        r, j = self.fun(theta), self.jac(theta)
+        m = len(r)
+        jw = j * self._w[:, None]
+        return NormalEquations(grad=jw.T @ r / m, gram=DenseOperator(jw.T @ j / m),
+                               diag=np.mean(self._w[:, None] * j * j, axis=0))
+
+
+@pytest.mark.parametrize("solve", [DenseSolve(), CGSolve(rtol=1e-12)], ids=["dense", "cg"])
+@pytest.mark.parametrize("mu", [0.0, 0.05])
+def test_normal_equations_form_follows_the_residual_form(solve, mu):
+    """Same trajectory (λ, losses, θ) whether the problem hands the driver (r, J) or (JᵀWr, JᵀWJ)."""
+    rng = np.random.default_rng(11)
+    p = 6
+    B = rng.normal(size=(p, 3))
+    P = B @ B.T if mu else None
+    _, A, b, w = linear_problem(P=P)
+    fun, jac = (lambda th: np.tanh(A @ th) - 0.5 * b), (lambda th: (1 - np.tanh(A @ th) ** 2)[:, None] * A)  # noqa: E731
+    ref_prob = ResidualProblem(fun, jac, np.zeros(p), w, P=P)
+    prob = NormalFormProblem(fun, jac, np.zeros(p), w, P=P)
+    cfg = LMConfig(max_iter=30, gtol=1e-13, mu=mu)
+    ref = levenberg_marquardt(ref_prob, cfg, solve=solve)
+    res = levenberg_marquardt(prob, cfg, solve=solve)
+    assert prob.weights is None and res.status == ref.status
+    np.testing.assert_allclose(res.value, ref.value, rtol=1e-9, atol=1e-12)
+    assert [h["accepted"] for h in res.history] == [h["accepted"] for h in ref.history]
+    np.testing.assert_allclose([h["loss"] for h in res.history], [h["loss"] for h in ref.history], rtol=1e-9)
 
 
 def test_dense_solve_matches_numpy_solve_of_the_damped_system():
