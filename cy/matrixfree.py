@@ -35,7 +35,7 @@ from ntkflow.cy.basis import PairBasis
 from ntkflow.cy.problems import DiagonalOperator, ProductOperator, cholesky_logdet, fitted_constant
 from ntkflow.solvers.least_squares import Linearisation
 
-__all__ = ["PrimalProblem", "LINKS", "resolve_link", "hermitian_basis"]
+__all__ = ["PrimalProblem", "LINKS", "resolve_link", "hermitian_basis", "section_gram_sum", "whitening_matrix"]
 
 #: how the kernel function F = s†Hs/|z|^{2k} becomes the potential: φ = F, or K = (1/(kπ)) log s†Hs
 LINKS = ("identity", "log")
@@ -46,6 +46,28 @@ def section_features(z, jac, exponents, *, xp=np):
     module ``xp`` (numpy or jax.numpy): :func:`ntkflow.cy.algebra.section_features` in this layout."""
     s, x, _ = algebra.section_features(z, jac, exponents, xp=xp, layout="nda")  # (n, N), (n, d, N)
     return s, x
+
+
+def section_gram_sum(z, jac, weights, k: int, *, chunk: int = 4096, xp=np) -> np.ndarray:
+    """Σ_x w_x s(x) s(x)† |z_x|^{-2k} (N, N) complex128 over the degree-k monomials s: the unnormalised
+    Monte-Carlo Gram of the sections (Donaldson's at H = I), a sum over points — so a sum of the blocks'
+    sums (:mod:`ntkflow.cy.distributed`). ``weights`` (n,) as given (PrimalProblem: normalised to mean 1)."""
+    exps = basis_mod.monomials(z.shape[1], int(k))
+    hk = np.sum(np.abs(z) ** 2, axis=1) ** (-int(k))  # (n,)
+    wh = xp.asarray(np.asarray(weights, dtype=np.float64) * hk)
+    G = 0.0
+    for lo in range(0, len(z), chunk):
+        s_c = section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]), exps, xp=xp)[0]
+        G = G + np.asarray((s_c * wh[lo:lo + chunk][:, None]).T @ xp.conj(s_c))
+    return np.asarray(G, dtype=np.complex128)
+
+
+def whitening_matrix(G, rtol: float = 1e-10) -> np.ndarray:
+    """M (N, N_k) with Mᵀ G M̄ = I on the eigen-directions of the Hermitian Gram G (N, N) whose eigenvalue
+    exceeds rtol × the largest: the sections s' = Mᵀs are orthonormal (see :class:`PrimalProblem`)."""
+    lam, U = np.linalg.eigh(0.5 * (G + np.conj(G.T)))
+    keep = lam > rtol * lam[-1]
+    return np.conj(U[:, keep]) / np.sqrt(lam[keep])
 
 
 class _Point(NamedTuple):
@@ -68,8 +90,9 @@ class PrimalProblem:
     there (same formulas; the tests compare the two).
     """
 
-    def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool = True,
-                 whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity", block: int = 32_768):
+    def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool | np.ndarray = True,
+                 whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity", block: int = 32_768,
+                 weight_mean: float | None = None):
         if backend not in ("numpy", "jax"):
             raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
         if link not in LINKS:
@@ -91,7 +114,10 @@ class PrimalProblem:
         self.xp = xp
         h = np.sum(np.abs(z) ** 2, axis=1)
         hk = xp.asarray(h ** (-self.k))
-        w = xp.asarray(np.asarray(weights, dtype=np.float64) / np.mean(weights))
+        # weights normalised to mean 1 — over this problem's points, or over a larger set whose mean is given
+        # (a block of ntkflow.cy.distributed: every block divides by the same global mean)
+        w_mean = np.mean(weights) if weight_mean is None else float(weight_mean)
+        w = xp.asarray(np.asarray(weights, dtype=np.float64) / w_mean)
         feats = lambda lo: section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]),  # noqa: E731
                                             self.exps, xp=xp)
         # Sections s' = Mᵀs orthonormal in the Monte-Carlo inner product mean_w s s† |z|^{-2k}
@@ -99,16 +125,19 @@ class PrimalProblem:
         # the defining polynomial vanish on X (an exact null space of the Gauss–Newton system).  In this
         # basis the (k,k) functions s'_a s̄'_b |z|^{-2k} are close to orthonormal (Tian–Yau–Zelditch).
         # φ = s'ᵀH's̄'|z|^{-2k} = sᵀ(M H' M†)s̄|z|^{-2k}.
+        # ``whiten`` may also be a given M (N, N_k'): a block of a distributed problem uses the global one.
         M = np.eye(n_mono, dtype=np.complex128)
-        if whiten:  # a first pass for the Gram, so that only the whitened features are ever stored
-            G = 0.0
-            for lo in range(0, n, chunk):
-                s_c = feats(lo)[0]
-                G = G + np.asarray((s_c * (w[lo:lo + chunk] * hk[lo:lo + chunk])[:, None]).T @ xp.conj(s_c))
-            G = G / n  # (N, N) Hermitian
-            lam, U = np.linalg.eigh(0.5 * (G + np.conj(G.T)))
-            keep = lam > whiten_rtol * lam[-1]
-            M = np.conj(U[:, keep]) / np.sqrt(lam[keep])
+        given = not isinstance(whiten, (bool, np.bool_))
+        if given:
+            M = np.asarray(whiten, dtype=np.complex128)
+            if M.ndim != 2 or M.shape[0] != n_mono or not 0 < M.shape[1] <= n_mono:
+                raise ValueError(f"whiten: expected True, False or a matrix of shape ({n_mono}, ≤ {n_mono}) (the "
+                                 f"degree-{self.k} monomials × kept sections), received shape {M.shape}.")
+            whiten = True
+        elif whiten:  # a first pass for the Gram, so that only the whitened features are ever stored
+            G = section_gram_sum(z, jac, np.asarray(weights, dtype=np.float64) / w_mean, self.k, chunk=chunk,
+                                 xp=xp) / n  # (N, N) Hermitian
+            M = whitening_matrix(G, whiten_rtol)
         Md = xp.asarray(M)
         nk = M.shape[1]
         if xp is np:
@@ -349,15 +378,53 @@ class PrimalProblem:
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
         is estimated on an evenly strided subset (a preconditioner: it changes the CG iterations, never
         the solution; exact for n ≤ max_points, which the tests check)."""
+        stride = 1 if max_points is None else max(1, -(-self.n // int(max_points)))
+        idx = np.arange(0, self.n, stride)
+        d = self.jacobi_sum(pt, idx if stride > 1 else None, chunk=chunk) * (self.n / len(idx))
+        return d / self.n
+
+    # ---- sums over this problem's points (a block of a distributed problem adds them up) ----------
+    def linear_state(self, v):
+        """(r (n,), the point state of the linearisation) at θ = v, or None where g is not positive
+        definite: what :meth:`linearise` builds, kept by a block of :mod:`ntkflow.cy.distributed`."""
+        r, ginv, H = self._evaluate(v)
+        return None if r is None else (r, self._point(H, ginv))
+
+    def loss_sum(self, v) -> float:
+        """Σ_x w_x r_x² (+inf where g is not positive definite): n × :meth:`loss`."""
+        r, _ = self.residual(v)
+        return np.inf if r is None else float(self.xp.sum(self.w * r * r))
+
+    def residual_sums(self, v):
+        """(Σ w r, Σ w) at θ = v (the fitted constant is their ratio), or None where infeasible."""
+        r, _ = self.residual(v)
+        return None if r is None else (float(self.xp.sum(self.w * r)), float(self.xp.sum(self.w)))
+
+    def grad_sum(self, state) -> np.ndarray:
+        """Jᵀ W r (p,) at a :meth:`linear_state` (n × the right-hand side of the step)."""
+        r, pt = state
+        return self._in_column_blocks(self._vjp, pt, (self.w * r)[:, None])[:, 0]
+
+    def gram_sum(self, state, V) -> np.ndarray:
+        """Jᵀ W J V (p, k) for θ columns V (p, k), J then Jᵀ on these points (n × the Gram product)."""
+        _, pt = state
+        JV = self._in_column_blocks(self._jvp, pt, np.asarray(V, dtype=np.float64))  # (n, k) on the host
+        return self._in_column_blocks(self._vjp, pt, self._host(self.w)[:, None] * JV)
+
+    def jacobi_sum(self, pt, idx=None, *, chunk: int | None = None) -> np.ndarray:
+        """Σ_{x ∈ idx} w_x (∂r_x/∂θ)² (p,) (all points when ``idx`` is None; the c entry Σ w): the
+        unnormalised diag(JᵀWJ) of :meth:`_jacobi_diag` (``pt`` the point state, or a linear state)."""
+        if isinstance(pt, tuple) and not isinstance(pt, _Point):
+            pt = pt[1]
         xp = self.xp
         nk = self.nk
         chunk = chunk or (512 if xp is np else max(64, int(2e8 // (nk * nk))))
-        stride = 1 if max_points is None else max(1, -(-self.n // int(max_points)))
-        idx = np.arange(0, self.n, stride)
+        strided = idx is not None
+        idx = np.arange(self.n) if idx is None else np.asarray(idx, dtype=np.int64)
         acc_re = xp.zeros((nk, nk))
         acc_im = xp.zeros((nk, nk))
         for lo in range(0, len(idx), chunk):
-            sl = idx[lo:lo + chunk] if stride > 1 else slice(lo, lo + chunk)
+            sl = idx[lo:lo + chunk] if strided else slice(lo, lo + chunk)
             Y, _ = self._yz(pt, sl)
             M = xp.swapaxes(Y, 1, 2) @ xp.swapaxes(pt.ginv[sl], 1, 2) @ xp.conj(Y)  # (c, N_k, N_k)
             A = pt.a[sl, None, None] * (M / np.pi - pt.q[sl, None, None]
@@ -366,9 +433,7 @@ class PrimalProblem:
             acc_re = acc_re + xp.sum(ww * xp.real(A) ** 2, axis=0)
             acc_im = acc_im + xp.sum(ww * xp.imag(A) ** 2, axis=0)
         acc_re, acc_im = self._host(acc_re), self._host(acc_im)
-        scale = self.n / len(idx)
-        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w[idx]))]]) * scale
-        return d / self.n
+        return np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w[idx]))]])
 
 
 def resolve_link(link: str) -> str:
