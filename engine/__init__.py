@@ -22,7 +22,7 @@ from .operators import (
     LinearOperator,
     kernel_operator,
 )
-from .backends import KeOpsCompileError, SchedulerError
+from .backends import KeOpsCompileError, SchedulerError, connect_scheduler
 
 __all__ = [
     *_kernels_all,
@@ -36,5 +36,6 @@ __all__ = [
     "LinearOperator",
     "KeOpsCompileError",
     "SchedulerError",
+    "connect_scheduler",
     "kernel_operator",
 ]

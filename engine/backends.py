@@ -182,6 +182,54 @@ class SchedulerError(ConnectionError):
     """A dask scheduler cannot be reached in time, or has no workers (the message names the address)."""
 
 
+def connect_scheduler(address: str, timeout: float = 5.0):
+    """A ``distributed.Client`` joined to the scheduler at ``address`` within ``timeout`` seconds, after
+    waiting at most ``timeout`` more for one worker; raises :class:`SchedulerError` naming the address
+    otherwise. Every wait is bounded: there is no network wait without a timeout."""
+    if not isinstance(address, str) or "://" not in address:
+        raise ValueError(f"scheduler: expected an address like 'tcp://host:8786', received {address!r}.")
+    from distributed import Client  # deferred: dask is an optional, heavy dependency
+
+    t = float(positive_float("timeout", timeout))
+    # Client(timeout=) bounds the TCP connect but not dask's handshake: a service that accepts and stays
+    # silent would block for ever. So the client is made in a daemon thread that is waited for at most
+    # 2·t (it is abandoned, not joined, if it never returns).
+    box: dict = {}
+
+    def make():
+        try:
+            box["client"] = Client(address, timeout=f"{t}s", set_as_default=False)
+        except BaseException as exc:  # handed to the caller below
+            box["error"] = exc
+
+    th = threading.Thread(target=make, name="ntkflow-dask-connect", daemon=True)
+    th.start()
+    th.join(2 * t + 1.0)
+    exc = box.get("error")
+    if th.is_alive():
+        exc = TimeoutError(f"no dask handshake from {address} within {2 * t + 1.0:g} s")
+    if exc is not None and not isinstance(exc, Exception):
+        raise exc
+    if exc is not None:
+        # a service that is not dask answers with bytes dask's protocol misreads (e.g. as a huge frame
+        # length: MemoryError), or not at all (timeout)
+        raise SchedulerError(
+            f"scheduler: cannot reach a dask scheduler at {address!r} (timeout={t:g} s) "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); start one (`dask scheduler`), check the "
+            f"address and port, or raise timeout=."
+        ) from None
+    client = box["client"]
+    try:
+        client.wait_for_workers(1, timeout=t)
+    except (OSError, TimeoutError):
+        client.close()
+        raise SchedulerError(
+            f"scheduler: the dask cluster at {address!r} has no workers (none joined within {t:g} s); "
+            f"start workers (`dask worker {address}`) or raise timeout=."
+        ) from None
+    return client
+
+
 @dataclass(frozen=True)
 class DaskBackend:
     """Row blocks of an inner backend on a dask.distributed cluster; results concatenated.
@@ -242,45 +290,7 @@ class DaskBackend:
         st = self._state
         if "client" in st:
             return st["client"]
-        from distributed import Client  # deferred: dask is an optional, heavy dependency
-
-        t = float(self.timeout)
-        # Client(timeout=) bounds the TCP connect but not dask's handshake: a service that accepts and stays
-        # silent would block for ever. So the client is made in a daemon thread that is waited for at most
-        # 2·t (it is abandoned, not joined, if it never returns).
-        box: dict = {}
-
-        def make():
-            try:
-                box["client"] = Client(self.scheduler, timeout=f"{t}s", set_as_default=False)
-            except BaseException as exc:  # handed to the caller below
-                box["error"] = exc
-
-        th = threading.Thread(target=make, name="ntkflow-dask-connect", daemon=True)
-        th.start()
-        th.join(2 * t + 1.0)
-        exc = box.get("error")
-        if th.is_alive():
-            exc = TimeoutError(f"no dask handshake from {self.scheduler} within {2 * t + 1.0:g} s")
-        if exc is not None and not isinstance(exc, Exception):
-            raise exc
-        if exc is not None:
-            # a service that is not dask answers with bytes dask's protocol misreads (e.g. as a huge frame
-            # length: MemoryError), or not at all (timeout)
-            raise SchedulerError(
-                f"scheduler: cannot reach a dask scheduler at {self.scheduler!r} (timeout={t:g} s) "
-                f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); start one (`dask scheduler`), check the "
-                f"address and port, or raise timeout=."
-            ) from None
-        client = box["client"]
-        try:
-            client.wait_for_workers(1, timeout=t)
-        except (OSError, TimeoutError):
-            client.close()
-            raise SchedulerError(
-                f"scheduler: the dask cluster at {self.scheduler!r} has no workers (none joined within {t:g} s); "
-                f"start workers (`dask worker {self.scheduler}`) or raise timeout=."
-            ) from None
+        client = connect_scheduler(self.scheduler, self.timeout)
         st["owned"] = [client]
         st["client"] = client
         return client
