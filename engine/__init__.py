@@ -22,7 +22,7 @@ from .operators import (
     LinearOperator,
     kernel_operator,
 )
-from .backends import KeOpsCompileError, SchedulerError, connect_scheduler
+from .backends import KeOpsCompileError, SchedulerError, connect_scheduler, gather_bounded
 
 __all__ = [
     *_kernels_all,
@@ -37,5 +37,6 @@ __all__ = [
     "KeOpsCompileError",
     "SchedulerError",
     "connect_scheduler",
+    "gather_bounded",
     "kernel_operator",
 ]

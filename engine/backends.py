@@ -343,34 +343,9 @@ class DaskBackend:
         return np.concatenate(parts, axis=0)
 
     def _gather(self, client, futs):
-        """The blocks' results; waits in slices of ``timeout`` and gives up (SchedulerError) when the cluster
-        has had no worker for a whole slice or the client lost its scheduler, or when dask gave up on a block
-        (a worker died while computing it ``distributed.scheduler.allowed-failures`` times: KilledWorker).
-        A long product on a live cluster is never cut short."""
-        where = self.scheduler or "the embedded cluster"
-        t = float(self.timeout)
-        while True:
-            deadline, nap = time.monotonic() + t, 1e-4
-            while time.monotonic() < deadline and not all(f.done() for f in futs):
-                time.sleep(nap)
-                nap = min(1.5 * nap, 0.01)
-            if all(f.done() for f in futs):
-                break
-            if client.status not in ("running", "connecting"):
-                raise SchedulerError(f"scheduler: the client lost the dask scheduler at {where!r} during a product "
-                                     f"(client status {client.status!r}); restart the scheduler and rerun.")
-            if self._n_workers(client) == 0:
-                raise SchedulerError(f"scheduler: the dask cluster at {where!r} has no workers left (they died or "
-                                     f"were stopped during a product); start workers and rerun.")
-        try:
-            return client.gather(futs)
-        except Exception as exc:
-            if type(exc).__name__ in ("KilledWorker", "CancelledError", "FutureCancelledError"):
-                raise SchedulerError(f"scheduler: dask gave up on a block of the product at {where!r} "
-                                     f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a worker died "
-                                     f"while computing it (out of memory?). Use more/larger workers or more "
-                                     f"n_blocks.") from None
-            raise
+        """The blocks' results (:func:`gather_bounded`)."""
+        return gather_bounded(client, futs, self.timeout, self.scheduler or "the embedded cluster",
+                              what="a block of the product")
 
     def close(self):
         """Release the scattered points and close the client/cluster this backend started."""
@@ -382,6 +357,37 @@ class DaskBackend:
             except Exception:  # pragma: no cover
                 pass
         self._state.clear()
+
+
+def gather_bounded(client, futs, timeout: float, where: str, *, what: str = "a block"):
+    """``client.gather(futs)``, waiting in slices of ``timeout`` seconds; gives up (:class:`SchedulerError`
+    naming ``where``) when the cluster has had no worker for a whole slice or the client lost its scheduler,
+    or when dask gave up on a task (a worker died while computing it ``distributed.scheduler.allowed-failures``
+    times: KilledWorker). A long computation on a live cluster is never cut short; a task whose result was
+    lost with a worker is recomputed by dask from its lineage meanwhile."""
+    t = float(timeout)
+    while True:
+        deadline, nap = time.monotonic() + t, 1e-4
+        while time.monotonic() < deadline and not all(f.done() for f in futs):
+            time.sleep(nap)
+            nap = min(1.5 * nap, 0.01)
+        if all(f.done() for f in futs):
+            break
+        if client.status not in ("running", "connecting"):
+            raise SchedulerError(f"scheduler: the client lost the dask scheduler at {where!r} during a computation "
+                                 f"(client status {client.status!r}); restart the scheduler and rerun.")
+        if DaskBackend._n_workers(client) == 0:
+            raise SchedulerError(f"scheduler: the dask cluster at {where!r} has no workers left (they died or "
+                                 f"were stopped during a computation); start workers and rerun.")
+    try:
+        return client.gather(futs)
+    except Exception as exc:
+        if type(exc).__name__ in ("KilledWorker", "CancelledError", "FutureCancelledError"):
+            raise SchedulerError(f"scheduler: dask gave up on {what} at {where!r} "
+                                 f"({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); a worker died "
+                                 f"while computing it (out of memory?). Use more/larger workers or smaller "
+                                 f"blocks.") from None
+        raise
 
 
 for _name, _cls in (("dense", DenseBackend), ("keops", KeOpsBackend), ("jax", JaxBackend), ("dask", DaskBackend)):
