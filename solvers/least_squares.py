@@ -19,8 +19,8 @@ interrupts (STOPPED), or on a non-finite residual (NONFINITE).  Fixed points are
 (∇F = 2JᵀWr/m + 2μPθ = 0).
 
 The linear solve is a parameter (as in optimistix, or SciPy's ``least_squares(tr_solver=...)``):
-:class:`DenseSolve` forms JᵀWJ/m and calls ``numpy.linalg.solve``; :class:`CGSolve` runs Jacobi-
-preconditioned CG (:func:`ntkflow.solvers.cg`) on the operator JᵀWJ/m + λD + μP built from ``J.mv``/
+:class:`DenseSolve` forms JᵀWJ/m and calls ``numpy.linalg.solve``; :class:`CGSolve` runs Jacobi- or
+randomized-Nyström-preconditioned CG (:func:`ntkflow.solvers.cg`) on the operator JᵀWJ/m + λD + μP built from ``J.mv``/
 ``J.T.mv`` products only.  A step solver has ``init(lin, weights, mu, P, θ)`` (once per step: what
 does not depend on λ) and ``compute(system, λ, D) -> (δ or None, record entries)`` (once per λ tried);
 ``solve(lin, weights, λ, D, mu, P, θ)`` is the two in one.  A problem whose residual lives elsewhere (a dask
@@ -72,6 +72,7 @@ from ntkflow.io import NtkflowFileError, atomic_savez, atomic_text, file_array, 
 from ntkflow.engine.operators import DenseOperator, LinearOperator
 
 from .cg import cg
+from .preconditioners import NystromSketch, randomized_nystrom
 
 __all__ = [
     "Linearisation",
@@ -371,29 +372,57 @@ class _CGSystem:
     mu: float
     P: LinearOperator | None
     pdiag: np.ndarray | None  # (p,) diag(μP) or None
+    sketch: NystromSketch | None = None  # randomized Nyström sketch of the Jacobi-scaled Gram (once per step)
+
+
+def _gram_mm(lin, JT, w):
+    """V (p, k) -> JᵀWJ V/m (p, k): the Gram of a linearisation, by products only."""
+    if isinstance(lin, NormalEquations):
+        return lin.gram.mm
+    m = lin.J.shape[0]
+    return lambda V: JT.mm(w[:, None] * lin.J.mm(V)) / m
+
+
+#: preconditioners of :class:`CGSolve`
+PRECONDITIONERS = ("jacobi", "nystrom", None)
 
 
 @dataclass(frozen=True)
 class CGSolve:
-    """Matrix-free normal equations by Jacobi-preconditioned CG (:func:`ntkflow.solvers.cg`).
+    """Matrix-free normal equations by preconditioned CG (:func:`ntkflow.solvers.cg`).
 
     Solves (JᵀWJ/m + λ diag(D) + μP) δ = −(JᵀWr/m + μPθ) with two products (J.mm, J.T.mm) per CG
     iteration, to ‖residual‖ ≤ rtol·‖rhs‖ or ``maxiter`` iterations (None: CG's default 10·p).
-    ``preconditioner``: "jacobi" (M⁻¹ = diag(JᵀWJ)/m + λD + diag(μP), from ``lin.diag``) or None.
-    The record of each step gets ``cg_iterations``, ``cg_status`` and ``cg_converged`` of its last try:
-    an unconverged CG still proposes its last iterate, which the loss test accepts or rejects.
+    ``preconditioner``:
+
+    * ``"jacobi"`` (default): M⁻¹ = diag(JᵀWJ)/m + λD + diag(μP), from ``lin.diag``;
+    * ``"nystrom"``: the randomized Nyström preconditioner of the Jacobi-scaled Gram
+      (:mod:`ntkflow.solvers.preconditioners`, Frangella–Tropp–Udell): ``init`` sketches S·JᵀWJ/m·S
+      (S = diag(lin.diag)^(-1/2)) with ``rank`` random columns — one batched product of width ``rank`` —
+      and ``compute`` builds M ≈ (JᵀWJ/m + λD + diag μP)⁻¹ from that sketch for every λ tried (an r × r
+      Cholesky factor); the Gaussian test matrix comes from ``numpy.random.default_rng(seed)``;
+    * ``None``: plain CG.
+
+    The record of each step gets ``cg_iterations``, ``cg_status`` and ``cg_converged`` of its last try
+    (and with ``"nystrom"`` ``precond_seconds``, the sketch's wall time, and ``precond_rank``): an
+    unconverged CG still proposes its last iterate, which the loss test accepts or rejects.
     """
 
     rtol: float = 1e-10
     maxiter: int | None = None
     preconditioner: str | None = "jacobi"
+    rank: int = 64
+    seed: int = 0
 
     def __post_init__(self):
         positive_float("rtol", self.rtol)
         if self.maxiter is not None:
             positive_int("maxiter", self.maxiter)
-        if self.preconditioner not in ("jacobi", None):
-            raise ValueError(f"preconditioner: expected 'jacobi' or None, received {self.preconditioner!r}.")
+        if self.preconditioner not in PRECONDITIONERS:
+            raise ValueError(f"preconditioner: expected one of {PRECONDITIONERS}, received {self.preconditioner!r}.")
+        positive_int("rank", self.rank)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+            raise TypeError(f"seed: expected an integer seed of the Nyström sketch, received {self.seed!r}.")
 
     def init(self, lin: Linearisation, weights, mu: float, P: LinearOperator | None, theta) -> _CGSystem:
         if isinstance(lin, NormalEquations):
@@ -407,7 +436,11 @@ class CGSolve:
         pen, pdiag = _penalty_parts(P, mu, theta)
         if pen is not None:
             b = b - pen
-        return _CGSystem(lin=lin, JT=JT, w=w, b=b, mu=mu, P=P, pdiag=pdiag)
+        sketch = None
+        if self.preconditioner == "nystrom":  # depends on the Gram only: once per step, reused for every λ
+            sketch = randomized_nystrom(_gram_mm(lin, JT, w), self.rank, p=len(b),
+                                        diag=np.maximum(np.asarray(lin.diag, dtype=np.float64), 0.0), seed=self.seed)
+        return _CGSystem(lin=lin, JT=JT, w=w, b=b, mu=mu, P=P, pdiag=pdiag, sketch=sketch)
 
     def compute(self, system: _CGSystem, lam: float, D) -> tuple[np.ndarray | None, dict]:
         D = np.asarray(D, dtype=np.float64)
@@ -415,6 +448,7 @@ class CGSolve:
         op = _NormalOperator(J=None if normal else system.lin.J, JT=system.JT, w=system.w, lam=float(lam), D=D,
                              mu=system.mu, P=system.P, gram=system.lin.gram if normal else None)
         pre = None
+        extra = {}
         if self.preconditioner == "jacobi":
             dg = np.maximum(np.asarray(system.lin.diag, dtype=np.float64), _DIAG_FLOOR)
             if system.pdiag is None and np.array_equal(D, dg):
@@ -428,8 +462,13 @@ class CGSolve:
                     pd = pd + system.pdiag
                 inv = 1.0 / pd  # (p,)
                 pre = lambda V: inv[:, None] * V  # noqa: E731
+        elif self.preconditioner == "nystrom":
+            shift = lam * D if system.pdiag is None else lam * D + np.maximum(system.pdiag, 0.0)
+            pre = system.sketch.preconditioner(shift)
+            extra = {"precond_seconds": float(system.sketch.seconds), "precond_rank": system.sketch.rank}
         res = cg(op, system.b, rtol=self.rtol, maxiter=self.maxiter, precond=pre)
-        info = {"cg_iterations": int(res.iterations), "cg_status": res.status, "cg_converged": bool(res.converged)}
+        info = {"cg_iterations": int(res.iterations), "cg_status": res.status, "cg_converged": bool(res.converged),
+                **extra}
         delta = np.asarray(res.value, dtype=np.float64)
         return (delta if np.all(np.isfinite(delta)) else None), info
 
