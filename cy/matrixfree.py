@@ -33,12 +33,15 @@ import numpy as np
 from ntkflow.cy import algebra, basis as basis_mod
 from ntkflow.cy.basis import PairBasis
 from ntkflow.cy.problems import DiagonalOperator, ProductOperator, cholesky_logdet, fitted_constant
-from ntkflow.solvers.least_squares import Linearisation
+from ntkflow.engine.devices import device_mesh, local_blocks, padded_length, shard_points
+from ntkflow.solvers.least_squares import Linearisation, NormalEquations
 
 __all__ = ["PrimalProblem", "LINKS", "resolve_link", "hermitian_basis", "section_gram_sum", "whitening_matrix"]
 
 #: how the kernel function F = s†Hs/|z|^{2k} becomes the potential: φ = F, or K = (1/(kπ)) log s†Hs
 LINKS = ("identity", "log")
+#: above this many points the Jacobi diagonal is estimated on an evenly strided subset
+JACOBI_MAX_POINTS = 20_000
 
 
 def section_features(z, jac, exponents, *, xp=np):
@@ -88,13 +91,25 @@ class PrimalProblem:
     ``backend="numpy"`` keeps everything in host memory; ``backend="jax"`` builds and keeps the
     per-point features on JAX's default device (a GPU where there is one), and every product runs
     there (same formulas; the tests compare the two).
+
+    ``devices`` (None, an int or "all"; ``backend="jax"`` only): the points axis is sharded over a 1-D
+    mesh of that many devices (:mod:`ntkflow.engine.devices`): z, the features S, X, the weights, g_FS and
+    log|Ω|² are split into equal blocks, one per device, n padded with zero-weight copies of the first
+    point (means divide by the true n). ``linearise`` then returns
+    :class:`~ntkflow.solvers.least_squares.NormalEquations`: JᵀWr/n and the product V ↦ JᵀWJV/n run with
+    the sharded arrays (the sums over points are all-reduces), so the driver receives only
+    parameter-sized vectors; ``residual``, ``metric`` and ``weights`` return the n true points.
     """
 
     def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool | np.ndarray = True,
                  whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity", block: int = 32_768,
-                 weight_mean: float | None = None):
+                 weight_mean: float | None = None, devices=None):
         if backend not in ("numpy", "jax"):
             raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
+        if devices is not None and backend != "jax":
+            raise ValueError(f"devices: sharding the points over devices needs backend='jax', received "
+                             f"backend={backend!r} with devices={devices!r}; pass backend='jax' or devices=None.")
+        self.mesh = None if devices is None else device_mesh(devices)
         if link not in LINKS:
             raise ValueError(f"link: expected one of {LINKS}, received {link!r}.")
         self.backend = backend
@@ -140,11 +155,16 @@ class PrimalProblem:
             M = whitening_matrix(G, whiten_rtol)
         Md = xp.asarray(M)
         nk = M.shape[1]
+        if self.mesh is not None:  # rows padded so that the Jacobi stride subset is one per device
+            rows = padded_length(n, self.mesh, multiple=-(-n // JACOBI_MAX_POINTS))
+            S, X = self._sharded_features(z, jac, Md if whiten else None, nk, chunk, rows)
+            hk = shard_points(h ** (-self.k), self.mesh, length=rows)
+            w = shard_points(np.asarray(weights, dtype=np.float64) / w_mean, self.mesh, length=rows, pad="zeros")
         if xp is np:
             S = np.empty((n, nk), dtype=np.complex128)
             X = np.empty((n, self.dim, nk), dtype=np.complex128)
         S_parts, X_parts = [], []
-        for lo in range(0, n, chunk):
+        for lo in range(0, n if self.mesh is None else 0, chunk):
             s_c, x_c = feats(lo)
             if whiten:
                 s_c = s_c @ Md
@@ -154,11 +174,11 @@ class PrimalProblem:
             else:
                 S_parts.append(s_c)
                 X_parts.append(x_c)
-        if xp is not np:
+        if xp is not np and self.mesh is None:
             S, X = xp.concatenate(S_parts), xp.concatenate(X_parts)  # (n, N), (n, d, N)
             del S_parts, X_parts
         self.M = M
-        put = xp.asarray
+        put = xp.asarray if self.mesh is None else (lambda a: shard_points(a, self.mesh, length=rows))
         self.S, self.X, self.hk, self.w = S, X, hk, w
         self.gfs = put(algebra.fs_pulled(z, jac))
         self.log_omega = put(np.asarray(log_omega, dtype=np.float64))
@@ -169,6 +189,35 @@ class PrimalProblem:
         iu = np.triu_indices(nk, 1)
         self.iu = iu
         self.n_params = nk * nk + 1
+
+    def _sharded_features(self, z, jac, Md, nk, chunk, rows):
+        """(S (rows, N_k), X (rows, d, N_k)) sharded over the mesh: every device builds the features of its
+        own block of points, ``chunk`` points per device at a time (whitened by ``Md`` unless None)."""
+        import jax.numpy as jnp  # with backend="jax" only (as in __init__)
+
+        mesh, d = self.mesh, self.dim
+        zb = local_blocks(shard_points(np.asarray(z), mesh, length=rows), mesh)  # (D, L, N)
+        jb = local_blocks(shard_points(np.asarray(jac), mesh, length=rows), mesh)  # (D, L, d, N)
+        D, L = zb.shape[:2]
+        c = max(1, chunk // D)
+        S_parts, X_parts = [], []
+        for lo in range(0, L, c):
+            zc, jc = zb[:, lo:lo + c], jb[:, lo:lo + c]
+            m = zc.shape[1]
+            s_c, x_c = section_features(zc.reshape(D * m, -1), jc.reshape(D * m, d, -1), self.exps, xp=jnp)
+            if Md is not None:
+                s_c = s_c @ Md
+                x_c = (x_c.reshape(-1, x_c.shape[-1]) @ Md).reshape(D * m, d, nk)
+            S_parts.append(s_c.reshape(D, m, nk))
+            X_parts.append(x_c.reshape(D, m, d, nk))
+        S = jnp.concatenate(S_parts, axis=1).reshape(rows, nk)  # (rows, N_k), still one block per device
+        X = jnp.concatenate(X_parts, axis=1).reshape(rows, d, nk)
+        return shard_points(S, mesh), shard_points(X, mesh)
+
+    @property
+    def padded(self) -> bool:
+        """True where the stored rows include zero-weight padding (devices not dividing n)."""
+        return self.S.shape[0] != self.n
 
     def _host(self, a):
         return np.asarray(a)
@@ -209,6 +258,11 @@ class PrimalProblem:
 
     def metric(self, H):
         """Pulled-back g (n, d, d) for the Hermitian coefficient matrix H (whitened basis)."""
+        g = self._metric_rows(H)
+        return g[:self.n] if self.padded else g
+
+    def _metric_rows(self, H):
+        """g at every stored row (padded rows included on a device mesh)."""
         xp = self.xp
         H = xp.asarray(H)
         return xp.concatenate([self._metric_block(H, b) for b in self._blocks()])
@@ -234,19 +288,20 @@ class PrimalProblem:
         r, _ = self.residual(v)
         if r is None:
             raise ValueError("initial metric is not positive definite at every training point.")
-        v[-1] = fitted_constant(self._host(r), self._host(self.w))
+        v[-1] = fitted_constant(self._host(r), self.weights)
         return v
 
     @property
     def weights(self) -> np.ndarray:
         """(n,) Monte-Carlo weights normalised to mean 1, on the host."""
-        return self._host(self.w)
+        w = self._host(self.w)
+        return w[:self.n] if self.padded else w
 
     def _evaluate(self, v):
         """(r, g⁻¹, H) at θ = v, or (None, None, H) where g is not positive definite at some point."""
         xp = self.xp
         H, c = self.unvec(v)
-        g = self.metric(H)
+        g = self._metric_rows(H)
         if self.link == "log" and not bool(xp.all(self._val(H) > 0)):
             return None, None, H
         ld = cholesky_logdet(g, xp)
@@ -258,11 +313,17 @@ class PrimalProblem:
         """(r, g⁻¹) with r = log det g − log|Ω|² − c at the training points, or (None, None) when g
         is not positive definite at some point."""
         r, ginv, _ = self._evaluate(v)
+        if r is not None and self.padded:
+            return r[:self.n], ginv[:self.n]
         return r, ginv
 
     def loss(self, v):
-        r, _ = self.residual(v)
-        return np.inf if r is None else float(self.xp.mean(self.w * r * r))
+        r, _, _ = self._evaluate(v)
+        if r is None:
+            return np.inf
+        if self.mesh is None:
+            return float(self.xp.mean(self.w * r * r))
+        return float(self.xp.sum(self.w * r * r)) / self.n  # zero-weight padding: divide by the true n
 
     def penalty(self):
         """P = diag(1, …, 1, 0): the ridge μ‖H‖²_F on the (whitened) coefficients, not on c — the
@@ -284,10 +345,25 @@ class PrimalProblem:
         if r is None:
             return None
         pt = self._point(H, ginv)
+        if self.mesh is not None:
+            return self._normal_equations(r, pt)
         J = ProductOperator(self.n, self.n_params,
                             forward=lambda V: self._in_column_blocks(self._jvp, pt, V),
                             adjoint=lambda U: self._in_column_blocks(self._vjp, pt, U))
         return Linearisation(r=self._host(r), J=J, diag=self._jacobi_diag(pt))
+
+    def _normal_equations(self, r, pt: _Point) -> NormalEquations:
+        """JᵀWr/n and V ↦ JᵀWJV/n with the sharded arrays (the residual and J V never leave the devices;
+        the sums over points are all-reduces), diag(JᵀWJ)/n: what the driver needs of a sharded problem."""
+        n, p = self.n, self.n_params
+        grad = self._in_column_blocks(self._vjp, pt, (self.w * r)[:, None])[:, 0] / n
+
+        def gram(V):
+            return self._in_column_blocks(lambda q, Vb: self._vjp(q, self.w[:, None] * self._jvp_rows(q, Vb)), pt,
+                                          np.asarray(V, dtype=np.float64)) / n
+
+        return NormalEquations(grad=grad, gram=ProductOperator(p, p, forward=gram, adjoint=gram),
+                               diag=self._jacobi_diag(pt))
 
     def _point(self, H, ginv) -> _Point:
         xp = self.xp
@@ -295,14 +371,14 @@ class PrimalProblem:
             v = self._val(H)
             ahs = xp.concatenate([(self._xh(H, self.X[b]) @ xp.conj(self.S[b])[:, :, None])[:, :, 0]
                                   for b in self._blocks()])  # (n, d): X H s̄
-            pt = _Point(H, ginv, ahs / v[:, None], 1.0 / (self.k * v), xp.full((self.n,), float(self.k * self.dim)), None)
+            pt = _Point(H, ginv, ahs / v[:, None], 1.0 / (self.k * v), xp.full(v.shape, float(self.k * self.dim)), None)
         else:
             pt = _Point(H, ginv, None, self.hk, self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs)), None)
         if xp is not np:
             pt = pt._replace(cached=self._yz(pt, slice(None)))
         return pt
 
-    def jacobi_diag(self, v, *, chunk: int | None = None, max_points: int | None = 20_000):
+    def jacobi_diag(self, v, *, chunk: int | None = None, max_points: int | None = JACOBI_MAX_POINTS):
         """diag(JᵀWJ)/n at θ = v (see :meth:`_jacobi_diag`)."""
         r, ginv, H = self._evaluate(v)
         if r is None:
@@ -344,6 +420,10 @@ class PrimalProblem:
 
     def _jvp(self, pt: _Point, V):
         """J V (n, k) on the host for θ columns V (p, k): one GEMM (n·d, N_k) × (N_k, k·N_k) per block."""
+        return self._host(self._jvp_rows(pt, V))
+
+    def _jvp_rows(self, pt: _Point, V):
+        """J V (rows, k) where the features are (on the device mesh: sharded, padded rows included)."""
         xp = self.xp
         H, c = self._unvec_columns(V)
         k, nk = H.shape[0], self.nk
@@ -354,8 +434,8 @@ class PrimalProblem:
             yh = (y.reshape(-1, nk) @ Hc).reshape(y.shape[0], y.shape[1], k, nk)
             tr.append(xp.real(xp.sum(yh * z0[:, :, None, :], axis=(1, 3))))
         tr = xp.concatenate(tr)  # (n, k): tr(g⁻¹ Y H_j Y†)
-        val = xp.real(xp.sum((self.S @ Hc).reshape(self.n, k, nk) * xp.conj(self.S)[:, None, :], axis=2))
-        return self._host(pt.a[:, None] * (tr / np.pi - pt.q[:, None] * val) - xp.asarray(c)[None, :])
+        val = xp.real(xp.sum((self.S @ Hc).reshape(-1, k, nk) * xp.conj(self.S)[:, None, :], axis=2))
+        return pt.a[:, None] * (tr / np.pi - pt.q[:, None] * val) - xp.asarray(c)[None, :]
 
     def _vjp(self, pt: _Point, U):
         """Jᵀ U (p, k) in θ-coordinates for U (n, k) on the host or device."""
@@ -368,19 +448,49 @@ class PrimalProblem:
             y, z0 = self._yz(pt, b)
             Z = (cx[b][:, None, :, None] / np.pi) * z0[:, :, None, :]  # (c, d, k, N_k)
             G = G + y.reshape(-1, nk).T @ Z.reshape(-1, k * nk)
-        Sq = ((cx * pt.q[:, None])[:, :, None] * xp.conj(self.S)[:, None, :]).reshape(self.n, k * nk)
+        Sq = ((cx * pt.q[:, None])[:, :, None] * xp.conj(self.S)[:, None, :]).reshape(-1, k * nk)
         G = xp.transpose((G - self.S.T @ Sq).reshape(nk, k, nk), (1, 0, 2))  # (k, N_k, N_k)
         G = 0.5 * (G + xp.conj(xp.transpose(G, (0, 2, 1))))
         csum = self._host(xp.sum(U, axis=0))
         return np.stack([self.grad_vec(G[j], -float(csum[j])) for j in range(k)], axis=1)
 
-    def _jacobi_diag(self, pt: _Point, chunk: int | None = None, max_points: int | None = 20_000):
+    def _jacobi_diag(self, pt: _Point, chunk: int | None = None, max_points: int | None = JACOBI_MAX_POINTS):
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
         is estimated on an evenly strided subset (a preconditioner: it changes the CG iterations, never
         the solution; exact for n ≤ max_points, which the tests check)."""
+        if self.mesh is not None:
+            return self._jacobi_diag_sharded(pt, chunk, max_points)
         stride = 1 if max_points is None else max(1, -(-self.n // int(max_points)))
         idx = np.arange(0, self.n, stride)
         d = self.jacobi_sum(pt, idx if stride > 1 else None, chunk=chunk) * (self.n / len(idx))
+        return d / self.n
+
+    def _jacobi_diag_sharded(self, pt: _Point, chunk: int | None, max_points: int | None):
+        """:meth:`_jacobi_diag` on the device mesh: each device sums a chunk of its own block at a time
+        ((D, c, N_k, N_k) temporaries, one all-reduce per chunk). The stride subset of every block is the
+        global stride subset (blocks are padded to a multiple of the stride), so the estimate equals the
+        one-device one; padded rows have weight zero and are not counted."""
+        xp, nk, mesh = self.xp, self.nk, self.mesh
+        chunk = chunk or max(64, int(2e8 // (nk * nk)))
+        stride = 1 if max_points is None else max(1, -(-self.n // int(max_points)))
+        Y, ginv, a, q, S, w = (local_blocks(t, mesh) for t in (pt.cached[0], pt.ginv, pt.a, pt.q, self.S, self.w))
+        D, L = a.shape
+        local = np.arange(0, L, stride)
+        c = max(1, chunk // D)
+        acc_re = xp.zeros((nk, nk))
+        acc_im = xp.zeros((nk, nk))
+        for lo in range(0, len(local), c):
+            sl = local[lo:lo + c] if stride > 1 else slice(lo, lo + c)
+            Yc = Y[:, sl]  # (D, c, d, N_k)
+            M = xp.swapaxes(Yc, -1, -2) @ xp.swapaxes(ginv[:, sl], -1, -2) @ xp.conj(Yc)  # (D, c, N_k, N_k)
+            A = a[:, sl, None, None] * (M / np.pi - q[:, sl, None, None] * S[:, sl, :, None] * xp.conj(S[:, sl, None, :]))
+            ww = w[:, sl, None, None]
+            acc_re = acc_re + xp.sum(ww * xp.real(A) ** 2, axis=(0, 1))
+            acc_im = acc_im + xp.sum(ww * xp.imag(A) ** 2, axis=(0, 1))
+        acc_re, acc_im = self._host(acc_re), self._host(acc_im)
+        count = int(np.sum(np.arange(D)[:, None] * L + local[None, :] < self.n))  # true points in the subset
+        wsum = float(xp.sum(w[:, local]))
+        d = np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [wsum]]) * (self.n / count)
         return d / self.n
 
     # ---- sums over this problem's points (a block of a distributed problem adds them up) ----------
