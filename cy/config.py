@@ -18,6 +18,7 @@ from typing import ClassVar
 import numpy as np
 
 from ntkflow._checks import nonneg_float, positive_float, positive_int
+from ntkflow.engine.devices import parse_devices
 
 __all__ = ["DataConfig", "BergmanMethod", "DualMethod", "DonaldsonMethod", "NetworkMethod", "LMSettings",
            "OutputConfig", "CYConfig", "METHODS", "SOLVERS", "LINKS", "KERNELS", "CENTER_METHODS", "option",
@@ -92,11 +93,19 @@ class BergmanMethod:
     whiten_rtol: float = option(1e-10, "dense path: relative singular-value cut of the basis orthogonalisation")
     cg_rtol: float = option(1e-2, "matrix-free: CG relative tolerance per step", cli=False)
     cg_maxiter: int = option(60, "matrix-free: CG iterations per step", cli=False)
+    devices: int | str | None = option(None, "matrix-free: shard the points over N JAX devices (or all visible); "
+                                             "on CPU the devices are forced with XLA_FLAGS="
+                                             "--xla_force_host_platform_device_count=N (a correctness check)",
+                                       metavar="N|all")
 
     def __post_init__(self):
         positive_int("k", self.k)
         _choice("symmetry", self.symmetry, ("auto", "none"))
         _choice("solver", self.solver, ("auto", "dense", "matrix-free"))
+        object.__setattr__(self, "devices", parse_devices(self.devices))
+        if self.devices is not None and self.solver == "dense":
+            raise ValueError(f"devices: --devices {self.devices} shards the matrix-free path; received --solver dense. "
+                             f"Pass --solver matrix-free (or auto), or drop --devices.")
         _choice("link", self.link, LINKS)
         positive_float("whiten_rtol", self.whiten_rtol)
         positive_float("cg_rtol", self.cg_rtol)
@@ -236,6 +245,7 @@ class CYConfig:
         d = self.to_json()
         d["lm"].pop("max_iter")
         d["lm"].pop("time_budget")
+        d["method"].pop("devices", None)  # where the products run, not what they compute (equal to 1e-10)
         d.pop("output")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

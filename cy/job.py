@@ -37,6 +37,7 @@ from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
+from ntkflow.engine.devices import describe_mesh
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
                                random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
@@ -129,6 +130,8 @@ def choose_solver(method: BergmanMethod, n_functions: int, n_points: int, dim: i
         return "dense", "identity", f"--solver dense ({mem:.2f} GB of Hessians)"
     if method.solver == "matrix-free":
         return "matrix-free", resolve_link(method.link), "--solver matrix-free"
+    if getattr(method, "devices", None) is not None:
+        return "matrix-free", resolve_link(method.link), f"--devices {method.devices} (the matrix-free path is sharded)"
     if mem > DENSE_MEMORY_GB:
         return "matrix-free", resolve_link(method.link), f"dense Hessian storage would need {mem:.1f} GB"
     if wants_log:
@@ -307,13 +310,18 @@ def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
 def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
     timings = {}
     t = time.perf_counter()
-    backend = "numpy" if jax.default_backend() == "cpu" else "jax"  # an accelerator keeps the features on it
+    devices = getattr(method, "devices", None)  # None: one device; N or "all": the points sharded over a mesh
+    # an accelerator (or a device mesh) keeps the features on it
+    backend = "numpy" if jax.default_backend() == "cpu" and devices is None else "jax"
     prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k,
-                         backend=backend, link=link)
+                         backend=backend, link=link, devices=devices)
     timings["features"] = time.perf_counter() - t
+    dev = describe_mesh(prob.mesh)
+    where = ("the host (NumPy)" if backend == "numpy" else
+             f"{dev['count']} {'/'.join(dev['kinds'])} devices, points sharded" if prob.mesh is not None else
+             jax.devices()[0].device_kind)
     log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
-        f"parameters), products on {'the host (NumPy)' if backend == 'numpy' else jax.devices()[0].device_kind}, "
-        f"features {timings['features']:.1f} s")
+        f"parameters), products on {where}, features {timings['features']:.1f} s")
     log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
                       "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
                       "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
@@ -324,7 +332,7 @@ def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
     # held-out metric with the same GEMM products (monomial basis): far cheaper than the model's
     # pair-by-pair evaluation, which the tests check it against
     tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), method.k, whiten=False,
-                          backend=backend, link=link)
+                          backend=backend, link=link, devices=devices)
 
     def sigma_train(theta):
         r, _ = prob.residual(theta)
@@ -343,7 +351,8 @@ def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
 
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
                   max_tries=1, stop_on_reject=False)
-    info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend}
+    info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend,
+            "devices": dev if backend == "jax" else None}
     return _Setup(prob, CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter), lm, sigma_train, det_test, model,
                   "matrix-free", info, timings)
 
