@@ -21,10 +21,12 @@ from ntkflow._checks import nonneg_float, positive_float, positive_int
 from ntkflow.engine.devices import parse_devices
 
 __all__ = ["DataConfig", "BergmanMethod", "DualMethod", "DonaldsonMethod", "NetworkMethod", "LMSettings",
-           "OutputConfig", "CYConfig", "METHODS", "SOLVERS", "LINKS", "KERNELS", "CENTER_METHODS", "option",
+           "OutputConfig", "CYConfig", "METHODS", "SOLVERS", "PRECONDITIONERS", "LINKS", "KERNELS", "CENTER_METHODS", "option",
            "field_default", "config_from_json"]
 
 SOLVERS = ("auto", "dense", "matrix-free", "dual")
+#: preconditioners of the matrix-free Gauss–Newton CG (ntkflow.solvers.CGSolve)
+PRECONDITIONERS = ("jacobi", "nystrom")
 LINKS = ("auto", "identity", "log")
 #: kernels of the dual (kernel) form; "bergman" on the command line is the primal u^k method
 KERNELS = ("gaussian", "mixture", "power")
@@ -93,6 +95,10 @@ class BergmanMethod:
     whiten_rtol: float = option(1e-10, "dense path: relative singular-value cut of the basis orthogonalisation")
     cg_rtol: float = option(1e-2, "matrix-free: CG relative tolerance per step", cli=False)
     cg_maxiter: int = option(60, "matrix-free: CG iterations per step", cli=False)
+    preconditioner: str = option("jacobi", "matrix-free: preconditioner of the Gauss-Newton CG: jacobi (diagonal) or "
+                                           "nystrom (randomized Nystrom sketch of the Jacobi-scaled Gram, built once "
+                                           "per step with --precond-rank products)", choices=PRECONDITIONERS)
+    precond_rank: int = option(64, "matrix-free: rank of the Nystrom sketch (--preconditioner nystrom)")
     devices: int | str | None = option(None, "matrix-free: shard the points over N JAX devices (or all visible); "
                                              "on CPU the devices are forced with XLA_FLAGS="
                                              "--xla_force_host_platform_device_count=N (a correctness check)",
@@ -110,6 +116,11 @@ class BergmanMethod:
         positive_float("whiten_rtol", self.whiten_rtol)
         positive_float("cg_rtol", self.cg_rtol)
         positive_int("cg_maxiter", self.cg_maxiter)
+        _choice("preconditioner", self.preconditioner, PRECONDITIONERS)
+        positive_int("precond_rank", self.precond_rank)
+        if self.solver == "dense" and self.preconditioner != "jacobi":
+            raise ValueError(f"preconditioner: {self.preconditioner!r} preconditions the matrix-free CG; the dense "
+                             f"solver factorises the normal equations. Pass --solver matrix-free or drop it.")
         if self.solver == "dense" and self.link == "log":
             raise ValueError("link: 'log' runs on the full Hermitian H (solver 'matrix-free'); the dense symmetric "
                              "basis is linear in phi. Pass --solver matrix-free or --link identity.")
@@ -246,6 +257,9 @@ class CYConfig:
         d["lm"].pop("max_iter")
         d["lm"].pop("time_budget")
         d["method"].pop("devices", None)  # where the products run, not what they compute (equal to 1e-10)
+        if d["method"].get("preconditioner") == "jacobi":  # the default keeps the fingerprints of earlier runs
+            d["method"].pop("preconditioner")
+            d["method"].pop("precond_rank")
         d.pop("output")
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -132,6 +132,9 @@ def choose_solver(method: BergmanMethod, n_functions: int, n_points: int, dim: i
         return "matrix-free", resolve_link(method.link), "--solver matrix-free"
     if getattr(method, "devices", None) is not None:
         return "matrix-free", resolve_link(method.link), f"--devices {method.devices} (the matrix-free path is sharded)"
+    if getattr(method, "preconditioner", "jacobi") != "jacobi":
+        return ("matrix-free", resolve_link(method.link),
+                f"--preconditioner {method.preconditioner} (it preconditions the matrix-free CG)")
     if mem > DENSE_MEMORY_GB:
         return "matrix-free", resolve_link(method.link), f"dense Hessian storage would need {mem:.1f} GB"
     if wants_log:
@@ -353,7 +356,11 @@ def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
                   max_tries=1, stop_on_reject=False)
     info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend,
             "devices": dev if backend == "jax" else None}
-    return _Setup(prob, CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter), lm, sigma_train, det_test, model,
+    precond = getattr(method, "preconditioner", "jacobi")  # Jacobi, or the Nyström sketch of the scaled Gram
+    solve = CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter, preconditioner=precond,
+                    rank=getattr(method, "precond_rank", 64), seed=0)
+    info["preconditioner"] = precond if precond == "jacobi" else f"{precond} (rank {solve.rank})"
+    return _Setup(prob, solve, lm, sigma_train, det_test, model,
                   "matrix-free", info, timings)
 
 
