@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import pathlib
+import subprocess
 import sys
 
 from ntkflow.io import NtkflowFileError, RunLock
@@ -59,7 +61,54 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.register(sub)
+    _register_bench(sub)
     return parser
+
+
+def _register_bench(sub) -> None:
+    """``ntkflow bench``: runs ``python -m bench`` of the repository checkout around the working directory.
+
+    The benchmarks (bench/) are not part of the installed package and the package never imports them;
+    this command only starts them, as a separate process, from a checkout."""
+    p = sub.add_parser(
+        "bench", help="run the benchmark suite of this checkout (python -m bench)",
+        description="Runs `python -m bench` (bench/suite.py) of the ntkflow repository checkout that contains the "
+                    "working directory: every benchmark section, JSON + plots under --out, machine, devices and "
+                    "library versions recorded; --update-readme rewrites README's performance tables. The "
+                    "benchmarks are not installed with the package: run this inside a clone of the repository.")
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--quick", action="store_true", help="CI-sized sections (a few minutes on 2 cores)")
+    mode.add_argument("--full", action="store_true", help="the acceptance sizes (hours on 2 cores)")
+    p.add_argument("--out", default=None, help="output folder (default: a fresh bench/results/run-<mode>-<time>)")
+    p.add_argument("--sections", nargs="+", default=None, metavar="NAME", help="run only these sections")
+    p.add_argument("--update-readme", action="store_true", help="rewrite README.md's bench region from this run")
+    p.add_argument("--list", action="store_true", help="list the sections and their commands, run nothing")
+    p.set_defaults(func=_run_bench)
+
+
+def bench_checkout(start: pathlib.Path) -> pathlib.Path | None:
+    """The nearest folder at or above ``start`` holding ``bench/suite.py`` and ``pyproject.toml``, else None."""
+    for d in (start, *start.parents):
+        if (d / "bench" / "suite.py").is_file() and (d / "pyproject.toml").is_file():
+            return d
+    return None
+
+
+def _run_bench(args) -> int:
+    root = bench_checkout(pathlib.Path.cwd().resolve())
+    if root is None:
+        raise FileNotFoundError(
+            f"no ntkflow repository checkout at or above {pathlib.Path.cwd()} (looked for bench/suite.py); the "
+            "benchmarks are not installed with the package: cd into a clone of the ntkflow repository and run "
+            "`ntkflow bench --quick` (or `python -m bench --quick`) there")
+    argv = ["--quick" if args.quick else "--full"]
+    if args.out is not None:
+        argv += ["--out", str(pathlib.Path(args.out).resolve())]
+    if args.sections:
+        argv += ["--sections", *args.sections]
+    argv += ["--update-readme"] * args.update_readme + ["--list"] * args.list
+    print(f"ntkflow bench: python -m bench {' '.join(argv)}  (in {root})", flush=True)
+    return subprocess.call([sys.executable, "-m", "bench", *argv], cwd=root)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -322,6 +322,8 @@ CASES = [
          ("--t-end",), cli=True),
     Case("ricci-resume-no-checkpoint", lambda t, fx: ["ricci", *RICCI_TINY, "--resume", "-o", str(t / "o")], None,
          ("resume",), cli=True),
+    Case("bench-no-mode", lambda t, fx: ["bench", "--out", str(t / "o")], 2, ("--quick", "--full"), cli=True),
+    Case("bench-both-modes", lambda t, fx: ["bench", "--quick", "--full"], 2, ("--full", "--quick"), cli=True),
 ]
 
 
