@@ -231,3 +231,32 @@ def test_lm_trajectory_with_nystrom_equals_jacobi_and_dense(primal_problem):
     assert all(h["precond_rank"] == 40 for h in runs["nystrom"].history)
     its = {pre: sum(h["cg_iterations"] for h in r.history) for pre, r in runs.items()}
     assert its["nystrom"] < its["jacobi"], its
+
+
+# ------------------------------------------------------------------------------------------
+# the CY job's options
+# ------------------------------------------------------------------------------------------
+
+
+def test_cy_preconditioner_options():
+    """--preconditioner nystrom: validated, refused with --solver dense, in the fingerprint; the default
+    jacobi keeps the fingerprint of a config written before the option existed."""
+    from ntkflow.cy.config import BergmanMethod, CYConfig
+
+    with pytest.raises(ValueError, match="preconditioner"):
+        BergmanMethod(preconditioner="ilu")
+    with pytest.raises(ValueError, match="preconditioner"):
+        BergmanMethod(solver="dense", preconditioner="nystrom")
+    with pytest.raises(ValueError, match="precond_rank"):
+        BergmanMethod(precond_rank=0)
+    base = CYConfig()
+    d = base.to_json()
+    assert d["method"]["preconditioner"] == "jacobi" and d["method"]["precond_rank"] == 64
+    ny = base.with_(preconditioner="nystrom")
+    assert ny.fingerprint() != base.fingerprint() != ny.with_(precond_rank=32).fingerprint() != ny.fingerprint()
+    assert base.with_(precond_rank=32).fingerprint() == base.fingerprint()  # the rank of an unused sketch
+    from ntkflow.cy.job import choose_solver
+
+    small = dict(n_functions=10, n_points=100, dim=3, trivial=False)  # --solver auto would be dense here
+    assert choose_solver(BergmanMethod(), **small)[0] == "dense"
+    assert choose_solver(BergmanMethod(preconditioner="nystrom"), **small)[0] == "matrix-free"
