@@ -23,13 +23,17 @@ solve   (K + μI) α = y with μ = λn (λ = ``--reg``; sklearn ``alpha = μ``).
 
 Peak memory is the peak resident set size of this process above its value before the method ran,
 sampled every millisecond by a thread (/proc/self/statm); it catches NumPy, XLA and KeOps buffers
-alike but can miss spikes shorter than a millisecond.
+alike but can miss spikes shorter than a millisecond. Before each method the heap is trimmed
+(``malloc_trim``) and large blocks are mmap-ed (``mallopt``, glibc), so that memory an earlier method
+freed is not silently reused below the baseline.
 
 Writes DIR/bench_peers.json and DIR/bench_peers.png.
 """
 from __future__ import annotations
 
 import argparse
+import ctypes
+import gc
 import importlib
 import os
 import sys
@@ -80,8 +84,29 @@ class PeakRSS:
         return False
 
 
+def _libc():
+    try:
+        lib = ctypes.CDLL("libc.so.6")
+        lib.malloc_trim  # noqa: B018 - glibc only
+        return lib
+    except (OSError, AttributeError):
+        return None
+
+
+_LIBC = _libc()
+
+
+def release_memory():
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``), so that the next method's
+    peak RSS is not hidden by memory an earlier method freed but the allocator kept."""
+    gc.collect()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def measure(fn, *, repeat: int, warmup: int = 1):
     """(best seconds of ``repeat`` calls after ``warmup`` calls, peak RSS increase GiB, last output)."""
+    release_memory()
     with PeakRSS() as mem:
         out = None
         for _ in range(warmup):
@@ -308,6 +333,8 @@ def main(argv=None):
     for name in ("n_matvec", "n_solve", "m", "repeat"):
         if getattr(args, name) < 1:
             ap.error(f"--{name.replace('_', '-')} must be ≥ 1, got {getattr(args, name)}")
+    if _LIBC is not None:  # glibc: arrays ≥ 64 KiB always mmap-ed, so their memory leaves RSS when freed
+        _LIBC.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD (fixed: no dynamic raise after frees)
     have_gp, gp = gpytorch_status()
     print(f"[bench_peers] gpytorch: {gp if have_gp else 'skipped — ' + gp}", flush=True)
     log = lambda s: print(s, flush=True)  # noqa: E731

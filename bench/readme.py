@@ -88,7 +88,7 @@ def _h_solvers(r):
 def _h_cy(r):
     recs = r["runs"] if isinstance(r, dict) and "runs" in r else r
     best = min((x for x in recs if x.get("sigma_test") is not None), key=lambda x: x["sigma_test"])
-    return f"best held-out σ {fmt(best['sigma_test'], '.3g')} ({best['method']}, k = {best.get('k')}, {fmt(best.get('seconds', best.get('wall_s')), '.3g')} s)"
+    return f"best held-out σ {fmt(best['sigma_test'], '.3g')} ({best['method']}, k = {best.get('k')}, {fmt(best.get('wall_seconds'), '.3g')} s)"
 
 
 def _h_euler(r):
@@ -119,7 +119,8 @@ def _h_metric_flows(r):
         sig = mf.get("sigma_test")
         if isinstance(sig, list):
             sig = sig[-1]
-        parts.append(f"metric flow σ held-out {fmt(sig, '.3g')}")
+        parts.append(f"metric flow n = {mf.get('n_train')}: σ train {fmt(mf.get('sigma_train_final'), '.3g')}, "
+                     f"held-out {fmt(sig, '.3g')}")
     parts.append(f"FS σ {fmt(r.get('fs_sigma_test'), '.3g')}")
     return "; ".join(parts)
 

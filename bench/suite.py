@@ -73,17 +73,17 @@ def plan(mode: str) -> list[Section]:
     return [
         S("peers", "ntkflow operators/solvers vs raw pykeops (LazyTensor, KernelSolve), NumPy, scipy, sklearn, GPyTorch",
           (_script("bench_peers.py", "--out", "{out}",
-                   *(("--n-matvec", "2000", "--n-solve", "1500", "--reg", "1e-4", "--m", "300", "--repeat", "2")
+                   *(("--n-matvec", "2000", "--n-solve", "1200", "--reg", "1e-4", "--m", "300", "--repeat", "2")
                      if q else ("--n-matvec", "10000", "--n-solve", "5000", "--m", "1000"))),), t),
         S("matvec", "Gaussian matvec throughput: ntkflow keops/jax/dense vs raw pykeops",
           (_script("bench_matvec.py", "--out", "{out}",
-                   *(("--sizes", "2000", "5000", "--repeat", "1", "--dense-max", "5000") if q else ())),), t),
+                   *(("--sizes", "2000", "4000", "--repeat", "1", "--dense-max", "4000") if q else ())),), t),
         S("sampling", "batched quintic sampler vs per-line np.roots",
           (_script("bench_sampling.py", "--out", "{out}",
                    *(("--n", "20000", "--n-compare", "2000", "--repeat", "1") if q else ())),), t),
         S("solvers", "Nyström KRR, Nyström-preconditioned exact KRR, sklearn and scipy at one size",
           (_script("bench_solvers.py", "--out", "{out}",
-                   *(("--a-n", "5000", "--a-m", "500", "--b-n", "1000", "--b-m", "200", "--c-n", "1000", "--c-m", "200")
+                   *(("--a-n", "4000", "--a-m", "400", "--b-n", "600", "--b-m", "150", "--c-n", "800", "--c-m", "200")
                      if q else ("--full",))),), t),
         S("cy", "σ against wall time: Bergman kernel + Gauss–Newton, Donaldson, finite network",
           (_script("bench_cy.py", "--out", "{out}",
@@ -93,10 +93,10 @@ def plan(mode: str) -> list[Section]:
           (("{py}", "-c", "from ntkflow.cli import main; raise SystemExit(main())", "cy", "-o", "{out}/model", "--n-curvature", "0",
             *(("-k", "4", "--n-train", "2000", "--n-test", "2000") if q else ())),
            _script("bench_euler.py", "--model", "{out}/model", "--out", "{out}",
-                   *(("--n", "500", "--budget", "30") if q else ("--n", "100000", "--budget", "600")))), t),
+                   *(("--n", "256", "--budget", "10") if q else ("--n", "100000", "--budget", "600")))), t),
         S("nosym", "quintic with no symmetry: σ against n and k (matrix-free Gauss–Newton)",
           (_script("bench_nosym.py", "--out", "{out}",
-                   *(("--n", "2000", "--k", "3", "--n-test", "2000", "--max-steps", "2", "--budget", "30")
+                   *(("--n", "1500", "--k", "3", "--n-test", "1500", "--max-steps", "2", "--budget", "20")
                      if q else ())),), t),
         S("dual", "dual form on Nyström centres: σ against m",
           (_script("bench_dual.py", "--out", "{out}",
@@ -104,7 +104,7 @@ def plan(mode: str) -> list[Section]:
                       "--max-seconds", "30") if q else ())),), t),
         S("gaussian_flow", "the talk's literal Gaussian-kernel flow (solve_ivp, lazy four-derivative kernel)",
           (_script("bench_gaussian_flow.py", "--out", "{out}",
-                   *(("--n-train", "100", "--n-test", "200", "--s2", "0.2", "--t-max", "1", "--max-seconds", "15",
+                   *(("--n-train", "100", "--n-test", "200", "--s2", "0.2", "--t-max", "1", "--max-seconds", "10",
                       "--n-eig", "2") if q else ())),), t),
         S("metric_flows", "Kähler metric flow and MSE memorisation",
           (_script("bench_metric_flows.py", "--out", "{out}",
@@ -113,7 +113,7 @@ def plan(mode: str) -> list[Section]:
                       "--n-kahler", "20", "--skip-potential") if q else ())),), t),
         S("ricci", "finite-σ metric flow: one right-hand side at scale, lazy vs dense",
           (_script("bench_ricci.py", "scale", "--out", "{out}",
-                   *(("--n", "2000", "--n-dense", "500", "--domains", "T3", "--rhs-only") if q else ())),), t),
+                   *(("--n", "1000", "--n-dense", "0", "--domains", "T3", "--rhs-only") if q else ())),), t),
     ]
 
 
