@@ -99,7 +99,7 @@ class BergmanMethod:
                                            "nystrom (randomized Nystrom sketch of the Jacobi-scaled Gram, built once "
                                            "per step with --precond-rank products)", choices=PRECONDITIONERS)
     precond_rank: int = option(64, "matrix-free: rank of the Nystrom sketch (--preconditioner nystrom)")
-    devices: int | str | None = option(None, "matrix-free: shard the points over N JAX devices (or all visible); "
+    devices: int | str | None = option(None, "matrix-free and dual forms: shard the points over N JAX devices (or all visible); "
                                              "on CPU the devices are forced with XLA_FLAGS="
                                              "--xla_force_host_platform_device_count=N (a correctness check)",
                                        metavar="N|all")
@@ -145,6 +145,8 @@ class DualMethod:
     jacobian: str = option("auto", "auto (dense J when n*m <= dense_max_entries), lazy or dense", cli=False)
     dense_max_entries: int = option(25_000_000, "largest n*m for the dense J", cli=False)
     tile: int = option(256, "rows per JAX tile of the lazy products", cli=False)
+    devices: int | str | None = option(None, "shard the rows of the Jacobian products over N JAX devices (or all)",
+                                       metavar="N|all")
 
     def __post_init__(self):
         _choice("kernel", self.kernel, KERNELS)
@@ -160,6 +162,7 @@ class DualMethod:
         _choice("jacobian", self.jacobian, ("auto", "lazy", "dense"))
         positive_int("dense_max_entries", self.dense_max_entries)
         positive_int("tile", self.tile)
+        object.__setattr__(self, "devices", parse_devices(self.devices))
 
 
 @dataclass(frozen=True)

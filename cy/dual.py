@@ -60,10 +60,11 @@ from ntkflow.cy.config import DualMethod
 from ntkflow.cy.model import Model, as_pointset, register
 from ntkflow.cy.problems import ProductOperator, cholesky_logdet, fitted_constant
 from ntkflow.engine import Kernel, ProjectiveGaussian, ProjectiveMixture, ProjectivePower
+from ntkflow.engine.devices import POINTS, REPLICATED, AXIS, device_mesh, padded_length, per_device, shard_points
 from ntkflow.engine.kernels.kahler import f_derivative
 from ntkflow.engine.kernels.projective import check_projective_base
 from ntkflow.solvers import select_centers
-from ntkflow.solvers.least_squares import Linearisation
+from ntkflow.solvers.least_squares import Linearisation, NormalEquations
 
 __all__ = ["DualProblem", "DualKernelModel", "make_kernel", "kernel_spec", "choose_form", "select_dual_centers",
            "dual_metric"]
@@ -189,6 +190,34 @@ def _jac_fns(base, tile: int):
 
 
 @functools.lru_cache(maxsize=32)
+def _sharded_jac_fns(base, tile: int, mesh):
+    """The products of :func:`_jac_fns` with the rows sharded over ``mesh`` (every device tiles its own
+    block; sums over points are local sums + psum): (grad, gram, sq) with
+
+    grad(rows, cols, u)      = [J_αᵀ u ; −Σ u]                     (m + 1,)
+    gram(rows, cols, w, V)   = [J_αᵀ U ; −Σ U],  U = w ∘ (J_α V_α − V_c)   (m + 1, k)
+    sq(rows, cols, w)        = Σ_x w_x J_xb²                        (m,)
+    """
+    jv, jtu, sq, _ = _jac_fns(base, tile)
+    rows, cols = (POINTS, POINTS, POINTS), (REPLICATED, REPLICATED, REPLICATED)
+
+    def grad_local(xz, xq, xt, cz, cq, W, u):
+        a = jtu(xz, xq, xt, cz, cq, W, u[:, None])[:, 0]
+        return jax.lax.psum(jnp.concatenate([a, -jnp.sum(u)[None]]), AXIS)
+
+    def gram_local(xz, xq, xt, cz, cq, W, w, V):
+        U = w[:, None] * (jv(xz, xq, xt, cz, cq, W, V[:-1]) - V[-1:])  # (L, k), never leaves the device
+        return jax.lax.psum(jnp.concatenate([jtu(xz, xq, xt, cz, cq, W, U), -jnp.sum(U, 0, keepdims=True)]), AXIS)
+
+    def sq_local(xz, xq, xt, cz, cq, W, w):
+        return jax.lax.psum(sq(xz, xq, xt, cz, cq, W, w), AXIS)
+
+    return (jax.jit(per_device(grad_local, mesh, rows + cols + (POINTS,), REPLICATED)),
+            jax.jit(per_device(gram_local, mesh, rows + cols + (POINTS, REPLICATED), REPLICATED)),
+            jax.jit(per_device(sq_local, mesh, rows + cols + (POINTS,), REPLICATED)))
+
+
+@functools.lru_cache(maxsize=32)
 def _metric_fn(base, tile: int):
     """jit: (A_re, A_im (n, N²), e (n,), φ (n,)) with A = Σ_b α_b h s c̄_b c_bᵀ, e = Σ_b α_b u f',
     φ = Σ_b α_b f(u)."""
@@ -271,10 +300,16 @@ class DualProblem:
         tile: rows per JAX tile.
         log_det_fs: (n,) log det g_FS at the points (default: from ``jac``; the job passes
             :func:`ntkflow.manifolds.fs_det`'s), for the starting constant of :meth:`initial`.
+        devices: None (one device), an int or "all": the rows of J sharded over a device mesh
+            (:mod:`ntkflow.engine.devices`; n padded with zero-weight rows to whole tiles on every device).
+            ``linearise`` then returns :class:`~ntkflow.solvers.least_squares.NormalEquations`: JᵀWr/n,
+            V ↦ JᵀWJV/n and diag(JᵀWJ)/n computed per device and summed by psum (J V never leaves the
+            devices; J is never formed, whatever ``jacobian`` says). The metric and residual stay one
+            lazy pass on the default device.
     """
 
     def __init__(self, base, centers, z, jac, weights, log_omega, *, jacobian: str = "auto",
-                 dense_max_entries: int = 25_000_000, tile: int = 256, log_det_fs=None):
+                 dense_max_entries: int = 25_000_000, tile: int = 256, log_det_fs=None, devices=None):
         check_projective_base(base)
         z = np.asarray(z, dtype=np.complex128)
         jac = np.asarray(jac, dtype=np.complex128)
@@ -306,6 +341,12 @@ class DualProblem:
         self._cols = (jnp.asarray(cz), jnp.asarray(cq), jnp.asarray(W))
         self._xz = jnp.asarray(_pad(_realify(z), self.tile))
         self._gram = None  # K_mm, formed on first use (penalty)
+        self.mesh = None if devices is None else device_mesh(devices)
+        if self.mesh is not None:
+            self.mode = "sharded"
+            self._rows = padded_length(self.n, self.mesh, multiple=self.tile)
+            self._xz_sharded = self._shard(_realify(z))
+            self._w_sharded = self._shard(self.w, pad="zeros")
 
     # ---- metric, residual, loss -----------------------------------------------------------------
     def metric(self, alpha, z=None, jac=None):
@@ -363,6 +404,8 @@ class DualProblem:
         B = np.einsum("naI,nab,nbJ->nIJ", np.conj(self.R), ginv, self.R).reshape(self.n, -1)
         t = np.real(np.einsum("nab,nba->n", ginv, self.gfs))
         xq = np.concatenate([B.real, -B.imag], axis=1)
+        if self.mesh is not None:
+            return self._normal_equations(r, xq, t)
         rows = (self._xz, jnp.asarray(_pad(xq, self.tile)), jnp.asarray(_pad(t, self.tile)))
         fns = _jac_fns(self.base, self.tile)
         if self.mode == "dense":
@@ -378,6 +421,25 @@ class DualProblem:
                                                   -U.sum(0, keepdims=True)]))
             diag = np.asarray(fns[2](*rows, *self._cols, self._padu(self.w)))
         return Linearisation(r=r, J=J, diag=np.concatenate([diag, [self.w.sum()]]) / self.n)
+
+    def _shard(self, a, pad: str = "first"):
+        """(n, ...) host rows -> padded to whole tiles per device and sharded over the mesh."""
+        return shard_points(np.asarray(a), self.mesh, length=self._rows, pad=pad)
+
+    def _normal_equations(self, r, xq, t) -> NormalEquations:
+        """(JᵀWr/n, V ↦ JᵀWJV/n, diag JᵀWJ/n) by the sharded products (see the class docstring)."""
+        grad_fn, gram_fn, sq_fn = _sharded_jac_fns(self.base, self.tile, self.mesh)
+        rows = (self._xz_sharded, self._shard(xq), self._shard(t))
+        cols = self._cols
+        n, p = self.n, self.n_params
+        grad = np.asarray(grad_fn(*rows, *cols, self._shard(self.w * r, pad="zeros"))) / n
+
+        def gram(V):
+            return np.asarray(gram_fn(*rows, *cols, self._w_sharded, jnp.asarray(np.asarray(V, dtype=np.float64)))) / n
+
+        diag = np.asarray(sq_fn(*rows, *cols, self._w_sharded))
+        return NormalEquations(grad=grad, gram=ProductOperator(p, p, forward=gram, adjoint=gram),
+                               diag=np.concatenate([diag, [self.w.sum()]]) / n)
 
     def _padu(self, u):
         u = np.asarray(u, dtype=np.float64)

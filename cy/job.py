@@ -374,10 +374,12 @@ def _setup_dual(config, method: DualMethod, m, train, test, log) -> _Setup:
     timings["centers"] = time.perf_counter() - t
     prob = DualProblem(base, centers, train.points, train.jacobian, train.weights, np.log(train.omega_sq),
                        jacobian=method.jacobian, dense_max_entries=method.dense_max_entries, tile=method.tile,
-                       log_det_fs=np.log(fs_det(train)))
+                       log_det_fs=np.log(fs_det(train)), devices=method.devices)
     why_mode = ("requested" if method.jacobian != "auto" else
                 f"n·m = {prob.n * prob.m:.3g} {'≤' if prob.mode == 'dense' else '>'} {method.dense_max_entries:.3g}")
     mode = (f"J formed once per step ({why_mode}), CG products by BLAS" if prob.mode == "dense"
+            else f"every CG product JᵀWJV one lazy pass sharded over {prob.mesh.size} devices, J never formed "
+                 f"(--devices {method.devices})" if prob.mode == "sharded"
             else f"every CG product one lazy JAX pass, J never formed ({why_mode})")
     log(f"  centres: {method.centers} ({method.centers_method}, seed {config.data.seed}) in {timings['centers']:.1f} s; "
         f"Jacobian: {mode}; ridge μ = {method.ridge:g}")
@@ -398,6 +400,7 @@ def _setup_dual(config, method: DualMethod, m, train, test, log) -> _Setup:
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
                   max_tries=1, stop_on_reject=False, max_lam=1e8, mu=method.ridge)
     info = {"kernel": kernel_spec(base), "form": form, "why": why, "jacobian": prob.mode,
+            "devices": describe_mesh(prob.mesh) if prob.mesh is not None else None,
             "n_centers": method.centers, "centers_method": method.centers_method, "ridge": method.ridge}
     return _Setup(prob, CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter), lm, sigma_train, det_test, model,
                   "dual", info, timings)

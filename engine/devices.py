@@ -24,10 +24,13 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = ["AXIS", "device_mesh", "padded_length", "points_sharding", "shard_points", "local_blocks",
-           "describe_mesh", "parse_devices"]
+           "describe_mesh", "parse_devices", "per_device", "POINTS", "REPLICATED"]
 
 #: name of the mesh axis the points are split along
 AXIS = "points"
+#: partition specs: split along the points axis / the same on every device
+POINTS = PartitionSpec(AXIS)
+REPLICATED = PartitionSpec()
 
 
 def parse_devices(devices):
@@ -116,3 +119,16 @@ def describe_mesh(mesh: Mesh | None) -> dict:
             "kinds": sorted({str(getattr(d, "device_kind", d.platform)) for d in devs}),
             "sharded": mesh is not None, "visible": len(jax.devices())}
 
+
+def per_device(fn, mesh: Mesh, in_specs, out_specs):
+    """``fn`` run on every device's own block (``shard_map``): arguments with spec :data:`POINTS` arrive as
+    the local (L, ...) block, :data:`REPLICATED` ones whole; a sum over the points inside ``fn`` is a local
+    sum followed by ``jax.lax.psum(·, AXIS)`` (the collective). ``jax.shard_map`` on current JAX,
+    ``jax.experimental.shard_map`` on the pinned 0.5.3. The replication check is off (a ``lax.scan`` whose
+    carry starts replicated and accumulates local rows trips it): ``fn`` must psum what it returns
+    replicated."""
+    if hasattr(jax, "shard_map"):
+        return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    from jax.experimental.shard_map import shard_map  # JAX < 0.7 (the [nt] extra's 0.5.3) has only this one
+
+    return shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_rep=False)
