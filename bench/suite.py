@@ -28,6 +28,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -228,8 +229,9 @@ def run_section(section: Section, out: Path, log=print) -> dict:
 
 
 def _display(argv) -> str:
-    s = " ".join(argv)
-    return s.replace(sys.executable, "python").replace(str(ROOT) + "/", "")
+    """The command as a shell line (quoted), with this interpreter shown as ``python`` and paths relative
+    to the repository root."""
+    return shlex.join(argv).replace(sys.executable, "python").replace(str(ROOT) + "/", "")
 
 
 def default_out(mode: str) -> Path:
