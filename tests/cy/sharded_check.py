@@ -15,6 +15,8 @@ import numpy as np
 
 import ntkflow  # noqa: F401  (float64)
 from ntkflow.cy import matrixfree as mf
+from ntkflow.cy.dual import DualProblem
+from ntkflow.engine import ProjectiveGaussian
 from ntkflow.cy.config import BergmanMethod, CYConfig, DataConfig, LMSettings, OutputConfig
 from ntkflow.cy.job import run_cy
 from ntkflow.manifolds import random_quintic, sample, sigma
@@ -58,7 +60,7 @@ def primal_case(n: int, link: str, k: int = 2, n_test: int = 401) -> dict:
 
     r_shd, _ = shd.residual(v)
     return {
-        "n": n, "link": link, "rows": int(shd.S.shape[0]), "sharding": str(shd.S.sharding.spec),
+        "n": n, "link": link, "rows": int(shd.S.shape[0]), "sharding": list(shd.S.sharding.spec),
         "n_shards": len(shd.S.addressable_shards), "shard_rows": sorted({s.data.shape[0] for s in shd.X.addressable_shards}),
         "loss": [ref.loss(v), one.loss(v), shd.loss(v)],
         "initial": rel(shd.initial(), ref.initial()),
@@ -73,6 +75,35 @@ def primal_case(n: int, link: str, k: int = 2, n_test: int = 401) -> dict:
         "cg_iterations": {name: [h.get("cg_iterations") for h in res.history] for name, res in steps.items()},
         "sigma_test": [held_out(None, "numpy"), held_out(D, "jax")],
     }
+
+
+def dual_case(n: int = 1001, m: int = 40, tile: int = 64, n_test: int = 301) -> dict:
+    """The dual form's normal equations, two LM steps and held-out σ: rows sharded vs one device (lazy
+    and dense J)."""
+    ps = sample(random_quintic(3), n + n_test, seed=2)
+    train, test = ps.split(n)
+    args = (ProjectiveGaussian(0.3), train.points[:m], train.points, train.jacobian, train.weights,
+            np.log(train.omega_sq))
+    shd = DualProblem(*args, tile=tile, devices=D)
+    rng = np.random.default_rng(0)
+    v = shd.initial()
+    v[:-1] = 1e-2 * rng.normal(size=m)
+    V = rng.normal(size=(m + 1, 3))
+    ls = shd.linearise(v)
+    out = {"n": n, "mode": shd.mode, "normal_equations": isinstance(ls, NormalEquations)}
+    cfg = LMConfig(max_iter=2, scaling="marquardt", max_tries=1, stop_on_reject=False)
+    res_shd = levenberg_marquardt(shd, cfg, solve=CGSolve(rtol=1e-4, maxiter=300))
+    for mode in ("lazy", "dense"):
+        ref = DualProblem(*args, tile=tile, jacobian=mode)
+        la = ref.linearise(v)
+        res = levenberg_marquardt(ref, cfg, solve=CGSolve(rtol=1e-4, maxiter=300))
+        det = lambda th: np.real(np.linalg.det(ref.metric(th[:-1], test.points, test.jacobian)))  # noqa: E731
+        out[mode] = {"grad": rel(ls.grad, la.J.T.mv(ref.w * la.r) / n),
+                     "gram": rel(ls.gram.mm(V), la.J.T.mm(ref.w[:, None] * la.J.mm(V)) / n),
+                     "diag": rel(ls.diag, la.diag), "step_theta": rel(res_shd.value, res.value),
+                     "step_loss": [[h["loss"] for h in res.history], [h["loss"] for h in res_shd.history]],
+                     "sigma_test": [sigma(test, det(res.value)), sigma(test, det(res_shd.value))]}
+    return out
 
 
 def strided_jacobi(n: int = 20_003) -> dict:
@@ -107,7 +138,7 @@ def job(workdir: str) -> dict:
 def main(path: str, workdir: str) -> None:
     results = {"devices": D, "jax": jax.__version__,
                "primal": [primal_case(1001, "identity"), primal_case(1001, "log")],
-               "jacobi": strided_jacobi(), "job": job(workdir)}
+               "dual": dual_case(), "jacobi": strided_jacobi(), "job": job(workdir)}
     with open(path, "w") as f:
         json.dump(results, f, indent=1)
 

@@ -1,5 +1,6 @@
 """Several devices (issue #12): the points axis sharded over a JAX device mesh gives the one-device
-(and the NumPy backend's) loss, normal equations, Levenberg–Marquardt steps and held-out σ.
+(and the NumPy backend's) loss, normal equations, Levenberg–Marquardt steps and held-out σ, for the
+matrix-free primal form and the dual form's products (n = 1001: padded to whole blocks).
 
 The equality checks run ``sharded_check.py`` in a subprocess with 4 forced host devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=4 must be set before jax is imported); the helpers'
@@ -48,7 +49,7 @@ def test_features_are_split_in_equal_blocks_one_per_device_with_padding(sharded)
     for case in sharded["primal"]:
         assert case["n"] % D != 0  # padded
         assert case["rows"] == -(-case["n"] // D) * D
-        assert case["sharding"] == "P('points',)" and case["n_shards"] == D
+        assert case["sharding"] == ["points"] and case["n_shards"] == D
         assert case["shard_rows"] == [case["rows"] // D]
 
 
@@ -76,6 +77,19 @@ def test_sharded_levenberg_marquardt_steps_and_held_out_sigma_equal_one_device(s
     assert c["cg_iterations"]["shd"] == c["cg_iterations"]["ref"]
     s_ref, s_shd = c["sigma_test"]
     assert abs(s_shd / s_ref - 1) < 1e-10
+
+
+@pytest.mark.parametrize("mode", ["lazy", "dense"])
+def test_sharded_dual_products_and_steps_equal_one_device(sharded, mode):
+    c = sharded["dual"]
+    assert c["mode"] == "sharded" and c["normal_equations"]
+    d = c[mode]
+    assert d["grad"] < 1e-10 and d["gram"] < 1e-10 and d["diag"] < 1e-10
+    ref, shd = (np.array(x) for x in d["step_loss"])
+    assert ref[-1] < ref[0]
+    np.testing.assert_allclose(shd, ref, rtol=1e-10)
+    assert d["step_theta"] < 1e-10
+    assert abs(d["sigma_test"][1] / d["sigma_test"][0] - 1) < 1e-10
 
 
 def test_strided_jacobi_subset_on_many_points_is_the_one_device_subset(sharded):
