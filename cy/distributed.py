@@ -156,13 +156,15 @@ def _task_sigma_sums(block, spec, v, kappa):
     return (float(np.sum(w * eta)), float(np.sum(w))) if kappa is None else float(np.sum(w * np.abs(1 - eta / kappa)))
 
 
-def _add(a, b):
-    """Sum of two partial results (floats, arrays or tuples of them); None (infeasible) wins, +inf stays."""
-    if a is None or b is None:
+def _add(*parts):
+    """Sum of partial results in the order given (floats, arrays or tuples of them); None (infeasible) wins,
+    +inf stays."""
+    if any(p is None for p in parts):
         return None
-    if isinstance(a, tuple):
-        return tuple(x + y for x, y in zip(a, b))
-    return a + b
+    out = parts[0]
+    for p in parts[1:]:
+        out = tuple(x + y for x, y in zip(out, p)) if isinstance(out, tuple) else out + p
+    return out
 
 
 def _peak_rss_bytes():
@@ -298,13 +300,13 @@ class DistributedPrimalProblem:
         return [c.submit(fn, blk, self._spec_arg, *(per_block[b] if per_block is not None else ()), *args, pure=True)
                 for b, blk in enumerate(self._blocks)]
 
-    def _reduce(self, futs):
-        """Pairwise tree sum of the blocks' results (fixed order), gathered on the driver."""
+    def _reduce(self, futs, fan_in: int = 16):
+        """Tree sum of the blocks' results (``fan_in`` partial results per sum, in block order: the same
+        sums wherever the blocks ran), gathered on the driver."""
         c = self.client
         futs = list(futs)
         while len(futs) > 1:
-            futs = [c.submit(_add, futs[i], futs[i + 1], pure=True) if i + 1 < len(futs) else futs[i]
-                    for i in range(0, len(futs), 2)]
+            futs = [c.submit(_add, *futs[i:i + fan_in], pure=True) for i in range(0, len(futs), fan_in)]
         return gather_bounded(c, futs, self.timeout, self.where, what="a block of the distributed problem")[0]
 
     # ---- LeastSquaresProblem ------------------------------------------------------------------
@@ -382,7 +384,8 @@ class DistributedPrimalProblem:
         """For each block, the addresses of the workers holding its features (or points: keep_features=False)."""
         from distributed import wait  # deferred: dask is heavy to import
 
-        wait(list(self._blocks), timeout=self.timeout)
+        with self.client.as_current():
+            wait(list(self._blocks), timeout=self.timeout)
         who = self.client.who_has(list(self._blocks))
         return [sorted(who.get(f.key, ())) for f in self._blocks]
 
