@@ -172,3 +172,128 @@ def test_bad_inputs_raise_clear_errors(problem):
         krr_exact(k, x, y, 1e-3, precond="jacobi")
     with pytest.raises(TypeError, match="seed"):
         select_centers(k, x, 5, seed="zero")
+
+
+# ------------------------------------------------------------------------------------------
+# float32 blocks (opt-in), dask workers, several JAX devices
+# ------------------------------------------------------------------------------------------
+
+
+def test_float32_blocks_product_and_honest_float64_residual(problem):
+    x, y, k = problem
+    C = x[::10]
+    V = np.random.default_rng(4).normal(size=(len(C), 2))
+    Knm = k.dense(x, C)
+    ref = Knm.T @ (Knm @ V)
+    g = NystromGram(k, x, C, backend="jax", tile=32)
+    np.testing.assert_allclose(g.mm(V), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())
+    err32 = np.abs(g.mm_lowp(V) - ref).max() / np.abs(ref).max()
+    assert 1e-10 < err32 < 1e-5, err32  # really float32 blocks, and still accurate to single precision
+    res = nystrom_krr(k, x, y, centers=C, reg=1e-3, block_dtype="float32", rtol=1e-4, maxiter=200)
+    H, b, _ = _dense_nystrom(k, x, y, C, 1e-3)
+    rel = np.linalg.norm(H @ res.coefficients - b) / np.linalg.norm(b)
+    assert res.relative_residual == pytest.approx(rel, rel=1e-6)  # the float64 residual, not the float32 one
+    assert res.converged == (rel <= 1e-4)
+    with pytest.raises(ValueError, match="block_dtype"):
+        nystrom_krr(k, x, y, centers=C, reg=1e-3, block_dtype="float16")
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    distributed = pytest.importorskip("distributed")
+    cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()
+
+
+def test_nystrom_on_dask_workers_equals_in_process_and_scatters_once(problem, dask_client):
+    x, y, k = problem
+    C = x[::12]
+    g = NystromGram(k, x, C, backend="dask", client=dask_client, n_blocks=3, tile=16)
+    keys = [f.key for f in g._state["xf"]]
+    assert len(keys) == 3
+    V = np.random.default_rng(5).normal(size=(len(C), 2))
+    Knm = k.dense(x, C)
+    for _ in range(2):  # repeated products reuse the scattered blocks
+        np.testing.assert_allclose(g.mm(V), Knm.T @ (Knm @ V), rtol=1e-12)
+    assert [f.key for f in g._state["xf"]] == keys
+    np.testing.assert_allclose(g.rmatmat(y[:, None]), Knm.T @ y[:, None], rtol=1e-12)
+    g.close()
+    kw = dict(centers=C, reg=1e-3, rtol=1e-11, maxiter=300, tile=16)
+    local = nystrom_krr(k, x, y, backend="jax", n_threads=2, **kw)
+    dist = nystrom_krr(k, x, y, backend="dask", client=dask_client, **kw)  # one block per worker
+    assert dist.converged and dist.cg.iterations == local.cg.iterations
+    np.testing.assert_allclose(dist.coefficients, local.coefficients, rtol=1e-10, atol=0)
+    # another split of the points (3 blocks): the fitted values agree (β itself only to cond(H)·rtol)
+    dist3 = nystrom_krr(k, x, y, backend="dask", client=dask_client, n_blocks=3, **kw)
+    np.testing.assert_allclose(Knm @ dist3.coefficients, Knm @ local.coefficients, rtol=1e-10,
+                               atol=1e-10 * np.abs(Knm @ local.coefficients).max())
+    assert dask_client.status == "running"  # a client passed in is not closed
+
+
+def test_exact_krr_on_dask_workers_equals_in_process(problem, dask_client):
+    x, y, k = problem
+    x, y = x[:300], y[:300]
+    kw = dict(precond="nystrom", m=60, seed=1, rtol=1e-12, maxiter=500)
+    local = krr_exact(k, x, y, 1e-4, backend="jax", **kw)
+    dist = krr_exact(k, x, y, 1e-4, backend="dask", client=dask_client, n_blocks=3, **kw)
+    assert dist.converged and local.converged
+    np.testing.assert_allclose(dist.coefficients, local.coefficients, rtol=1e-10, atol=0)
+    alpha = np.linalg.solve(k.dense(x, x) + 1e-4 * len(x) * np.eye(len(x)), y)
+    np.testing.assert_allclose(dist.coefficients, alpha, rtol=1e-7, atol=1e-7 * np.abs(alpha).max())
+
+
+_SHARDED_CHECK = r"""
+import json, sys
+import numpy as np
+import jax
+import ntkflow
+from ntkflow.engine import Gaussian
+from ntkflow.solvers import NystromGram, nystrom_krr
+assert len(jax.devices()) == 4, jax.devices()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(503, 3)); y = np.sin(2 * x[:, 0]) + x[:, 1] * x[:, 2]
+k = Gaussian(1.2); C = x[::9]
+V = rng.normal(size=(len(C), 2))
+Knm = k.dense(x, C)
+ref = Knm.T @ (Knm @ V)
+g = NystromGram(k, x, C, backend="jax", devices=4, tile=16)
+out = {"devices": len({d for d in g._state["xs"].sharding.device_set}),
+       "gram": float(np.abs(g.mm(V) - ref).max() / np.abs(ref).max()),
+       "rhs": float(np.abs(g.rmatmat(y[:, None]) - Knm.T @ y[:, None]).max() / np.abs(Knm.T @ y).max())}
+one = nystrom_krr(k, x, y, centers=C, reg=1e-3, rtol=1e-11, maxiter=300, n_threads=1)
+four = nystrom_krr(k, x, y, centers=C, reg=1e-3, rtol=1e-11, maxiter=300, devices=4)
+out["coef"] = float(np.abs(four.coefficients - one.coefficients).max() / np.abs(one.coefficients).max())
+out["iterations"] = [one.cg.iterations, four.cg.iterations]
+out["jax"] = jax.__version__
+print(json.dumps(out))
+"""
+
+
+def test_fused_pass_sharded_over_four_forced_host_devices_equals_one_device(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    script = tmp_path / "sharded_nystrom.py"
+    script.write_text(_SHARDED_CHECK)
+    p = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    assert out["gram"] < 1e-12 and out["rhs"] < 1e-12, out
+    assert out["coef"] < 1e-10 and abs(out["iterations"][0] - out["iterations"][1]) <= 1, out  # stop at rtol: ±1
+
+
+def test_device_and_cluster_arguments_are_checked(problem):
+    x, y, k = problem
+    with pytest.raises(ValueError, match="devices: a device mesh needs backend='jax'"):
+        NystromGram(k, x, x[:10], backend="dense", devices=2)
+    with pytest.raises(ValueError, match="client, scheduler: a dask cluster needs backend='dask'"):
+        NystromGram(k, x, x[:10], backend="jax", scheduler="tcp://127.0.0.1:1")
+    with pytest.raises(ValueError, match="devices: asked for 64"):
+        NystromGram(k, x, x[:10], backend="jax", devices=64)
