@@ -17,6 +17,7 @@ import numpy as np
 
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
                                NetworkMethod, OutputConfig, field_default)
+from ntkflow.cy.distributed import ClusterSettings
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
 from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
@@ -102,6 +103,19 @@ def register(subparsers) -> None:
                 continue
             seen.add(_flag(f))
             _add_field(g, f)
+    dist = p.add_argument_group(
+        "cluster", "the matrix-free method on dask.distributed: training points sampled on the workers in blocks "
+                   "(seed, block), products by map + reduce; the driver holds only parameter-sized vectors")
+    where = dist.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="start an embedded dask LocalCluster of N worker processes (default: no cluster)")
+    where.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                       help="join the dask scheduler at ADDRESS, e.g. tcp://host:8786 (default: no cluster)")
+    dist.add_argument("--block-size", type=int, default=ClusterSettings.block_size, metavar="POINTS",
+                      help="training points per block (fixes the points with --seed) (default: %(default)s)")
+    dist.add_argument("--recompute-features", action="store_true",
+                      help="rebuild each block's features in every task instead of keeping them on the workers "
+                           "(less worker memory, more time) (default: off)")
     out = p.add_argument_group("output files")
     out.add_argument("-o", "--output", default="runs/cy", help="output directory (default: %(default)s)")
     out.add_argument("--resume", action="store_true",
@@ -182,7 +196,11 @@ def _run_cy(args) -> int:
         cfg = cfg.with_(k=k)
         if why and not args.quiet:
             print(f"ntkflow cy: -k {k} ({why}; pass -k to choose)", flush=True)
-    res = run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet)
+    cluster = None
+    if args.workers is not None or args.scheduler is not None:
+        cluster = ClusterSettings(workers=args.workers, scheduler=args.scheduler, block_size=args.block_size,
+                                  keep_features=not args.recompute_features)
+    res = run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet, cluster=cluster)
     status = (res.metrics.get("status") or {}) if isinstance(res.metrics, dict) else {}
     if status.get("name") == "NONFINITE":  # a failed fit is reported as a failure (exit 1), its files kept
         print(f"ntkflow cy: error: the fit failed: {status.get('message', 'NONFINITE')}", file=sys.stderr)

@@ -45,7 +45,7 @@ from ntkflow.manifolds import sample
 from ntkflow.manifolds.pointset import PointSet
 from ntkflow.solvers.least_squares import NormalEquations
 
-__all__ = ["DistributedPrimalProblem", "block_seed", "heldout_seed", "block_sizes", "sample_block",
+__all__ = ["DistributedPrimalProblem", "ClusterSettings", "open_client", "block_seed", "heldout_seed", "block_sizes", "sample_block",
            "sample_blocks", "reference_problem", "peak_memory", "local_client", "connect"]
 
 
@@ -193,6 +193,56 @@ def connect(address: str, timeout: float = 5.0):
     return connect_scheduler(address, timeout)
 
 
+@dataclass(frozen=True)
+class ClusterSettings:
+    """Where the distributed matrix-free method runs (``ntkflow cy --workers N | --scheduler ADDRESS``).
+
+    workers: an embedded LocalCluster of that many worker processes (one thread each); scheduler: join the
+    dask scheduler at this address instead (``tcp://host:8786``); block_size: points per block (with the
+    seed it fixes the training points); keep_features: keep the blocks' features on the workers (False:
+    rebuild them in every task); timeout: seconds for joining a scheduler and per wait slice.
+    """
+
+    workers: int | None = None
+    scheduler: str | None = None
+    block_size: int = 16_384
+    keep_features: bool = True
+    timeout: float = 5.0
+
+    def __post_init__(self):
+        if self.workers is not None and self.scheduler is not None:
+            raise ValueError(f"workers, scheduler: give --workers N (an embedded cluster) or --scheduler ADDRESS (an "
+                             f"existing one), not both (received {self.workers!r} and {self.scheduler!r}).")
+        if self.workers is not None:
+            positive_int("workers", self.workers)
+        if self.scheduler is not None and (not isinstance(self.scheduler, str) or "://" not in self.scheduler):
+            raise ValueError(f"scheduler: expected an address like 'tcp://host:8786', received {self.scheduler!r}.")
+        positive_int("block_size", self.block_size)
+        if not isinstance(self.keep_features, bool):
+            raise TypeError(f"keep_features: expected True or False, received {self.keep_features!r}.")
+        positive_float("timeout", self.timeout)
+
+    @property
+    def enabled(self) -> bool:
+        return self.workers is not None or self.scheduler is not None
+
+    def describe(self) -> str:
+        return (f"an embedded LocalCluster of {self.workers} worker processes" if self.workers is not None
+                else f"the dask scheduler at {self.scheduler}")
+
+
+def open_client(settings: ClusterSettings):
+    """(client, things to close when done): a LocalCluster for ``settings.workers``, or a client joined to
+    ``settings.scheduler`` (:func:`connect`: SchedulerError naming the address within seconds)."""
+    if settings.workers is not None:
+        client, cluster = local_client(settings.workers)
+        return client, [client, cluster]
+    if settings.scheduler is not None:
+        client = connect(settings.scheduler, settings.timeout)
+        return client, [client]
+    raise ValueError("settings: neither workers nor scheduler is set; pass --workers N or --scheduler ADDRESS.")
+
+
 def peak_memory(client=None) -> dict:
     """{"driver_peak_bytes": peak RSS of this process, "worker_peak_bytes": {address: peak RSS}} (workers of
     ``client``; in-process workers report the driver's process)."""
@@ -291,6 +341,7 @@ class DistributedPrimalProblem:
         self.exps = self._coords.exps
         self.n_params = self._coords.n_params
         self.weights = None  # the residual never leaves the workers: linearise returns NormalEquations
+        self.mesh = None  # no JAX device mesh (the points are on the dask workers)
         self._lin: _State | None = None
 
     # ---- map + reduce ---------------------------------------------------------------------

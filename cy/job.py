@@ -31,6 +31,7 @@ import numpy as np
 from ntkflow.cy import algebra, basis as basis_mod
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, NetworkMethod)
 from ntkflow.cy.curvature import holomorphic_curvature
+from ntkflow.cy.distributed import ClusterSettings, DistributedPrimalProblem, heldout_seed, open_client, peak_memory
 from ntkflow.cy.donaldson import balanced_metric
 from ntkflow.cy.dual import DualKernelModel, DualProblem, choose_form, kernel_spec, make_kernel, select_dual_centers
 from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
@@ -269,6 +270,7 @@ class _Setup:
     solver: str
     info: dict
     timings: dict
+    fingerprint: str | None = None  # of the checkpoint, when it is not config.fingerprint() (distributed points)
 
 
 def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
@@ -310,17 +312,26 @@ def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
     return _Setup(prob, DenseSolve(), lm, sigma_train, det_test, model, "dense", info, timings)
 
 
-def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
+def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None, cluster=None) -> _Setup:
+    """The matrix-free primal problem in this process, or (``client``: a ``distributed.Client``) its blocks on
+    the dask workers (:class:`ntkflow.cy.distributed.DistributedPrimalProblem`; ``train`` is then None)."""
     timings = {}
     t = time.perf_counter()
     devices = getattr(method, "devices", None)  # None: one device; N or "all": the points sharded over a mesh
     # an accelerator (or a device mesh) keeps the features on it
     backend = "numpy" if jax.default_backend() == "cpu" and devices is None else "jax"
-    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k,
-                         backend=backend, link=link, devices=devices)
+    if client is not None:
+        backend = "numpy"  # the held-out metric on the driver's host; the training blocks on the workers
+        prob = DistributedPrimalProblem(client, m, config.data.n_train, method.k, seed=config.data.seed,
+                                        block_size=cluster.block_size, link=link, keep_features=cluster.keep_features,
+                                        timeout=cluster.timeout)
+    else:
+        prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k,
+                             backend=backend, link=link, devices=devices)
     timings["features"] = time.perf_counter() - t
     dev = describe_mesh(prob.mesh)
-    where = ("the host (NumPy)" if backend == "numpy" else
+    where = (f"{prob.n_blocks} blocks of ≤ {prob.block_size} points on the dask workers ({prob.where})"
+             if client is not None else "the host (NumPy)" if backend == "numpy" else
              f"{dev['count']} {'/'.join(dev['kinds'])} devices, points sharded" if prob.mesh is not None else
              jax.devices()[0].device_kind)
     log(f"  matrix-free primal Gauss–Newton: H Hermitian over {prob.nk} whitened sections ({prob.n_params - 1} real "
@@ -328,16 +339,18 @@ def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
     log("  link: " + ("log — K = (1/(kπ)) log s†Hs (Bergman/Donaldson form of the same u^k kernel function; "
                       "--link identity for φ = s†Hs/|z|^{2k})" if link == "log" else
                       "identity — φ = s†Hs/|z|^{2k} (the frozen u^k function space itself)"))
-    if prob.n_params - 1 > len(train) // 2:
-        log(f"  warning: {prob.n_params - 1} parameters for {len(train)} training points — Gauss–Newton will fit "
+    if prob.n_params - 1 > prob.n // 2:
+        log(f"  warning: {prob.n_params - 1} parameters for {prob.n} training points — Gauss–Newton will fit "
             f"the points' Monte-Carlo noise (held-out σ stalls while train σ → 0); measured on the random quintic: "
             f"n ≳ 2.5 × parameters (docs/cy.md). Use more --n-train or a smaller -k.")
     # held-out metric with the same GEMM products (monomial basis): far cheaper than the model's
     # pair-by-pair evaluation, which the tests check it against
     tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), method.k, whiten=False,
-                          backend=backend, link=link, devices=devices)
+                          backend=backend, link=link, devices=None if client is not None else devices)
 
     def sigma_train(theta):
+        if client is not None:
+            return prob.sigma_train(theta)  # two map-reduces over the blocks
         r, _ = prob.residual(theta)
         return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
 
@@ -356,12 +369,18 @@ def _setup_matrix_free(config, method, m, link, train, test, log) -> _Setup:
                   max_tries=1, stop_on_reject=False)
     info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend,
             "devices": dev if backend == "jax" else None}
+    fingerprint = None
+    if client is not None:
+        info.update(backend="dask", scheduler=prob.where, n_blocks=prob.n_blocks, block_size=prob.block_size,
+                    keep_features=prob.keep_features, n_workers=len(client.scheduler_info()["workers"]))
+        # the training points are the blocks of (seed, block_size), not the head of one sample
+        fingerprint = f"{config.fingerprint()}-dask-blocks-{prob.block_size}"
     precond = getattr(method, "preconditioner", "jacobi")  # Jacobi, or the Nyström sketch of the scaled Gram
     solve = CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter, preconditioner=precond,
                     rank=getattr(method, "precond_rank", 64), seed=0)
     info["preconditioner"] = precond if precond == "jacobi" else f"{precond} (rank {solve.rank})"
     return _Setup(prob, solve, lm, sigma_train, det_test, model,
-                  "matrix-free", info, timings)
+                  "matrix-free", info, timings, fingerprint)
 
 
 def _setup_dual(config, method: DualMethod, m, train, test, log) -> _Setup:
@@ -409,7 +428,7 @@ def _setup_dual(config, method: DualMethod, m, train, test, log) -> _Setup:
 def _fit_least_squares(setup: _Setup, config: CYConfig, test, out_dir, *, resume, log, hooks, t_start) -> Fit:
     """Levenberg–Marquardt on ``setup.problem`` with the hooks of every path; resume from the checkpoint."""
     ckpt = None if out_dir is None else os.path.join(out_dir, "checkpoint")
-    fp = config.fingerprint()
+    fp = setup.fingerprint or config.fingerprint()
     state = None
     if resume and ckpt and os.path.exists(ckpt + ".npz"):
         state, meta, _ = load_checkpoint(ckpt)
@@ -503,13 +522,43 @@ def _fit_network(config, method: NetworkMethod, m, train, test, log, t_start) ->
 
 
 def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume: bool = False,
-           quiet: bool = False, hooks=()) -> CYResult:
+           quiet: bool = False, hooks=(), client=None, cluster: ClusterSettings | None = None) -> CYResult:
     """Run the job (see the module docstring); returns metrics, model and history.
 
     ``hooks``: extra Levenberg–Marquardt hooks ``hook(state, record)`` run after the checkpoint of each
-    step (tests interrupt a run with one that raises KeyboardInterrupt)."""
+    step (tests interrupt a run with one that raises KeyboardInterrupt).
+
+    ``client`` (a ``distributed.Client``) or ``cluster`` (:class:`ntkflow.cy.distributed.ClusterSettings`:
+    ``--workers N`` / ``--scheduler ADDRESS``) run the matrix-free method on a dask cluster: the training
+    points are sampled on the workers in blocks of ``cluster.block_size`` (seeds (seed, block)), the held-out
+    points on the driver from their own stream (:func:`ntkflow.cy.distributed.heldout_seed`). A cluster this
+    call starts (or joins) is closed when it returns."""
     if not isinstance(config, CYConfig):
         raise TypeError(f"config: expected a CYConfig, received {type(config).__name__}.")
+    if cluster is not None and not isinstance(cluster, ClusterSettings):
+        raise TypeError(f"cluster: expected a ClusterSettings, received {type(cluster).__name__}.")
+    if client is None and (cluster is None or not cluster.enabled):
+        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks)
+    method = config.method
+    if not isinstance(method, BergmanMethod) or method.solver == "dense":
+        raise ValueError(f"workers: --workers/--scheduler (a dask client) run the matrix-free primal method; received "
+                         f"method {method.name}" + (f" with --solver {method.solver}" if isinstance(method, BergmanMethod)
+                                                    else "") + ". Use --method bergman --solver matrix-free (or auto).")
+    cluster = cluster if cluster is not None else ClusterSettings()
+    owned = []
+    if client is None:
+        client, owned = open_client(cluster)
+    try:
+        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks, client=client, cluster=cluster)
+    finally:
+        for obj in owned:
+            try:
+                obj.close()
+            except Exception:  # pragma: no cover - a cluster already gone
+                pass
+
+
+def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, cluster=None) -> CYResult:
     log = _printer(quiet)
     t_start = time.perf_counter()
     method = config.method
@@ -525,18 +574,28 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
         os.makedirs(out_dir, exist_ok=True)
     m = make_manifold(config.data)
     t = time.perf_counter()
-    ps = sample(m, config.data.n_train + config.data.n_test, seed=config.data.seed, progress=False)
-    train, test = ps.split(config.data.n_train)
+    if client is None:
+        ps = sample(m, config.data.n_train + config.data.n_test, seed=config.data.seed, progress=False)
+        train, test = ps.split(config.data.n_train)
+    else:  # the training points are sampled on the workers, block by block
+        train, test = None, sample(m, config.data.n_test, seed=heldout_seed(config.data.seed), progress=False)
     t_sample = time.perf_counter() - t
     points = (f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), "
               f"sampled in {t_sample:.1f} s")
+    if client is not None:
+        points = (f"  points: {config.data.n_train} train, sampled on the dask workers in blocks of {cluster.block_size} "
+                  f"(seed {config.data.seed}, block b), + {config.data.n_test} held-out on the driver, {t_sample:.1f} s")
     if isinstance(method, BergmanMethod):
         b, sym = choose_basis(m, method)
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={method.k}")
         log(f"  symmetry: {sym.describe()}")
         log(f"  basis: {b.description}")
         log(points)
-        solver, link, why = choose_solver(method, b.n_functions, len(ps), m.dim, sym.trivial)
+        solver, link, why = choose_solver(method, b.n_functions, config.data.n_train + config.data.n_test, m.dim,
+                                          sym.trivial)
+        if client is not None and solver == "dense":
+            solver, link = "matrix-free", resolve_link(method.link)
+            why = f"--workers/--scheduler: the distributed path ({cluster.describe()})"
         if solver == "dense":
             log(f"  solver: primal form (u^{method.k} has a finite feature space), dense Levenberg–Marquardt on "
                 f"{b.n_functions} basis functions ({why})")
@@ -544,7 +603,7 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
         else:
             log(f"  {why}: using the matrix-free primal Gauss–Newton "
                 f"(primal form: u^{method.k} has a finite feature space, cost independent of the number of centres)")
-            setup = _setup_matrix_free(config, method, m, link, train, test, log)
+            setup = _setup_matrix_free(config, method, m, link, train, test, log, client=client, cluster=cluster)
     elif isinstance(method, DualMethod):
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {method.kernel}, dual (kernel) form")
         log(points)
@@ -557,18 +616,19 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
         log(f"ntkflow cy: {m.name}, method network (finite width {method.width} x {method.depth}, tanh), "
             f"Adam lr {method.learning_rate}")
         setup = None
-    fs = {"sigma_train": sigma(train, fs_det(train)), "sigma_test": sigma(test, fs_det(test))}
+    fs = {"sigma_train": None if train is None else sigma(train, fs_det(train)), "sigma_test": sigma(test, fs_det(test))}
     if setup is not None:
-        log(f"  Fubini–Study: σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")
+        fs_train = "on the workers" if fs["sigma_train"] is None else f"{fs['sigma_train']:.4f}"
+        log(f"  Fubini–Study: σ train {fs_train}, held-out {fs['sigma_test']:.4f}")
         fit = _fit_least_squares(setup, config, test, out_dir, resume=resume, log=log, hooks=hooks, t_start=t_start)
     elif isinstance(method, DonaldsonMethod):
         fit = _fit_donaldson(config, method, m, train, test, log)
     else:
         fit = _fit_network(config, method, m, train, test, log, t_start)
-    return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample)
+    return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample, client=client)
 
 
-def _finish(config, m, test, fit: Fit, fs, out_dir, *, log, t_start, t_sample) -> CYResult:
+def _finish(config, m, test, fit: Fit, fs, out_dir, *, log, t_start, t_sample, client=None) -> CYResult:
     """The epilogue of every method: evaluate on the held-out points, one metrics schema, write."""
     t = time.perf_counter()
     ev = evaluate_model(fit.model, test, n_curvature=config.output.n_curvature, det_g=fit.det_test, log=log)
@@ -585,6 +645,8 @@ def _finish(config, m, test, fit: Fit, fs, out_dir, *, log, t_start, t_sample) -
         "status": {"name": fit.status.name, "message": fit.message},
         "timings": timings, "settings": config.to_json(), "fingerprint": config.fingerprint(),
         "method_info": fit.info,
+        # peak resident memory of this process and (a dask run) of every worker, in bytes
+        "memory": peak_memory(client),
     }
     if out_dir is not None:
         title = f"{m.name}, {method.name} ({fit.solver})" + (f" k={method.k}" if hasattr(method, "k") else "")
