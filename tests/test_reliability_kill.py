@@ -54,7 +54,7 @@ PATHS = {
              "--n-test", "80", "--max-iter", "4"],
 }
 COMMON = ["--n-curvature", "0", "-q"]
-TIMING = ("seconds", "elapsed", "time", "timings")
+TIMING = ("seconds", "elapsed", "time", "timings", "memory")  # measurements, not results
 
 
 def _numbers_equal(a, b, where, rtol=1e-10):
