@@ -211,3 +211,46 @@ def test_bad_arguments_are_refused_with_the_value(manifold, threads2):
         DistributedPrimalProblem(threads2, manifold, 100, 2, block_size=0)
     with pytest.raises(ValueError, match="scheduler: expected an address"):
         connect("localhost:8786")
+
+
+def test_cli_workers_fits_the_single_process_problem_on_the_same_points(manifold, tmp_path):
+    import json
+
+    from ntkflow.cli import main
+    from ntkflow.cy.distributed import heldout_seed
+
+    out = str(tmp_path / "d")
+    assert main(["cy", "--random-quintic", "0", "-k", "2", "--n-train", str(N), "--n-test", "400", "--max-iter", "2",
+                 "--n-curvature", "0", "--workers", "2", "--block-size", str(BS), "-q", "-o", out]) == 0
+    metrics = json.load(open(os.path.join(out, "metrics.json")))
+    info = metrics["method_info"]
+    assert info["backend"] == "dask" and info["n_blocks"] == 4 and info["n_workers"] == 2
+    assert metrics["memory"]["driver_peak_bytes"] > 0 and len(metrics["memory"]["worker_peak_bytes"]) == 2
+    # the job's fit, in one process on the union of the blocks (the job's LM and CG settings)
+    ref = reference_problem(manifold, N, 2, seed=0, block_size=BS, link="log")
+    lm = LMConfig(max_iter=2, lam0=1e-3, gtol=1e-6, scaling="marquardt", max_tries=1, stop_on_reject=False)
+    res = levenberg_marquardt(ref, lm, solve=CGSolve(rtol=1e-2, maxiter=60))
+    test = sample(manifold, 400, seed=heldout_seed(0))
+    assert rel(metrics["sigma_test"], heldout_sigma(ref, res.value, test)) < RTOL
+    r, _ = ref.residual(res.value)
+    assert rel(metrics["sigma_train"], sigma_weighted(np.exp(r + res.value[-1]), ref.weights)) < RTOL
+
+
+def test_the_job_refuses_a_cluster_for_other_methods_and_names_an_unreachable_scheduler():
+    from ntkflow.cy.config import CYConfig, DataConfig, DonaldsonMethod
+    from ntkflow.cy.distributed import ClusterSettings
+    from ntkflow.cy.job import run_cy
+
+    data = DataConfig(manifold="cubic-curve", n_train=100, n_test=100)
+    with pytest.raises(ValueError, match="workers: --workers/--scheduler"):
+        run_cy(CYConfig(data=data, method=DonaldsonMethod(k=2)), cluster=ClusterSettings(workers=2), quiet=True)
+    with pytest.raises(ValueError, match="not both"):
+        ClusterSettings(workers=2, scheduler="tcp://127.0.0.1:1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t = time.monotonic()
+    with pytest.raises(SchedulerError, match=f"127.0.0.1:{port}"):
+        run_cy(CYConfig(data=data), cluster=ClusterSettings(scheduler=f"tcp://127.0.0.1:{port}", timeout=1.0),
+               quiet=True)
+    assert time.monotonic() - t < 6
