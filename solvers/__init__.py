@@ -29,6 +29,7 @@ from .least_squares import (
     load_checkpoint,
     time_budget,
 )
+from .preconditioners import NystromSketch, SketchPreconditioner, randomized_nystrom
 from .nystrom import (
     FalkonPreconditioner,
     KRRResult,
@@ -76,4 +77,7 @@ __all__ = [
     "nystrom_preconditioner",
     "rpcholesky",
     "select_centers",
+    "NystromSketch",
+    "SketchPreconditioner",
+    "randomized_nystrom",
 ]
