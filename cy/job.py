@@ -38,7 +38,7 @@ from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
-from ntkflow.engine.devices import describe_mesh
+from ntkflow.engine.devices import describe_mesh, device_mesh
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
                                random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
@@ -570,6 +570,8 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
         raise ValueError(f"resume: there is no checkpoint {os.path.join(out_dir, 'checkpoint.npz')!r} to resume from "
                          f"(the run stopped before its first step, or -o names another directory); rerun without "
                          f"--resume to start afresh.")
+    if getattr(method, "devices", None) is not None:
+        device_mesh(method.devices)  # too many devices is refused before anything is sampled or written
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     m = make_manifold(config.data)

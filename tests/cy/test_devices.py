@@ -19,7 +19,8 @@ import pytest
 
 import ntkflow  # noqa: F401
 from ntkflow.cy import matrixfree as mf
-from ntkflow.cy.config import BergmanMethod
+from ntkflow.cy.config import BergmanMethod, CYConfig, DataConfig, DualMethod
+from ntkflow.cy.job import run_cy
 from ntkflow.engine.devices import (describe_mesh, device_mesh, local_blocks, padded_length, parse_devices,
                                     shard_points)
 from ntkflow.manifolds import preset, sample
@@ -161,3 +162,13 @@ def test_devices_arguments_are_checked():
     with pytest.raises(ValueError, match="devices: expected a positive integer or 'all', received 'x'"):
         BergmanMethod(k=2, devices="x")
     assert BergmanMethod(k=2, devices="2").devices == 2
+
+
+@pytest.mark.parametrize("method", [BergmanMethod(k=2, devices=99), DualMethod(centers=10, devices=99)],
+                         ids=["primal", "dual"])
+def test_job_refuses_too_many_devices_before_writing_anything(tmp_path, method):
+    cfg = CYConfig(data=DataConfig(n_train=50, n_test=20), method=method)
+    with pytest.raises(ValueError, match=rf"devices: asked for 99, {len(jax.devices())} visible"):
+        run_cy(cfg, str(tmp_path / "out"), quiet=True)
+    assert not (tmp_path / "out").exists()
+
