@@ -97,7 +97,9 @@ class BergmanMethod:
     cg_maxiter: int = option(60, "matrix-free: CG iterations per step", cli=False)
     preconditioner: str = option("jacobi", "matrix-free: preconditioner of the Gauss-Newton CG: jacobi (diagonal) or "
                                            "nystrom (randomized Nystrom sketch of the Jacobi-scaled Gram, built once "
-                                           "per step with --precond-rank products)", choices=PRECONDITIONERS)
+                                           "per step with --precond-rank products; measured slower than jacobi on "
+                                           "the quintic, whose Gram has no dominant low-rank part: docs/solvers.md)",
+                                 choices=PRECONDITIONERS)
     precond_rank: int = option(64, "matrix-free: rank of the Nystrom sketch (--preconditioner nystrom)")
     devices: int | str | None = option(None, "matrix-free and dual forms: shard the points over N JAX devices (or all visible); "
                                              "on CPU the devices are forced with XLA_FLAGS="
