@@ -219,7 +219,7 @@ def bench_solve(n, *, reg, rtol, m, repeat, seed, have_gpytorch, gpytorch_maxite
         return np.ravel(KernelRidge(alpha=mu, kernel="rbf", gamma=gamma).fit(x, y).dual_coef_)
 
     ks = KernelSolve("Exp(-G * SqDist(X, Y)) * B", ["G = Pm(1)", "X = Vi(%d)" % D, "Y = Vj(%d)" % D, "B = Vj(1)"],
-                     "B", axis=1, dtype="float64")
+                     "B", axis=1)
     eps = rtol * float(np.linalg.norm(y)) / np.sqrt(n)
 
     def pykeops_solve():
@@ -338,7 +338,8 @@ def main(argv=None):
     have_gp, gp = gpytorch_status()
     print(f"[bench_peers] gpytorch: {gp if have_gp else 'skipped — ' + gp}", flush=True)
     log = lambda s: print(s, flush=True)  # noqa: E731
-    payload = dict(benchmark="peers", machine=machine(),
+    payload = dict(benchmark="peers", command="python bench/bench_peers.py " + " ".join(sys.argv[1:] if argv is None else argv),
+                   machine=machine(),
                    gpytorch=dict(available=have_gp, **({"versions": gp} if have_gp else {"reason": gp})))
     payload["matvec"] = bench_matvec(args.n_matvec, repeat=args.repeat, seed=args.seed, have_gpytorch=have_gp, log=log)
     write_json(args.out, "bench_peers", payload)

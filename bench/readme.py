@@ -74,11 +74,13 @@ def _h_solvers(r):
     parts = []
     if "a" in r and "iterations" in r["a"]:
         a = r["a"]
-        parts.append(f"Nyström KRR n = {a['n']}, m = {a['m']}: {a['iterations']} it, residual "
+        parts.append(f"Nyström KRR n = {a['n']}, m = {a['m']}: {a['iterations']} it "
+                     f"({'' if a['converged'] else 'not '}converged), residual "
                      f"{fmt(a['relative_residual'], '.2g')}, {fmt(a['wall_s'], '.3g')} s")
     if "b" in r and "iterations" in r["b"]:
         b = r["b"]
-        parts.append(f"exact KRR n = {b['n']}: {b['iterations']} PCG it"
+        parts.append(f"exact KRR n = {b['n']}: {b['iterations']} PCG it "
+                     f"({'' if b['converged'] else 'not '}converged, residual {fmt(b['relative_residual'], '.2g')})"
                      + (f" (plain CG {b['plain']['iterations']})" if "plain" in b else ""))
     if "c" in r and "scipy_solve_s" in r["c"]:
         parts.append(f"n = {r['c']['n']}: scipy / krr_exact time {fmt(r['c']['ratio_scipy_over_ntkflow'], '.2f')}")
@@ -170,12 +172,15 @@ def render(payload: dict, source: str) -> str:
              f"section are side by side); devices {devs}.", "",
              f"Libraries: {libs}" + (f"; not installed: {absent}." if absent else "."), ""]
     secs = payload["sections"]
+    cpu = [s.get("cpu_s") for s in secs]
+    cpu_total = sum(cpu) if all(c is not None for c in cpu) else None
     lines.append(f"**All sections** ({sum(s['status'] == 'ok' for s in secs)}/{len(secs)} ok, "
-                 f"{fmt(payload.get('wall_s'), '.0f')} s in all; wall and peak memory per section process):")
+                 f"{fmt(payload.get('wall_s'), '.0f')} s wall and {fmt(cpu_total, '.0f')} CPU s in all; "
+                 "wall, CPU (user + system) and peak memory of each section's processes):")
     lines.append("")
-    lines += _table(["section", "status", "wall s", "peak GiB", "result"],
-                    [[s["name"], s["status"], fmt(s["wall_s"], ".1f"), fmt(s["peak_rss_gib"], ".2f"), headline(s)]
-                     for s in secs])
+    lines += _table(["section", "status", "wall s", "CPU s", "peak GiB", "result"],
+                    [[s["name"], s["status"], fmt(s["wall_s"], ".1f"), fmt(s.get("cpu_s"), ".1f"),
+                      fmt(s["peak_rss_gib"], ".2f"), headline(s)] for s in secs])
     peers = next((s for s in secs if s["name"] == "peers" and s["status"] == "ok"), None)
     if peers:
         lines += [""] + _peers_tables(_first_json(peers))

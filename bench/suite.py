@@ -6,8 +6,9 @@
     python -m bench --quick --sections peers matvec
 
 Each section runs one of the existing scripts ``bench/bench_*.py`` (unchanged, with section-sized
-arguments) in its own process: its wall time and peak resident memory (``os.wait4``: the section's
-processes, children included) are its own, and a section that fails or runs past its time limit is
+arguments) in its own process: its wall time, CPU seconds (user + system: less sensitive than wall time
+to other jobs on a shared machine) and peak resident memory (``os.wait4``: the section's processes,
+children included) are its own, and a section that fails or runs past its time limit is
 recorded in the JSON with its error (the tail of its log) while the run goes on. Output, under
 ``--out`` (default: a fresh ``bench/results/run-<mode>-<UTC time>``, never the working directory):
 
@@ -172,13 +173,14 @@ def _expand(cmd, out: Path) -> list[str]:
 
 
 def _wait(pid: int, deadline: float):
-    """(exit status or None on timeout, max RSS GiB of the process tree that was waited for)."""
+    """(exit status or None on timeout, max RSS GiB, CPU seconds (user + system)) of the process tree that
+    was waited for."""
     while True:
         wpid, status, ru = os.wait4(pid, os.WNOHANG)
         if wpid == pid:
-            return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 2**20
+            return os.waitstatus_to_exitcode(status), ru.ru_maxrss / 2**20, ru.ru_utime + ru.ru_stime
         if time.monotonic() > deadline:
-            return None, None
+            return None, None, None
         time.sleep(0.2)
 
 
@@ -191,7 +193,7 @@ def run_section(section: Section, out: Path, log=print) -> dict:
     sdir.mkdir(parents=True, exist_ok=True)
     logfile = sdir / "log.txt"
     rec = dict(name=section.name, description=section.description, status="ok", returncode=0,
-               commands=[_display(_expand(c, sdir)) for c in section.commands], peak_rss_gib=0.0)
+               commands=[_display(_expand(c, sdir)) for c in section.commands], peak_rss_gib=0.0, cpu_s=0.0)
     t0 = time.perf_counter()
     deadline = time.monotonic() + section.timeout_s
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -202,7 +204,7 @@ def run_section(section: Section, out: Path, log=print) -> dict:
             lf.flush()
             p = subprocess.Popen(argv, cwd=ROOT, stdout=lf, stderr=subprocess.STDOUT, env=env,
                                  start_new_session=True)
-            rc, rss = _wait(p.pid, deadline)
+            rc, rss, cpu = _wait(p.pid, deadline)
             p.returncode = rc if rc is not None else -9  # reaped by os.wait4; keep Popen from waiting again
             if rc is None:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -210,6 +212,7 @@ def run_section(section: Section, out: Path, log=print) -> dict:
                 rec.update(status="timeout", returncode=None)
                 break
             rec["peak_rss_gib"] = max(rec["peak_rss_gib"], rss)
+            rec["cpu_s"] += cpu
             if rc != 0:
                 rec.update(status="failed", returncode=rc)
                 break

@@ -4,6 +4,7 @@ succeed, fail and hang, and the peak-memory sampler of bench_peers on a known al
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,8 +44,8 @@ def _payload():
     return dict(schema=1, mode="quick", command="python -m bench --quick --out X", started_utc="2026-01-01T00:00:00Z",
                 wall_s=12.0, machine=dict(cores=2, cpu="TestCPU", memory_gib=8.0, load_average=[1.25, 1.0, 1.0]),
                 devices=[dict(platform="cpu", kind="cpu", id=0)], versions={"numpy": "2.0", "gpytorch": None},
-                sections=[dict(name="peers", status="ok", wall_s=9.0, peak_rss_gib=0.75, results={"bench_peers.json": peers}),
-                          dict(name="matvec", status="failed", wall_s=3.0, peak_rss_gib=0.1, returncode=1,
+                sections=[dict(name="peers", status="ok", wall_s=9.0, cpu_s=15.25, peak_rss_gib=0.75, results={"bench_peers.json": peers}),
+                          dict(name="matvec", status="failed", wall_s=3.0, cpu_s=2.5, peak_rss_gib=0.1, returncode=1,
                                error="exit status 1; log tail:\nTraceback", results={})])
 
 
@@ -54,10 +55,10 @@ def test_render_hand_made_run():
     assert lines[0] == "<!-- bench:begin source=bench/results/x/bench.json -->" and lines[-1] == readme.END
     assert "2 cores (TestCPU), 8 GiB, load average 1.2 at the start" in out  # format(1.25, ".1f") == "1.2"
     assert "Libraries: numpy 2.0; not installed: gpytorch." in out
-    assert "**All sections** (1/2 ok, 12 s in all" in out
+    assert "**All sections** (1/2 ok, 12 s wall and 18 CPU s in all" in out  # 15.25 + 2.5 = 17.75 -> "18"
     # peers headline: keops/raw = 0.5/1.0, scipy / best ntkflow = 2.0/0.5
     assert "ntkflow keops / raw pykeops time 0.50" in out and "scipy / best ntkflow time 4.00" in out
-    assert "| matvec | failed | 3.0 | 0.10 | **failed**: exit status 1; log tail: |" in lines
+    assert "| matvec | failed | 3.0 | 2.5 | 0.10 | **failed**: exit status 1; log tail: |" in lines
     # K v rows: time / ntkflow keops = 4.00, 2.00, 1.00; peak MiB = 1024 × GiB
     assert "| numpy dense (cdist, K @ v) | 2 | 2e+06 | 4.00 | 0.0e+00 | 512 |" in lines
     assert "| raw pykeops LazyTensor | 1 | 4e+06 | 2.00 | 1.0e-15 | 0 |" in lines
@@ -104,6 +105,7 @@ def test_suite_records_failures_and_goes_on(tmp_path):
     assert slow["status"] == "timeout" and slow["wall_s"] < 30 and "timed out after 2 s" in slow["error"]
     assert good["status"] == "ok" and good["results"] == {"r.json": {"v": 1}}
     assert good["peak_rss_gib"] > 0.15  # 25e6 float64 = 0.186 GiB held by the child
+    assert 0 < good["cpu_s"] < good["wall_s"] * (os.cpu_count() or 1) + 1
     on_disk = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert [s["status"] for s in on_disk["sections"]] == ["failed", "timeout", "ok"]
     assert (tmp_path / "out" / "bench.png").is_file()
