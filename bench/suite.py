@@ -85,7 +85,8 @@ def plan(mode: str) -> list[Section]:
                    *(("--n", "20000", "--n-compare", "2000", "--repeat", "1") if q else ())),), t),
         S("solvers", "Nyström KRR, Nyström-preconditioned exact KRR, sklearn and scipy at one size",
           (_script("bench_solvers.py", "--out", "{out}",
-                   *(("--a-n", "4000", "--a-m", "400", "--b-n", "600", "--b-m", "150", "--c-n", "800", "--c-m", "200")
+                   *(("--sections", "abc", "--a-n", "4000", "--a-m", "400", "--a-maxiter", "150", "--b-n", "600", "--b-m", "300",
+                      "--b-maxiter", "150", "--c-n", "800", "--c-m", "200")
                      if q else ("--full",))),), t),
         S("cy", "σ against wall time: Bergman kernel + Gauss–Newton, Donaldson, finite network",
           (_script("bench_cy.py", "--out", "{out}",

@@ -128,7 +128,7 @@ def test_plan_sections_and_their_scripts():
         suite.Section("x", "d", (("a",),), 0)
 
 
-def test_main_refuses_an_existing_run_and_unknown_sections(tmp_path, capsys):
+def test_main_refuses_an_existing_run_unknown_sections_and_the_working_directory(tmp_path, capsys, monkeypatch):
     (tmp_path / "bench.json").write_text("{}")
     with pytest.raises(SystemExit) as e:
         suite.main(["--quick", "--out", str(tmp_path)])
@@ -138,6 +138,12 @@ def test_main_refuses_an_existing_run_and_unknown_sections(tmp_path, capsys):
     assert "unknown ['nope']" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         suite.main(["--out", str(tmp_path / "new")])  # --quick or --full is required
+    (tmp_path / "new").mkdir()
+    monkeypatch.chdir(tmp_path / "new")
+    with pytest.raises(SystemExit):
+        suite.main(["--quick", "--out", "."])
+    assert "refusing the working directory itself" in capsys.readouterr().err
+    assert suite.default_out("quick").parent == ROOT / "bench" / "results"
 
 
 def test_peak_rss_sampler_sees_a_known_allocation():
