@@ -17,6 +17,14 @@ Sections (each runs in its own subprocess, so ``ru_maxrss`` is that section's pe
      scipy.linalg.solve(K + λnI, y, assume_a="pos"), sklearn KernelRidge(alpha=λn, kernel="rbf"),
      ntkflow krr_exact (Nyström-preconditioned CG, jax backend); same data, agreement of α and of
      predictions checked, time ratios.
+  p) one fused pass K_nmᵀ(K_nm v) at n = 10⁵ (full) / 2·10⁴ (quick), m = 10⁴, d = 10, variants measured
+     side by side in one process (interleaved, best of 3, wall and CPU seconds): tile rows, threads,
+     float32 blocks, and the XLA CPU vector width (a separate child process per width, since XLA_FLAGS
+     is read when jax starts).
+
+XLA flags: every section's child process runs with ``--xla_cpu_prefer_vector_width=512`` added to
+XLA_FLAGS (AVX-512 vectors for the fused exp/GEMV loops; ≈ 15-20 % less CPU per pass on this machine,
+section p) unless ``--vector-width 256`` is given. Accepted by JAX 0.5.3 and 0.10.
 Writes DIR/bench_solvers.json and DIR/bench_solvers.png.
 """
 from __future__ import annotations
@@ -76,7 +84,7 @@ def section_a(n, m, rtol, maxiter, backend):
         history_relative=(res.cg.history / res.cg.history[0]).tolist(),
         test_rmse_vs_truth=float(np.sqrt(np.mean((pred - f_true) ** 2))),
         pairs_per_iteration=float(n) * m, load_average_start=la0, load_average_end=load_average(),
-        device=_device_info(),
+        device=_device_info(), xla_flags=os.environ.get("XLA_FLAGS", ""), cpu_s=time.process_time(),
     )
 
 
@@ -173,11 +181,59 @@ def section_c(n, m):
     return out
 
 
-def run_section(name, kwargs, timeout):
+def section_p(n, m, reps=3, variants=("50:2:float64", "24:2:float64", "16:2:float64", "50:1:float64", "24:2:float32")):
+    """One fused pass G v = K_nmᵀ(K_nm v) per variant "tile:threads:block_dtype", interleaved, best of reps."""
+    import ntkflow  # noqa: F401
+    from ntkflow.engine import Gaussian
+    from ntkflow.solvers import NystromGram
+
+    x, _ = data(n)
+    c = x[np.random.default_rng(5).choice(n, m, replace=False)]
+    k = Gaussian(np.sqrt(D))
+    v = np.random.default_rng(6).normal(size=(m, 1))
+    runs = {}
+    for spec in variants:
+        tile, nth, bd = spec.split(":")
+        g = NystromGram(k, x, c, tile=int(tile), n_threads=int(nth))
+        f = g.mm if bd == "float64" else g.mm_lowp
+        ref = f(v)  # compile
+        runs[spec] = dict(f=f, wall=[], cpu=[], ref=ref)
+    la0 = load_average()
+    for _ in range(reps):
+        for spec, r in runs.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            r["f"](v)
+            r["wall"].append(time.perf_counter() - t0)
+            r["cpu"].append(time.process_time() - c0)
+    base = runs[variants[0]]["ref"]
+    out = dict(n=n, m=m, d=D, pairs=float(n) * m, xla_flags=os.environ.get("XLA_FLAGS", ""), load_average_start=la0,
+               load_average_end=load_average(), device=_device_info(), variants={})
+    for spec, r in runs.items():
+        out["variants"][spec] = dict(
+            wall_s=min(r["wall"]), cpu_s=min(r["cpu"]), wall_all=r["wall"], cpu_all=r["cpu"],
+            cpu_s_per_1e10_pairs=min(r["cpu"]) * 1e10 / (float(n) * m),
+            rel_diff_vs_first=float(np.linalg.norm(r["ref"] - base) / np.linalg.norm(base)),
+        )
+    return out
+
+
+VECTOR_FLAG = "--xla_cpu_prefer_vector_width="
+
+
+def child_env(width):
+    """os.environ with XLA's CPU vector width set (unless XLA_FLAGS already names one)."""
+    env = dict(os.environ)
+    flags = env.get("XLA_FLAGS", "")
+    if width and VECTOR_FLAG not in flags:
+        env["XLA_FLAGS"] = (flags + f" {VECTOR_FLAG}{width}").strip()
+    return env
+
+
+def run_section(name, kwargs, timeout, width=512):
     """Run one section in a fresh interpreter (own peak-memory figure); returns its JSON."""
     cmd = [sys.executable, __file__, "--section", name, "--kwargs", json.dumps(kwargs)]
     t0 = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=child_env(width))
     if p.returncode != 0:
         return dict(error=p.stderr[-3000:], returncode=p.returncode, wall_s=time.perf_counter() - t0)
     return json.loads(p.stdout.strip().splitlines()[-1])
@@ -235,7 +291,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=False, default="bench_out")
     p.add_argument("--full", action="store_true", help="acceptance sizes (n = 10⁶ Nyström, n = 10⁵ exact)")
-    p.add_argument("--sections", default="abc", help="which sections to run (subset of 'abc')")
+    p.add_argument("--sections", default="abc", help="which sections to run (subset of 'abcp')")
     p.add_argument("--a-n", type=int)
     p.add_argument("--a-m", type=int)
     p.add_argument("--a-maxiter", type=int, default=60)
@@ -246,12 +302,15 @@ def main(argv=None):
     p.add_argument("--c-n", type=int)
     p.add_argument("--c-m", type=int)
     p.add_argument("--backend", default="jax", help="backend of the kernel passes (jax: fused, fastest on CPU)")
+    p.add_argument("--vector-width", type=int, default=512, choices=(256, 512),
+                   help="XLA CPU vector width for the sections' child processes (section p runs both)")
+    p.add_argument("--p-n", type=int)
     p.add_argument("--section", help=argparse.SUPPRESS)
     p.add_argument("--kwargs", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.section:  # child process
         kw = json.loads(args.kwargs)
-        fn = {"a": section_a, "b": section_b, "c": section_c}[args.section]
+        fn = {"a": section_a, "b": section_b, "c": section_c, "p": section_p}[args.section]
         print(json.dumps(fn(**kw)))
         return 0
     full = args.full
@@ -270,10 +329,15 @@ def main(argv=None):
                   rtol=1e-8, plain=not full, backend=args.backend, centers_method="uniform",
                   maxiter=args.b_maxiter),
         "c": dict(n=args.c_n or (10_000 if full else 3_000), m=args.c_m or (2_000 if full else 1_000)),
+        "p": dict(n=args.p_n or (100_000 if full else 20_000), m=10_000),
     }
+    results["vector_width"] = args.vector_width
     for key in args.sections:
         print(f"[bench_solvers] section {key}: {plan[key]}", flush=True)
-        results[key] = run_section(key, plan[key], timeout=6 * 3600)
+        if key == "p":  # the same pass under both XLA vector widths, one child process each
+            results[key] = {f"width_{w}": run_section(key, plan[key], timeout=3600, width=w) for w in (256, 512)}
+        else:
+            results[key] = run_section(key, plan[key], timeout=6 * 3600, width=args.vector_width)
         brief = {k: v for k, v in results[key].items() if "history" not in k and k != "plain"}
         if "plain" in results[key]:
             brief["plain"] = {k: v for k, v in results[key]["plain"].items() if "history" not in k}

@@ -488,9 +488,10 @@ class NystromGram(LinearOperator):
             import jax.numpy as jnp
 
             on_cpu = jax.default_backend() == "cpu"
-            # CPU: (tile × m) blocks of ~4 MB that stay in cache, rows split over threads;
+            # CPU: (tile × m) blocks of ~2 MB that stay in L2 (24 rows at m = 10⁴: 1.2-1.3× less CPU per
+            # pass than 50 rows, bench_solvers.py section p), rows split over threads;
             # GPU: ~0.5 GB blocks in one stream (kernel launches, not cache, are what to amortise).
-            tile = self.tile or (int(np.clip(500_000 // max(m, 1), 16, 1024)) if on_cpu
+            tile = self.tile or (int(np.clip(250_000 // max(m, 1), 16, 1024)) if on_cpu
                                  else int(np.clip(60_000_000 // max(m, 1), 256, 65_536)))
             st["c"] = jnp.asarray(self.centers)
         if self.backend == "dask":
