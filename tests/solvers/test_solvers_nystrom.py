@@ -1,10 +1,16 @@
 """Nyström/Falkon KRR, RPCholesky and the Nyström preconditioner against dense NumPy references."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
-from ntkflow.engine import Gaussian
+from ntkflow.engine import Gaussian, SchedulerError
 from ntkflow.solvers import (
     FalkonPreconditioner,
     NystromGram,
@@ -273,11 +279,6 @@ print(json.dumps(out))
 
 
 def test_fused_pass_sharded_over_four_forced_host_devices_equals_one_device(tmp_path):
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
     script = tmp_path / "sharded_nystrom.py"
     script.write_text(_SHARDED_CHECK)
@@ -297,3 +298,13 @@ def test_device_and_cluster_arguments_are_checked(problem):
         NystromGram(k, x, x[:10], backend="jax", scheduler="tcp://127.0.0.1:1")
     with pytest.raises(ValueError, match="devices: asked for 64"):
         NystromGram(k, x, x[:10], backend="jax", devices=64)
+
+
+def test_unreachable_scheduler_fails_fast_naming_the_address(problem):
+    x, y, k = problem
+    t0 = time.perf_counter()
+    with pytest.raises(SchedulerError, match=r"tcp://127\.0\.0\.1:9"):
+        nystrom_krr(k, x, y, centers=10, reg=1e-3, backend="dask", scheduler="tcp://127.0.0.1:9", timeout=1.0)
+    with pytest.raises(SchedulerError, match=r"tcp://127\.0\.0\.1:9"):
+        krr_exact(k, x, y, 1e-3, backend="dask", scheduler="tcp://127.0.0.1:9", timeout=1.0)
+    assert time.perf_counter() - t0 < 30
