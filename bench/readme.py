@@ -138,9 +138,18 @@ def _h_ricci(r):
     return s
 
 
+def _h_distributed(r):
+    st = r["steps"]
+    same_it = all(x["cg_iterations_in_process"] == x["cg_iterations_distributed"] for x in st)
+    return (f"n = {r['n']}, k = {r['k']}, {r['workers']} workers: step time distributed / in-process "
+            f"{fmt(r['step_ratio_total'], '.2f')}, steps agree to {fmt(max(x['step_rel_diff'] for x in st), '.1e')}"
+            f" (CG iterations {'equal' if same_it else 'differ'})")
+
+
 HEADLINES = {"peers": _h_peers, "matvec": _h_matvec, "sampling": _h_sampling, "solvers": _h_solvers,
              "cy": _h_cy, "euler": _h_euler, "nosym": _h_nosym, "dual": _h_dual,
-             "gaussian_flow": _h_gaussian_flow, "metric_flows": _h_metric_flows, "ricci": _h_ricci}
+             "gaussian_flow": _h_gaussian_flow, "metric_flows": _h_metric_flows, "ricci": _h_ricci,
+             "distributed": _h_distributed}
 
 
 def headline(sec: dict) -> str:
@@ -176,7 +185,7 @@ def render(payload: dict, source: str) -> str:
     cpu_total = sum(cpu) if all(c is not None for c in cpu) else None
     lines.append(f"**All sections** ({sum(s['status'] == 'ok' for s in secs)}/{len(secs)} ok, "
                  f"{fmt(payload.get('wall_s'), '.0f')} s wall and {fmt(cpu_total, '.0f')} CPU s in all; "
-                 "wall, CPU (user + system) and peak memory of each section's processes):")
+                 "wall, CPU (user + system, all its processes) and peak memory (its largest process) per section):")
     lines.append("")
     lines += _table(["section", "status", "wall s", "CPU s", "peak GiB", "result"],
                     [[s["name"], s["status"], fmt(s["wall_s"], ".1f"), fmt(s.get("cpu_s"), ".1f"),

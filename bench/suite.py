@@ -7,8 +7,8 @@
 
 Each section runs one of the existing scripts ``bench/bench_*.py`` (unchanged, with section-sized
 arguments) in its own process: its wall time, CPU seconds (user + system: less sensitive than wall time
-to other jobs on a shared machine) and peak resident memory (``os.wait4``: the section's processes,
-children included) are its own, and a section that fails or runs past its time limit is
+to other jobs on a shared machine; summed over the section's processes, children included) and peak
+resident memory (``os.wait4``: the largest peak of any one of those processes, not their sum) are its own, and a section that fails or runs past its time limit is
 recorded in the JSON with its error (the tail of its log) while the run goes on. Output, under
 ``--out`` (default: a fresh ``bench/results/run-<mode>-<UTC time>``, never the working directory):
 
@@ -114,6 +114,10 @@ def plan(mode: str) -> list[Section]:
                    *(("--n-flow", "100", "--n-test", "100", "--n-mem", "200", "--flow-times", "0.3", "1",
                       "--gn-steps", "1", "--mem-times", "1", "100", "--donaldson-k", "2", "--bergman-k", "0",
                       "--n-kahler", "20", "--skip-potential") if q else ())),), t),
+        S("distributed", "matrix-free Gauss–Newton step on a dask LocalCluster vs in-process, same points",
+          (_script("bench_distributed.py", "--out", "{out}",
+                   *(("--k", "3", "--n", "4000", "--workers", "2", "--block-size", "1000", "--steps", "1",
+                      "--products", "1") if q else ())),), t),
         S("ricci", "finite-σ metric flow: one right-hand side at scale, lazy vs dense",
           (_script("bench_ricci.py", "scale", "--out", "{out}",
                    *(("--n", "1000", "--n-dense", "0", "--domains", "T3", "--rhs-only") if q else ())),), t),

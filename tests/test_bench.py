@@ -28,6 +28,16 @@ def test_readme_region_is_rendered_from_committed_json():
     assert f"`{payload['command']}`" in region and f"--{payload['mode']}" in payload["command"]
 
 
+def test_every_section_of_the_committed_run_is_summarised():
+    """Each section's one-line summary reads that script's real JSON (a renamed key shows up here)."""
+    source, _ = readme.read_region((ROOT / "README.md").read_text())
+    payload = json.loads((ROOT / source).read_text())
+    assert [s["name"] for s in payload["sections"]] == [s.name for s in suite.plan(payload["mode"])]
+    for sec in payload["sections"]:
+        line = readme.headline(sec)
+        assert sec["name"] in readme.HEADLINES and not line.startswith("see JSON"), (sec["name"], line)
+
+
 def _payload():
     """A hand-made bench.json: peers with round numbers, one failed section."""
     peers = dict(
