@@ -544,6 +544,10 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
         raise ValueError(f"workers: --workers/--scheduler (a dask client) run the matrix-free primal method; received "
                          f"method {method.name}" + (f" with --solver {method.solver}" if isinstance(method, BergmanMethod)
                                                     else "") + ". Use --method bergman --solver matrix-free (or auto).")
+    if getattr(method, "devices", None) is not None:  # refused, not silently dropped
+        raise ValueError(f"devices: --devices {method.devices} shards the points of one process over its JAX devices; "
+                         f"it does not combine with --workers/--scheduler (the points live on the dask workers). "
+                         f"Drop one of them.")
     cluster = cluster if cluster is not None else ClusterSettings()
     owned = []
     if client is None:

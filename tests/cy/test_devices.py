@@ -20,6 +20,7 @@ import pytest
 import ntkflow  # noqa: F401
 from ntkflow.cy import matrixfree as mf
 from ntkflow.cy.config import BergmanMethod, CYConfig, DataConfig, DualMethod
+from ntkflow.cy.distributed import ClusterSettings
 from ntkflow.cy.job import run_cy
 from ntkflow.engine.devices import (describe_mesh, device_mesh, local_blocks, padded_length, parse_devices,
                                     shard_points)
@@ -170,5 +171,13 @@ def test_job_refuses_too_many_devices_before_writing_anything(tmp_path, method):
     cfg = CYConfig(data=DataConfig(n_train=50, n_test=20), method=method)
     with pytest.raises(ValueError, match=rf"devices: asked for 99, {len(jax.devices())} visible"):
         run_cy(cfg, str(tmp_path / "out"), quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_job_refuses_devices_with_a_dask_cluster(tmp_path):
+    """--devices with --workers/--scheduler is refused (not silently dropped), before a cluster starts."""
+    cfg = CYConfig(data=DataConfig(n_train=50, n_test=20), method=BergmanMethod(k=2, devices=1))
+    with pytest.raises(ValueError, match="devices: --devices 1 shards the points of one process.*--workers"):
+        run_cy(cfg, str(tmp_path / "out"), quiet=True, cluster=ClusterSettings(workers=2))
     assert not (tmp_path / "out").exists()
 
