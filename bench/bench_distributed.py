@@ -35,6 +35,8 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--products", type=int, default=2, help="single products timed per side (best of)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--in-process-blas-threads", type=int, default=None,
+                    help="limit the in-process steps' BLAS threads (threadpoolctl; default: the library's own)")
     ap.add_argument("--cg-rtol", type=float, default=1e-2)
     ap.add_argument("--cg-maxiter", type=int, default=60)
     args = ap.parse_args(argv)
@@ -91,9 +93,11 @@ def main(argv=None):
             out = {}
             for name in (("ref", "dist") if i % 2 == 0 else ("dist", "ref")):
                 prob = ref if name == "ref" else dp
-                t0 = time.perf_counter()
-                nxt = lm_step(prob, st, lm, solve)
-                out[name] = (time.perf_counter() - t0, nxt)
+                limit = args.in_process_blas_threads if name == "ref" else None
+                with threadpool_limits(limit):
+                    t0 = time.perf_counter()
+                    nxt = lm_step(prob, st, lm, solve)
+                    out[name] = (time.perf_counter() - t0, nxt)
             (t_r, s_r), (t_d, s_d) = out["ref"], out["dist"]
             d_r, d_d = s_r.theta - st.theta, s_d.theta - st.theta
             row = {"step": i + 1, "seconds_in_process": t_r, "seconds_distributed": t_d, "ratio": t_d / t_r,
@@ -108,6 +112,7 @@ def main(argv=None):
             "command": "python " + " ".join([os.path.relpath(__file__)] + (argv if argv is not None else sys.argv[1:])),
             "machine": machine(), "n": n, "k": k, "n_params": ref.n_params, "workers": args.workers,
             "block_size": args.block_size, "n_blocks": dp.n_blocks, "threads_per_worker": 1,
+            "in_process_blas_threads": args.in_process_blas_threads or "library default",
             "setup_seconds": {"distributed": t_setup_dist, "in_process": t_setup_ref},
             "product_seconds": {"distributed": p_dist, "in_process": p_ref, "ratio": p_dist / p_ref,
                                 "in_process_1_blas_thread": p_ref1, "ratio_to_1_blas_thread": p_dist / p_ref1},
@@ -116,7 +121,8 @@ def main(argv=None):
             "memory_before_in_process_problem": mem,
             "note": "wall times on a shared 2-core machine (load in machine.load_avg_1min): ratios measured side by side",
         }
-        path = write_json(Path(args.out), f"bench_distributed_k{k}_n{n}", payload)
+        tag = "" if args.in_process_blas_threads is None else f"_blas{args.in_process_blas_threads}"
+        path = write_json(Path(args.out), f"bench_distributed_k{k}_n{n}{tag}", payload)
         print(f"wrote {path}; step ratio distributed/in-process = {payload['step_ratio_total']:.2f}", flush=True)
     finally:
         client.close()
