@@ -20,7 +20,8 @@ Sections (each runs in its own subprocess, so ``ru_maxrss`` is that section's pe
   p) one fused pass K_nmᵀ(K_nm v) at n = 10⁵ (full) / 2·10⁴ (quick), m = 10⁴, d = 10, variants measured
      side by side in one process (interleaved, best of 3, wall and CPU seconds): tile rows, threads,
      float32 blocks, and the XLA CPU vector width (a separate child process per width, since XLA_FLAGS
-     is read when jax starts).
+     is read when jax starts);
+  d) the same pass on a 2-worker dask LocalCluster (points scattered once) against in-process, side by side.
 
 XLA flags: every section's child process runs with ``--xla_cpu_prefer_vector_width=512`` added to
 XLA_FLAGS (AVX-512 vectors for the fused exp/GEMV loops; ≈ 15-20 % less CPU per pass on this machine,
@@ -217,6 +218,45 @@ def section_p(n, m, reps=3, variants=("50:2:float64", "24:2:float64", "16:2:floa
     return out
 
 
+def section_d(n, m, reps=3, workers=2):
+    """One fused pass on a dask LocalCluster (``workers`` processes × 1 thread, points scattered once) against
+    the in-process pass (2 threads), interleaved, best of reps; agreement of the two products."""
+    from distributed import Client, LocalCluster
+
+    import ntkflow  # noqa: F401
+    from ntkflow.engine import Gaussian
+    from ntkflow.solvers import NystromGram
+
+    x, _ = data(n)
+    c = x[np.random.default_rng(5).choice(n, m, replace=False)]
+    k = Gaussian(np.sqrt(D))
+    v = np.random.default_rng(6).normal(size=(m, 1))
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster, set_as_default=False)
+    try:
+        t0 = time.perf_counter()
+        gd = NystromGram(k, x, c, backend="dask", client=client)
+        scatter_s = time.perf_counter() - t0
+        gl = NystromGram(k, x, c, backend="jax", n_threads=workers)
+        rd, rl = gd.mm(v), gl.mm(v)  # compile on the workers and here
+        wall = {"dask": [], "in_process": []}
+        la0 = load_average()
+        for _ in range(reps):
+            for name, g in (("dask", gd), ("in_process", gl)):
+                t0 = time.perf_counter()
+                g.mm(v)
+                wall[name].append(time.perf_counter() - t0)
+        gd.close()
+    finally:
+        client.close()
+        cluster.close()
+    return dict(n=n, m=m, workers=workers, scatter_s=scatter_s, wall=wall,
+                dask_s=min(wall["dask"]), in_process_s=min(wall["in_process"]),
+                ratio_dask_over_in_process=min(wall["dask"]) / min(wall["in_process"]),
+                rel_diff=float(np.linalg.norm(rd - rl) / np.linalg.norm(rl)),
+                load_average_start=la0, load_average_end=load_average(), xla_flags=os.environ.get("XLA_FLAGS", ""))
+
+
 VECTOR_FLAG = "--xla_cpu_prefer_vector_width="
 
 
@@ -291,7 +331,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=False, default="bench_out")
     p.add_argument("--full", action="store_true", help="acceptance sizes (n = 10⁶ Nyström, n = 10⁵ exact)")
-    p.add_argument("--sections", default="abc", help="which sections to run (subset of 'abcp')")
+    p.add_argument("--sections", default="abc", help="which sections to run (subset of 'abcpd')")
     p.add_argument("--a-n", type=int)
     p.add_argument("--a-m", type=int)
     p.add_argument("--a-maxiter", type=int, default=60)
@@ -310,7 +350,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.section:  # child process
         kw = json.loads(args.kwargs)
-        fn = {"a": section_a, "b": section_b, "c": section_c, "p": section_p}[args.section]
+        fn = {"a": section_a, "b": section_b, "c": section_c, "p": section_p, "d": section_d}[args.section]
         print(json.dumps(fn(**kw)))
         return 0
     full = args.full
@@ -329,7 +369,8 @@ def main(argv=None):
                   rtol=1e-8, plain=not full, backend=args.backend, centers_method="uniform",
                   maxiter=args.b_maxiter),
         "c": dict(n=args.c_n or (10_000 if full else 3_000), m=args.c_m or (2_000 if full else 1_000)),
-        "p": dict(n=args.p_n or (100_000 if full else 20_000), m=10_000),
+        "p": dict(n=args.p_n or (100_000 if full else 20_000), m=min(10_000, args.p_n or 10_000)),
+        "d": dict(n=args.p_n or (100_000 if full else 20_000), m=min(10_000, args.p_n or 10_000)),
     }
     results["vector_width"] = args.vector_width
     for key in args.sections:
