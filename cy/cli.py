@@ -20,6 +20,7 @@ from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMet
 from ntkflow.cy.distributed import ClusterSettings
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
+from ntkflow.cy.spectrum import register_cli as register_spectrum
 from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
 
 __all__ = ["register", "config_from_args"]
@@ -134,6 +135,7 @@ def register(subparsers) -> None:
     e.add_argument("--n-curvature", type=int, default=5000, help="points used for curvature (0: skip) (default: %(default)s)")
     e.add_argument("--json", action="store_true", help="print the result as JSON")
     e.set_defaults(func=_run_eval)
+    register_spectrum(subparsers)  # ntkflow spectrum DIR (cy/spectrum.py)
 
 
 def _method_class(args):
