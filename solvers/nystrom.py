@@ -696,13 +696,14 @@ class NystromKRRResult:
     timings: dict  # seconds: centres, preconditioner, rhs, cg
 
     def predict(self, x_new, *, backend: str | None = None) -> np.ndarray:
-        """f(x_new) = k(x_new, C) β, shape (n_new,) or (n_new, k)."""
+        """f(x_new) = k(x_new, C) β, shape (n_new,) or (n_new, k); in process ("jax") after a dask solve."""
         x_new = _points("x_new", x_new)
         if x_new.shape[1] != self.centers.shape[1]:
             raise ValueError(
                 f"x_new: points must have dimension {self.centers.shape[1]}, received shape {x_new.shape}."
             )
-        op = kernel_operator(self.kernel, x_new, self.centers, backend=backend or self.backend)
+        backend = backend or ("jax" if self.backend == "dask" else self.backend)
+        op = kernel_operator(self.kernel, x_new, self.centers, backend=backend)
         return op.mv(self.coefficients) if self.coefficients.ndim == 1 else op.mm(self.coefficients)
 
 
