@@ -48,6 +48,16 @@ def cond_of(M, A):
 # ------------------------------------------------------------------------------------------
 
 
+def test_module_docstring_example_runs():
+    import doctest
+
+    from ntkflow.solvers import preconditioners
+
+    out = doctest.testmod(preconditioners)
+    assert out.attempted >= 6 and out.failed == 0
+
+
+
 def test_sketch_of_a_low_rank_gram_is_exact():
     """rank(G) = 10 < r: the Nyström approximation reproduces Ĝ = SGS (to rounding)."""
     rng = np.random.default_rng(1)
