@@ -30,8 +30,7 @@ Assembly is blocked over points (GEMMs of (block·m, n_f) matrices): memory O(n_
 """
 from __future__ import annotations
 
-import argparse
-import json
+import itertools
 import math
 import os
 import time
@@ -46,10 +45,10 @@ from ntkflow.cy.algebra import section_features
 from ntkflow.cy.model import load
 from ntkflow.engine.operators import DenseOperator
 from ntkflow.io import atomic_json, atomic_write
-from ntkflow.manifolds import PointSet, fs_pullback, monomial_exponents, sample
+from ntkflow.manifolds import PointSet, fs_pullback, monomial_exponents, pointset_from_points, sample
 
 __all__ = ["GalerkinSystem", "Spectrum", "assemble", "solve", "laplacian_spectrum", "cluster",
-           "curve_flat_metric", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
+           "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
 
 
 def scaled_monomials(n_coords: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -228,8 +227,12 @@ def solve(system: GalerkinSystem, n_eigs: int, *, solver: str = "dense", rtol: f
         S_op, M_op = DenseOperator(system.S), DenseOperator(system.M)
         nf = system.S.shape[0]
         c0 = W @ u0  # M c0 ≈ mean: the constant's coefficients
-        lin = lambda op: scipy.sparse.linalg.LinearOperator((nf, nf), matvec=op.mv, matmat=op.mm, dtype=np.float64)  # noqa: E731
-        X = np.random.default_rng(seed).standard_normal((nf, min(nf - 1, n_eigs + 4)))
+        lin = lambda op: scipy.sparse.linalg.LinearOperator((nf, nf), matvec=lambda v: op.mv(np.ravel(v)), matmat=op.mm, dtype=np.float64)  # noqa: E731
+        bs = n_eigs + 4
+        if nf - 1 < 5 * bs:  # scipy's lobpcg switches to a dense solver (without constraints) below this size
+            raise ValueError(f"solver: lobpcg needs more than 5·(n_eigs + 4) = {5 * bs} functions, the space has "
+                             f"{nf}; use solver='dense' (or fewer n_eigs / a larger k').")
+        X = np.random.default_rng(seed).standard_normal((nf, bs))
         lam, coef = scipy.sparse.linalg.lobpcg(lin(S_op), X, B=lin(M_op), Y=c0[:, None], largest=False,
                                                tol=1e-9, maxiter=2000)
         order = np.argsort(lam)[:n_eigs]
@@ -245,6 +248,34 @@ def curve_flat_metric(ps: PointSet) -> np.ndarray:
         raise ValueError(f"ps: the flat metric g = κ|Ω|² is exact only on curves (dim 1); received dim {ps.dim}.")
     kappa = ps.manifold.intersection_number / np.mean(ps.weights)
     return (kappa * ps.omega_sq).astype(np.complex128)[:, None, None]
+
+
+def symmetrize(ps: PointSet, *, conjugation: bool = True, max_points: int = 5_000_000) -> PointSet:
+    """The orbit of ``ps`` under the symmetry group of a Fermat hypersurface Σ z_i^N = 0: coordinate
+    permutations S_N, phases (Z_N)^{N−1} (the overall phase acts trivially) and, if ``conjugation``,
+    z ↦ z̄ — isometries of g_FS (and of the Ricci-flat metric) that preserve the FS sampling measure, so
+    the orbit with the recomputed FS weights is an invariant quadrature: the assembled (S, M) commute with
+    the group, degenerate levels forced by the symmetry stay exactly degenerate, and integrals of the
+    non-invariant Fourier modes cancel. Size |G|·n (|G| = 108 for the cubic curve); refused above
+    ``max_points``."""
+    m = ps.manifold
+    if getattr(m, "symmetric_group_hint", None) != "fermat":
+        raise ValueError(f"ps: symmetrize needs points of a Fermat hypersurface (Σ z_i^N); received {m.name} "
+                         f"(symmetry hint {getattr(m, 'symmetric_group_hint', None)!r}).")
+    N = m.n_coords
+    perms = np.array(list(itertools.permutations(range(N))))  # (N!, N)
+    ph = np.array(list(itertools.product(range(N), repeat=N - 1)))  # (N^{N-1}, N-1)
+    phases = np.exp(2j * np.pi * np.concatenate([ph, np.zeros((len(ph), 1), dtype=int)], axis=1) / N)
+    size = len(perms) * len(phases) * (2 if conjugation else 1) * len(ps)
+    if size > max_points:
+        raise ValueError(f"ps: the orbit would hold {size} points (> max_points={max_points}); pass fewer "
+                         f"points or raise max_points.")
+    z = ps.points[:, perms]  # (n, N!, N)
+    z = z[:, :, None, :] * phases[None, None, :, :]  # (n, N!, N^{N-1}, N)
+    z = z.reshape(-1, N)
+    if conjugation:
+        z = np.concatenate([z, np.conj(z)])
+    return pointset_from_points(m, z)
 
 
 def hexagonal_torus_spectrum(n_levels: int) -> list:

@@ -1,0 +1,173 @@
+"""The scalar Laplacian spectrum (cy/spectrum.py) against independent references: exact derivatives
+against finite differences, the blocked assembly against a per-point loop, the eigensolvers against
+scipy's dense generalised eigh, the flat hexagonal torus (Fermat cubic curve: ratios 1, 3, 4, 7, 9 of the
+dual-lattice norms m² + mn + n², multiplicities 6, 6, 6, 12, 6), the Fermat quintic's FS levels at k' = 1
+(the 24 traceless (1,1) functions split into the S₅ ⋉ (Z₅)⁴ representations of dimensions 20 and 4)."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+from ntkflow.cy import spectrum as sp
+from ntkflow.manifolds import fs_pullback, monomials, preset, sample
+
+EXACT_HEX = [(1, 6), (3, 6), (4, 6), (7, 12), (9, 6), (12, 6), (13, 12)]
+
+
+def test_hexagonal_torus_levels_by_brute_force():
+    # independent count: all (m, n) in a box, values of the dual-lattice quadratic form m² + mn + n²
+    assert sp.hexagonal_torus_spectrum(7) == EXACT_HEX
+    # independent: the lattice Z + τZ, τ = e^{2πi/3} (the Fermat cubic: j = 0); dual basis from the inverse
+    # transpose; eigenvalues 4π²|γ*|², levels normalised by the smallest non-zero one
+    B = np.array([[1.0, 0.0], [-0.5, math.sqrt(3) / 2]]).T  # columns: 1, τ
+    D = np.linalg.inv(B).T
+    m, n = np.meshgrid(np.arange(-8, 9), np.arange(-8, 9))
+    v = D @ np.stack([m.ravel(), n.ravel()])
+    q = np.sum(v ** 2, axis=0)
+    q = np.round(q[q > 1e-9] / q[q > 1e-9].min(), 9)
+    levels, counts = np.unique(q, return_counts=True)
+    assert [(round(float(a)), int(c)) for a, c in zip(levels[:7], counts[:7])] == EXACT_HEX
+
+
+def _values_ambient(z, e, scale, A):
+    """Real basis values at arbitrary ambient z (not on X): Re/Im of t_a t̄_b, t = ŝ A /|z|^k."""
+    k = int(e[0].sum())
+    t = (monomials(z, e) * scale) @ A / np.linalg.norm(z, axis=-1)[:, None] ** k
+    a, b = np.triu_indices(A.shape[1])
+    p = t[:, a] * np.conj(t[:, b])
+    return np.concatenate([p.real, p.imag[:, a < b]], axis=1)
+
+
+@pytest.mark.parametrize("name", ["cubic-curve", "fermat-quintic"])
+def test_gradients_match_finite_differences(name):
+    m = preset(name)
+    ps = sample(m, 6, seed=3)
+    e, scale = sp.scaled_monomials(m.n_coords, 2)
+    A = np.random.default_rng(0).standard_normal((len(e), 4)) + 1j * np.random.default_rng(1).standard_normal((len(e), 4))
+    vals, grads = sp.basis_functions(ps, 2, A)  # (n, n_f), (n, d, n_f)
+    np.testing.assert_allclose(vals, _values_ambient(ps.points, e, scale, A), rtol=1e-12, atol=1e-14)
+    # ∂f/∂x_i = Σ_J P_iJ ∂f/∂z_J, ∂/∂z = (∂/∂Re z − i ∂/∂Im z)/2 by central differences
+    h = 1e-6
+    dz = np.zeros((len(ps), m.n_coords, vals.shape[1]), dtype=complex)
+    for J in range(m.n_coords):
+        E = np.zeros(m.n_coords)
+        E[J] = h
+        dre = (_values_ambient(ps.points + E, e, scale, A) - _values_ambient(ps.points - E, e, scale, A)) / (2 * h)
+        dim = (_values_ambient(ps.points + 1j * E, e, scale, A) - _values_ambient(ps.points - 1j * E, e, scale, A)) / (2 * h)
+        dz[:, J] = (dre - 1j * dim) / 2
+    fd = np.einsum("ndJ,nJf->ndf", ps.jacobian, dz)
+    np.testing.assert_allclose(grads, fd, atol=1e-7 * np.abs(fd).max())
+
+
+def test_blocked_assembly_equals_per_point_loop():
+    m = preset("fermat-quintic")
+    ps = sample(m, 300, seed=1)
+    g = fs_pullback(ps)
+    sy = sp.assemble(ps, g, 1, block=64)
+    vals, grads = sp.basis_functions(ps, 1, sy.sections)
+    mu = ps.weights * np.real(np.linalg.det(g)) / ps.omega_sq
+    mu = mu / mu.sum()
+    nf = vals.shape[1]
+    S = np.zeros((nf, nf))
+    M = np.zeros((nf, nf))
+    for p in range(len(ps)):  # the definition, one point at a time: 2 Re(∂f_b^H g^{-1} ∂f_a), f_a f_b
+        gi = np.linalg.inv(g[p])
+        S += mu[p] * 2 * np.real(np.conj(grads[p]).T @ gi @ grads[p])
+        M += mu[p] * np.outer(vals[p], vals[p])
+    np.testing.assert_allclose(sy.S, S, atol=1e-12 * np.abs(S).max())
+    np.testing.assert_allclose(sy.M, M, atol=1e-12 * np.abs(M).max())
+    np.testing.assert_allclose(sy.mean, mu @ vals, atol=1e-13)
+
+
+def test_eigensolvers_equal_dense_generalised_eigh():
+    m = preset("cubic-curve")
+    ps = sample(m, 3000, seed=2)
+    sy = sp.assemble(ps, sp.curve_flat_metric, 3)  # 81 functions
+    ref = scipy.linalg.eigh(sy.S, sy.M, eigvals_only=True)  # includes λ0 = 0 (the constants)
+    assert abs(ref[0]) < 1e-8 * ref[1]
+    dense = sp.solve(sy, 12)
+    np.testing.assert_allclose(dense.eigenvalues, ref[1:13], rtol=1e-9)
+    lob = sp.solve(sy, 8, solver="lobpcg")
+    np.testing.assert_allclose(lob.eigenvalues, ref[1:9], rtol=1e-6)
+    assert dense.constant_residual < 1e-6  # the constants lie in the (k', k') space
+
+
+def test_flat_cubic_ratios_and_multiplicities():
+    """Exact flat metric κ|Ω|² on the Fermat cubic = hexagonal torus of area 2·∫J = 6 (Riemannian metric
+    2 g|dx|²): λ_1 = 4π²·(4/3)/a² with a² = 2A/√3, i.e. 8π²/(√3·6); MC error at n = 2·10⁴ ~ 1e-2."""
+    ps = sample(preset("cubic-curve"), 20_000, seed=0)
+    spec = sp.solve(sp.assemble(ps, sp.curve_flat_metric, 4), 36, rel_gap=0.05)
+    exact = EXACT_HEX[:5]
+    assert spec.multiplicities()[:5] == [c for _, c in exact]
+    np.testing.assert_allclose(spec.ratios()[:5], [r for r, _ in exact], rtol=2e-2)
+    assert spec.clusters[0][2] == pytest.approx(8 * math.pi ** 2 / (math.sqrt(3) * 6), rel=2e-2)
+
+
+def test_symmetrized_quadrature_makes_forced_degeneracies_exact():
+    """Cubic curve, FS metric, k' = 1: the 8 traceless (1,1) functions are the representations of
+    S₃ ⋉ (Z₃)² ⋊ conjugation of dims 6 (z_i z̄_j, i ≠ j: six distinct Z₃² characters, permuted transitively)
+    and 2 (|z_i|²/|z|² − 1/3). On the group orbit of the points the levels are exactly degenerate; on the raw
+    sample they are split by the Monte-Carlo error."""
+    raw = sample(preset("cubic-curve"), 100, seed=0)
+    ps = sp.symmetrize(raw)
+    assert len(ps) == 100 * 108
+    np.testing.assert_allclose(np.abs(preset("cubic-curve").Q(ps.points)), 0, atol=1e-10)
+    spec = sp.solve(sp.assemble(ps, fs_pullback, 1), 8, rel_gap=1e-6)
+    assert sorted(spec.multiplicities()) == [2, 6]
+    for s0, c, _ in spec.clusters:
+        lam = spec.eigenvalues[s0:s0 + c]
+        assert np.ptp(lam) < 1e-9 * lam.mean()
+    split = sp.solve(sp.assemble(raw, fs_pullback, 1), 8, rel_gap=0.2)
+    six = [(s0, c) for s0, c, _ in split.clusters if c == 6]
+    assert len(six) == 1
+    lam = split.eigenvalues[six[0][0]:six[0][0] + 6]
+    assert np.ptp(lam) > 1e-3 * lam.mean()
+    with pytest.raises(ValueError, match="Fermat"):
+        sp.symmetrize(sample(preset("dwork-quintic", psi=0.5), 5, seed=0))
+
+
+def test_fermat_quintic_fs_multiplicities_are_representation_dimensions():
+    """k' = 1: the 24 non-constant (1,1) functions |z_i|²/|z|² − mean (the standard representation of S₅,
+    dim 4) and z_i z̄_j/|z|², i ≠ j (one real irreducible representation of S₅ ⋉ (Z₅)⁴ ⋊ conjugation,
+    dim 20: the Z₅-characters ζ^{a_i − a_j} separate them, S₅ permutes them transitively)."""
+    ps = sample(preset("fermat-quintic"), 20_000, seed=0)
+    spec = sp.solve(sp.assemble(ps, fs_pullback, 1), 24, rel_gap=0.1)
+    assert spec.multiplicities() == [20, 4]
+    assert spec.clusters[1][2] > 1.3 * spec.clusters[0][2]
+
+
+def test_clusters_and_bad_input():
+    assert sp.cluster([1.0, 1.001, 2.0, 2.0, 2.0, 5.0], 1e-2) == ((0, 2, 1.0005), (2, 3, 2.0), (5, 1, 5.0))
+    ps = sample(preset("cubic-curve"), 50, seed=0)
+    with pytest.raises(ValueError, match="k_prime"):
+        sp.assemble(ps, sp.curve_flat_metric, 0)
+    with pytest.raises(ValueError, match="metric"):
+        sp.assemble(ps, np.zeros((3, 1, 1)), 1)
+    with pytest.raises(ValueError, match="n_eigs"):
+        sp.solve(sp.assemble(ps, sp.curve_flat_metric, 1), 50)
+    with pytest.raises(ValueError, match="solver"):
+        sp.solve(sp.assemble(ps, sp.curve_flat_metric, 1), 2, solver="magic")
+    with pytest.raises(ValueError, match="dim 1"):
+        sp.curve_flat_metric(sample(preset("quartic-k3"), 10, seed=0))
+
+
+def test_cli_spectrum_of_a_learned_cubic_metric(tmp_path, capsys):
+    from ntkflow.cli import main
+
+    run = str(tmp_path / "run")
+    assert main(["cy", "--manifold", "cubic-curve", "-k", "6", "--n-train", "1000", "--n-test", "500",
+                 "--n-curvature", "0", "-q", "-o", run]) == 0
+    out = str(tmp_path / "spec")
+    assert main(["spectrum", run, "--k-prime", "3", "--n-points", "10000", "--n-eigs", "30", "--rel-gap", "0.05",
+                 "--out", out]) == 0
+    res = json.load(open(os.path.join(out, "spectrum.json")))
+    assert [c["multiplicity"] for c in res["clusters"]][:4] == [6, 6, 6, 12]
+    np.testing.assert_allclose([c["ratio"] for c in res["clusters"]][:4], [1, 3, 4, 7], rtol=3e-2)
+    assert os.path.getsize(os.path.join(out, "spectrum.png")) > 1000
+    assert "multiplicity" not in capsys.readouterr().err
+    assert main(["spectrum", run, "--fs", "--k-prime", "1", "--n-points", "500", "--n-eigs", "3", "--out", out]) == 0
+    with pytest.raises(ValueError, match="k_prime: --k-prime must be a positive integer, received 0"):
+        main(["--debug", "spectrum", run, "--k-prime", "0"])
