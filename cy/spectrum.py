@@ -43,11 +43,11 @@ import scipy.sparse.linalg
 from ntkflow._checks import positive_float, positive_int
 from ntkflow.cy.algebra import section_features
 from ntkflow.cy.model import load
-from ntkflow.engine.operators import DenseOperator
+from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import PointSet, fs_pullback, monomial_exponents, pointset_from_points, sample
 
-__all__ = ["GalerkinSystem", "Spectrum", "assemble", "solve", "laplacian_spectrum", "cluster",
+__all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble", "solve", "laplacian_spectrum", "cluster",
            "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
 
 
@@ -114,12 +114,9 @@ def _measure(ps: PointSet, g: np.ndarray) -> np.ndarray:
     return mu / mu.sum()
 
 
-def assemble(ps: PointSet, metric, k_prime: int, *, block: int = 2048, rtol: float = 1e-10) -> GalerkinSystem:
-    """Assemble (S, M) of the module docstring on the points ``ps`` for the metric ``metric`` — a callable
-    PointSet → (n, d, d) complex Hermitian g_{i j̄}, or such an array — at degree ``k_prime``."""
-    k_prime = positive_int("k_prime", k_prime)
-    block = positive_int("block", block)
-    rtol = positive_float("rtol", rtol)
+def _prepare(ps, metric, k_prime, block, rtol):
+    """μ (n,), L (n, d, d) with g^{-1} = L L^H, the scaled monomials (e, scale) and the orthonormal
+    sections A (N_k, r) (null space of their Gram in L²(μ), the multiples of Q, dropped at rtol)."""
     if not isinstance(ps, PointSet):
         raise TypeError(f"ps: expected a PointSet (ntkflow.manifolds.sample), received {type(ps).__name__}.")
     g = metric(ps) if callable(metric) else np.asarray(metric)
@@ -142,7 +139,18 @@ def assemble(ps: PointSet, metric, k_prime: int, *, block: int = 2048, rtol: flo
     ev, V = np.linalg.eigh(gram)
     keep = ev > rtol * ev[-1]
     A = V[:, keep] / np.sqrt(ev[keep])  # (N_k, r): σ = ŝ A orthonormal
+    return mu, L, e, scale, A
+
+
+def assemble(ps: PointSet, metric, k_prime: int, *, block: int = 2048, rtol: float = 1e-10) -> GalerkinSystem:
+    """Assemble (S, M) of the module docstring on the points ``ps`` for the metric ``metric`` — a callable
+    PointSet → (n, d, d) complex Hermitian g_{i j̄}, or such an array — at degree ``k_prime``."""
+    k_prime = positive_int("k_prime", k_prime)
+    block = positive_int("block", block)
+    rtol = positive_float("rtol", rtol)
+    mu, L, e, scale, A = _prepare(ps, metric, k_prime, block, rtol)
     r = A.shape[1]
+    n = len(ps)
     iu = np.triu_indices(r)
     nf = r * r
     S = np.zeros((nf, nf))
@@ -239,6 +247,101 @@ def solve(system: GalerkinSystem, n_eigs: int, *, solver: str = "dense", rtol: f
         lam, coef = lam[order], coef[:, order]
     return Spectrum(eigenvalues=np.asarray(lam), clusters=cluster(lam, rel_gap), solver=solver, n_functions=nr - 1,
                     constant_residual=const_res, vectors=coef if vectors else None)
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class GalerkinOperator(LinearOperator):
+    """S (``which="stiffness"``) or M (``"mass"``) of the module docstring applied matrix-free: each product
+    recomputes the basis on point blocks and applies it as two GEMMs, S V = Σ_blocks 2 Re(D^H (D V)) with
+    D = √μ L^H ∂f (block·d, n_f), M V = Σ_blocks Fᵀ(F V) with F = √μ f (block, n_f); memory
+    O(block·d·n_f), never (functions × points). Built by :func:`matrix_free_system`."""
+
+    ps: PointSet
+    mu: np.ndarray  # (n,)
+    L: np.ndarray  # (n, d, d): g^{-1} = L L^H
+    exponents: np.ndarray  # (N_k, N)
+    scale: np.ndarray  # (N_k,)
+    sections: np.ndarray  # (N_k, r)
+    which: str = "stiffness"
+    block: int = 2048
+
+    def __post_init__(self):
+        if self.which not in ("stiffness", "mass"):
+            raise ValueError(f"which: expected 'stiffness' or 'mass', received {self.which!r}.")
+
+    @property
+    def shape(self):
+        nf = self.sections.shape[1] ** 2
+        return (nf, nf)
+
+    @property
+    def dtype(self):
+        return np.dtype(np.float64)
+
+    def _mm(self, V):
+        V = np.asarray(V, dtype=np.float64)
+        nf = self.shape[0]
+        iu = np.triu_indices(self.sections.shape[1])
+        out = np.zeros((nf, V.shape[1]))
+        for lo in range(0, len(self.ps), self.block):
+            hi = min(len(self.ps), lo + self.block)
+            t, y = _features(self.ps, lo, hi, self.exponents, self.scale, self.sections)
+            vals, grads = _real_functions(t, y, iu)
+            w = np.sqrt(self.mu[lo:hi])
+            if self.which == "mass":
+                F = vals * w[:, None]
+                out += F.T @ (F @ V)
+            else:
+                D = (np.einsum("bji,bjf->bif", np.conj(self.L[lo:hi]), grads) * w[:, None, None]).reshape(-1, nf)
+                DV = D @ V
+                out += 2.0 * (D.real.T @ DV.real + D.imag.T @ DV.imag)
+        return out
+
+
+def matrix_free_system(ps: PointSet, metric, k_prime: int, *, block: int = 2048, rtol: float = 1e-10):
+    """(S, M, mean): the pencil as :class:`GalerkinOperator` s (engine operators) and the μ-means of the
+    basis functions (one pass), for :func:`solve_matrix_free`."""
+    k_prime = positive_int("k_prime", k_prime)
+    block = positive_int("block", block)
+    mu, L, e, scale, A = _prepare(ps, metric, k_prime, block, positive_float("rtol", rtol))
+    kw = dict(ps=ps, mu=mu, L=L, exponents=e, scale=scale, sections=A, block=block)
+    S, M = GalerkinOperator(which="stiffness", **kw), GalerkinOperator(which="mass", **kw)
+    iu = np.triu_indices(A.shape[1])
+    mean = np.zeros(S.shape[0])
+    for lo in range(0, len(ps), block):
+        hi = min(len(ps), lo + block)
+        vals, _ = _real_functions(*_features(ps, lo, hi, e, scale, A), iu)
+        mean += mu[lo:hi] @ vals
+    return S, M, mean
+
+
+def solve_matrix_free(S: LinearOperator, M: LinearOperator, mean: np.ndarray, n_eigs: int, *, seed: int = 0,
+                      tol: float = 1e-8, maxiter: int = 500, rel_gap: float = 1e-2) -> Spectrum:
+    """The n_eigs lowest non-zero eigenvalues of S c = λ M c by scipy.sparse.linalg.lobpcg with only
+    products by S and M; the constant c₀ (M c₀ = mean, by scipy CG on M) is the constraint that removes
+    λ₀ = 0. Raises RuntimeError when lobpcg does not converge (residuals above ``tol`` after ``maxiter``)."""
+    n_eigs = positive_int("n_eigs", n_eigs)
+    nf = S.shape[0]
+    bs = n_eigs + 4
+    if nf - 1 < 5 * bs:
+        raise ValueError(f"n_eigs: the matrix-free solver needs more than 5·(n_eigs + 4) = {5 * bs} functions, the "
+                         f"space has {nf}; use the dense solver (solve(assemble(...))) or a larger k'.")
+    lin = lambda op: scipy.sparse.linalg.LinearOperator(  # noqa: E731
+        (nf, nf), matvec=lambda v: op.mv(np.ravel(v)), matmat=op.mm, dtype=np.float64)
+    c0, info = scipy.sparse.linalg.cg(lin(M), mean, rtol=1e-12, maxiter=10 * nf)
+    if info != 0:
+        raise RuntimeError(f"M c0 = mean: CG did not converge (info={info}); M is ill-conditioned — lower k'.")
+    X = np.random.default_rng(seed).standard_normal((nf, bs))
+    lam, vec, res = scipy.sparse.linalg.lobpcg(lin(S), X, B=lin(M), Y=c0[:, None], largest=False, tol=tol,
+                                               maxiter=maxiter, retResidualNormsHistory=True)
+    last = np.asarray(res[-1])
+    order = np.argsort(lam)[:n_eigs]
+    if np.max(last[order]) > tol * max(1.0, float(np.max(np.abs(lam)))):
+        raise RuntimeError(f"lobpcg: residuals {np.max(last[order]):.2e} > tol={tol} after {maxiter} iterations; "
+                           f"raise maxiter or use the dense solver.")
+    lam = lam[order]
+    return Spectrum(eigenvalues=lam, clusters=cluster(lam, rel_gap), solver="matrix-free lobpcg", n_functions=nf - 1,
+                    constant_residual=float("nan"), vectors=vec[:, order])
 
 
 def curve_flat_metric(ps: PointSet) -> np.ndarray:

@@ -171,3 +171,15 @@ def test_cli_spectrum_of_a_learned_cubic_metric(tmp_path, capsys):
     assert main(["spectrum", run, "--fs", "--k-prime", "1", "--n-points", "500", "--n-eigs", "3", "--out", out]) == 0
     with pytest.raises(ValueError, match="k_prime: --k-prime must be a positive integer, received 0"):
         main(["--debug", "spectrum", run, "--k-prime", "0"])
+
+
+def test_matrix_free_operators_and_lobpcg_equal_the_assembled_pencil():
+    ps = sample(preset("cubic-curve"), 1000, seed=2)
+    sy = sp.assemble(ps, sp.curve_flat_metric, 3)
+    S, M, mean = sp.matrix_free_system(ps, sp.curve_flat_metric, 3, block=300)
+    V = np.random.default_rng(0).standard_normal((S.shape[1], 3))
+    np.testing.assert_allclose(S.mm(V), sy.S @ V, atol=1e-12 * np.abs(sy.S @ V).max())
+    np.testing.assert_allclose(M.mm(V), sy.M @ V, atol=1e-12 * np.abs(sy.M @ V).max())
+    np.testing.assert_allclose(mean, sy.mean, atol=1e-14)
+    mf = sp.solve_matrix_free(S, M, mean, 8)
+    np.testing.assert_allclose(mf.eigenvalues, sp.solve(sy, 8).eigenvalues, rtol=1e-8)
