@@ -17,6 +17,10 @@ products) plus four triangular solves and two triangular products (K_mm v = (T�
 The stopping test is on the residual of the *original* system, ‖H β − K_nmᵀ y‖ ≤ rtol ‖K_nmᵀ y‖
 (mapped exactly through r_H = n Tᵀ Aᵀ r_CG, two m×m triangular products per check).
 
+Scale-out of the fused pass K_nmᵀ(K_nm V) (:class:`NystromGram`): ``devices=`` shards the points over a
+JAX device mesh (partial sums reduced by one all-reduce); ``backend="dask"`` scatters point blocks once to
+dask workers and runs map (fused pass per block) + reduce (sum on a worker) per product.
+
 Exact KRR (K + λ n I) α = y, preconditioned by the Nyström approximation K̂ = K_nm K_mm⁻¹ K_mn = L Lᵀ
 (L = K_nm T⁻¹) through Woodbury:
 
