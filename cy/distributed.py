@@ -109,7 +109,18 @@ def _task_gram(pts, k, chunk):
     return section_gram_sum(pts["z"], pts["jac"], pts["w"], k, chunk=chunk), float(np.sum(pts["w"]))
 
 
+def _register_sizeof():
+    """Tell dask what a block problem weighs (its arrays): otherwise it counts a few hundred bytes and its
+    work stealing moves the features between workers as if they were free."""
+    from dask.sizeof import sizeof  # deferred: dask is heavy to import
+
+    @sizeof.register(PrimalProblem)
+    def _sizeof_primal(prob):
+        return int(sum(getattr(a, "nbytes", 0) for a in vars(prob).values())) + 1024
+
+
 def _task_problem(pts, spec):
+    _register_sizeof()
     k, M, wmean, link, chunk = spec
     return PrimalProblem(pts["z"], pts["jac"], pts["w"], pts["log_omega"], k, chunk=chunk, whiten=M,
                          weight_mean=wmean, link=link)
@@ -292,6 +303,8 @@ class DistributedPrimalProblem:
                  jacobi_max_points: int | None = 20_000, timeout: float = 10.0):
         from dask.base import tokenize  # deferred: dask is heavy to import
 
+        _register_sizeof()
+
         if client is None or not hasattr(client, "submit"):
             raise TypeError(f"client: expected a distributed.Client (local_client(n) or connect(address)), "
                             f"received {type(client).__name__}.")
@@ -396,19 +409,21 @@ class DistributedPrimalProblem:
         v = np.array(v, dtype=np.float64)
         self._lin = None  # release the previous linearisation's state on the workers
         states = self._map(_task_state, v)
-        grad = self._reduce(self._map(_task_grad, per_block=[(s,) for s in states]))
-        if grad is None:
-            return None
-        lin = _State(theta=v, states=tuple(states))
-        self._lin = lin
         stride = 1 if self.jacobi_max_points is None else max(1, -(-self.n // int(self.jacobi_max_points)))
         idx = []
         for b in range(len(self._blocks)):
             lo, hi = int(self.offsets[b]), int(self.offsets[b + 1])
             idx.append(None if stride == 1 else np.arange((-lo) % stride, hi - lo, stride))
+        # both maps are submitted before either is gathered: the diagonal's tasks run while JᵀWr is reduced
+        grads = self._map(_task_grad, per_block=[(s,) for s in states])
+        diags = self._map(_task_diag, per_block=[(s, i) for s, i in zip(states, idx)])
+        grad = self._reduce(grads)
+        if grad is None:
+            return None
+        lin = _State(theta=v, states=tuple(states))
+        self._lin = lin
         n_sub = len(range(0, self.n, stride))
-        diag = self._reduce(self._map(_task_diag, per_block=[(s, i) for s, i in zip(states, idx)]))
-        diag = diag * (self.n / n_sub) / self.n  # PrimalProblem._jacobi_diag's normalisation
+        diag = self._reduce(diags) * (self.n / n_sub) / self.n  # PrimalProblem._jacobi_diag's normalisation
 
         def gram(V):
             V = np.asarray(V, dtype=np.float64)  # (p, k)
