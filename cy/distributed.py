@@ -15,7 +15,7 @@ all n points, the driver sees only parameter-sized sums over blocks:
     G = Σ_b Σ_{x∈b} w_x s s† |z|^{-2k} / Σ_x w_x                         (whitening Gram, N × N)
     L(θ) = Σ_b Σ_{x∈b} w_x r_x² / n                                       (loss)
     JᵀWr/n = Σ_b J_bᵀ W_b r_b / n,   JᵀWJ V/n = Σ_b J_bᵀ (W_b (J_b V)) / n  (fused on the worker)
-    diag(JᵀWJ)/n = Σ_b Σ_{x∈b∩S} w_x (∂r_x/∂θ)² / |S|                      (S: PrimalProblem's strided subset)
+    diag(JᵀWJ)/n = Σ_b Σ_{x∈b∩S} w_x (∂r_x/∂θ)² / |S|             (S: PrimalProblem's strided subset)
 
 each a map over blocks and a pairwise tree reduction (fixed order, so the sums do not depend on where the
 blocks ran). :meth:`DistributedPrimalProblem.linearise` returns
@@ -41,12 +41,11 @@ from ntkflow._checks import positive_float, positive_int
 from ntkflow.cy.matrixfree import LINKS, PrimalProblem, section_gram_sum, whitening_matrix
 from ntkflow.cy.problems import ProductOperator
 from ntkflow.engine.backends import connect_scheduler, gather_bounded
-from ntkflow.manifolds import sample
-from ntkflow.manifolds.pointset import PointSet
+from ntkflow.manifolds import PointSet, sample
 from ntkflow.solvers.least_squares import NormalEquations
 
-__all__ = ["DistributedPrimalProblem", "ClusterSettings", "open_client", "block_seed", "heldout_seed", "block_sizes", "sample_block",
-           "sample_blocks", "reference_problem", "peak_memory", "local_client", "connect"]
+__all__ = ["DistributedPrimalProblem", "ClusterSettings", "open_client", "block_seed", "heldout_seed", "block_sizes",
+           "sample_block", "sample_blocks", "reference_problem", "peak_memory", "local_client", "connect"]
 
 
 # ------------------------------------------------------------------------------------------
@@ -330,8 +329,8 @@ class DistributedPrimalProblem:
         ptoken = tokenize("ntkflow.cy.distributed.points/1", manifold.name, np.asarray(manifold.coefficients),
                           np.asarray(manifold.exponents), self.seed, self.block_size, self.n)
         # the points: a deterministic key per block (the same run resubmitted finds them)
-        self._points = tuple(client.submit(_task_points, manifold, b, size, self.seed, key=f"ntkflow-cy-points-{ptoken}-{b}")
-                             for b, size in enumerate(sizes))
+        self._points = tuple(client.submit(_task_points, manifold, b, size, self.seed,
+                                           key=f"ntkflow-cy-points-{ptoken}-{b}") for b, size in enumerate(sizes))
         # whitening: Gram = Σ_b partial sums / Σ w (map + tree reduce), eigen-decomposed on the driver
         grams = [client.submit(_task_gram, p, self.k, chunk, pure=True) for p in self._points]
         G_sum, w_sum = self._reduce(grams)
