@@ -25,8 +25,10 @@ Derivatives are exact: ∂_i (t_a t̄_b) = Y_{ia} t̄_b with Y = P(∇σ − k�
 ∂_i \overline{(t_a t̄_b)} = t̄_a Y_{ib} (tested against finite differences).
 
 Assembly is blocked over points (GEMMs of (block·m, n_f) matrices): memory O(n_f² + block·m·n_f), never
-(functions × points). Eigensolvers: ``"dense"`` (scipy.linalg.eigh on the M-whitened reduced matrix) and
-``"lobpcg"`` (scipy.sparse.linalg.lobpcg on the assembled pencil wrapped as engine operators).
+(functions × points). Eigensolvers: ``"dense"`` (scipy.linalg.eigh on the M-whitened reduced matrix),
+``"lobpcg"`` (scipy.sparse.linalg.lobpcg on the assembled pencil wrapped as engine operators), and the
+matrix-free pair :func:`matrix_free_system` + :func:`solve_matrix_free` (lobpcg on
+:class:`GalerkinOperator` s that recompute the basis per point block: nothing of size n_f² is stored).
 """
 from __future__ import annotations
 
@@ -47,8 +49,8 @@ from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import PointSet, fs_pullback, monomial_exponents, pointset_from_points, sample
 
-__all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble", "solve", "laplacian_spectrum", "cluster",
-           "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
+__all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble",
+           "solve", "laplacian_spectrum", "cluster", "basis_functions", "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
 
 
 def scaled_monomials(n_coords: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -416,7 +418,9 @@ def register_cli(subparsers) -> None:
     p.add_argument("--n-points", type=int, default=50_000, help="Monte-Carlo points (default: %(default)s)")
     p.add_argument("--n-eigs", type=int, default=30, help="non-zero eigenvalues reported (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the point sample (default: %(default)s)")
-    p.add_argument("--solver", choices=("dense", "lobpcg"), default="dense", help="eigensolver (default: %(default)s)")
+    p.add_argument("--solver", choices=("dense", "lobpcg", "matrix-free"), default="dense",
+                   help="dense: assemble + scipy eigh; lobpcg: assemble + lobpcg; matrix-free: lobpcg on operators "
+                        "that recompute the basis per point block (default: %(default)s)")
     p.add_argument("--rel-gap", type=float, default=1e-2,
                    help="relative gap that separates multiplicity clusters (default: %(default)s)")
     p.add_argument("--out", default=None, help="output directory (default: DIR/spectrum[-fs|-flat])")
@@ -448,8 +452,12 @@ def _run_spectrum(args) -> int:
         metric, label = model.metric, f"model ({model.kind})"
     t0 = time.perf_counter()
     ps = sample(m, args.n_points, seed=args.seed)
-    system = assemble(ps, metric, args.k_prime)
-    spec = solve(system, args.n_eigs, solver=args.solver, rel_gap=args.rel_gap, seed=args.seed)
+    if args.solver == "matrix-free":
+        S, M, mean = matrix_free_system(ps, metric, args.k_prime)
+        spec = solve_matrix_free(S, M, mean, args.n_eigs, seed=args.seed, rel_gap=args.rel_gap)
+    else:
+        spec = solve(assemble(ps, metric, args.k_prime), args.n_eigs, solver=args.solver, rel_gap=args.rel_gap,
+                     seed=args.seed)
     secs = time.perf_counter() - t0
     out = args.out or os.path.join(args.model, "spectrum" + ("-fs" if args.fs else "-flat" if args.flat else ""))
     os.makedirs(out, exist_ok=True)

@@ -93,6 +93,9 @@ def test_eigensolvers_equal_dense_generalised_eigh():
     lob = sp.solve(sy, 8, solver="lobpcg")
     np.testing.assert_allclose(lob.eigenvalues, ref[1:9], rtol=1e-6)
     assert dense.constant_residual < 1e-6  # the constants lie in the (k', k') space
+    again = sp.laplacian_spectrum(preset("cubic-curve"), sp.curve_flat_metric, k_prime=3, n_points=3000, n_eigs=12,
+                                  seed=2)
+    np.testing.assert_allclose(again.eigenvalues, dense.eigenvalues, rtol=1e-12)
 
 
 def test_flat_cubic_ratios_and_multiplicities():
@@ -169,6 +172,14 @@ def test_cli_spectrum_of_a_learned_cubic_metric(tmp_path, capsys):
     assert os.path.getsize(os.path.join(out, "spectrum.png")) > 1000
     assert "multiplicity" not in capsys.readouterr().err
     assert main(["spectrum", run, "--fs", "--k-prime", "1", "--n-points", "500", "--n-eigs", "3", "--out", out]) == 0
+    lams = {}
+    for solver in ("matrix-free", "dense"):
+        assert main(["spectrum", run, "--flat", "--solver", solver, "--k-prime", "3", "--n-points", "400",
+                     "--n-eigs", "6", "--out", out]) == 0
+        flat = json.load(open(os.path.join(out, "spectrum.json")))
+        assert flat["metric"] == "flat"
+        lams[solver] = flat["eigenvalues"]
+    np.testing.assert_allclose(lams["matrix-free"], lams["dense"], rtol=1e-8)
     with pytest.raises(ValueError, match="k_prime: --k-prime must be a positive integer, received 0"):
         main(["--debug", "spectrum", run, "--k-prime", "0"])
 
