@@ -315,6 +315,11 @@ CASES = [
     Case("eval-model-json-is-directory", lambda t, fx: ["eval", (lambda d: (os.remove(os.path.join(d, "model.json")),
                                                                               os.mkdir(os.path.join(d, "model.json")), d)[2])(
         _model_with(t, fx)), fx["points"]], 1, ("model.json", "directory"), cli=True),
+    Case("spectrum-model-missing", lambda t, fx: ["spectrum", str(t / "none")], 1, ("none",), cli=True),
+    Case("spectrum-k-prime-zero", lambda t, fx: ["spectrum", fx["model"], "--k-prime", "0"], 2,
+         ("k_prime", "--k-prime", "received 0"), cli=True),
+    Case("spectrum-flat-not-a-curve", lambda t, fx: ["spectrum", fx["dwork_model"], "--flat", "--n-points", "10"], 2,
+         ("flat", "dim 1"), cli=True),
     Case("ricci-locked", lambda t, fx: ["ricci", *RICCI_TINY, "-o", _locked(t)], 1, (LOCK_NAME,), cli=True),
     Case("ricci-metric-file-missing", lambda t, fx: ["ricci", "--metric-file", str(t / "m.py"), "--domain", "S2", "-q",
                                                      "-o", str(t / "o")], None, ("m.py",), cli=True),
