@@ -280,7 +280,7 @@ class DaskBackend:
             cluster = LocalCluster(
                 n_workers=self.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
             )
-            client = Client(cluster)
+            client = Client(cluster, set_as_default=False)
             st["owned"] = [client, cluster]
         st["client"] = client
         return client
