@@ -279,7 +279,9 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
     for f in ("--manifold", "--psi", "--hypersurface", "--random-quintic", "-k", "--link", "--n-train", "--n-test",
               "--method", "--kernel", "--max-iter", "--time-budget", "--n-curvature", "--resume", "-o", "--solver",
               "--symmetry", "--seed", "--s2", "--centers", "--centers-method", "--ridge", "--mixture-coeffs",
-              "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol"):
+              "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol",
+              "--workers", "--scheduler", "--devices", "--block-size", "--recompute-features", "--preconditioner",
+              "--precond-rank"):
         assert f in flags, f
     with pytest.raises(SystemExit):  # the manifold options exclude each other
         p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
