@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine, write_json  # noqa: E402
+from _common import machine, timeit, write_json  # noqa: E402
 from bench_matvec import raw_pykeops  # noqa: E402
 from bench_solvers import D, data  # noqa: E402
 
@@ -108,14 +108,7 @@ def measure(fn, *, repeat: int, warmup: int = 1):
     """(best seconds of ``repeat`` calls after ``warmup`` calls, peak RSS increase GiB, last output)."""
     release_memory()
     with PeakRSS() as mem:
-        out = None
-        for _ in range(warmup):
-            out = fn()
-        best = float("inf")
-        for _ in range(repeat):
-            t0 = time.perf_counter()
-            out = fn()
-            best = min(best, time.perf_counter() - t0)
+        best, out = timeit(fn, repeat=repeat, warmup=warmup)
     return best, mem.peak_gib, out
 
 
