@@ -181,11 +181,22 @@ def logdet_and_inverse(g: np.ndarray):
 # ----------------------------------------------------------------------------------------------
 # fast path (JAX, jitted, chunked)
 # ----------------------------------------------------------------------------------------------
-_SUB = 64  # points per lax.map step
+_SUB = 64  # points per lax.map step (at most; fewer for large bases, see _sub_points)
 _BLOCK = 2048  # points per jitted call (last block padded)
+#: bytes of the (sub, n_pairs, d, d) complex outer products one lax.map step materialises
+_SUB_BYTES = 512 * 2**20
 
 
-def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool):
+def _sub_points(n_pairs: int, dim: int) -> int:
+    """Points per lax.map step: _SUB, halved until the step's outer products fit in _SUB_BYTES (k ≥ 18 on the
+    quintic: 64 points × 6·10⁴ pairs are 0.6 GB, × 4·10⁵ pairs at k = 24 would be 3.9 GB). A divisor of _BLOCK."""
+    sub = _SUB
+    while sub > 1 and sub * n_pairs * dim * dim * 16 > _SUB_BYTES:
+        sub //= 2
+    return sub
+
+
+def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool, sub: int = _SUB):
     import jax
     import jax.numpy as jnp
 
@@ -225,11 +236,11 @@ def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool):
         return (packed, vals) if want_values else (packed,)
 
     def block(z, jac, exps, alpha, beta, w, func):
-        nb = z.shape[0] // _SUB
-        zz = z.reshape(nb, _SUB, z.shape[1])
-        jj = jac.reshape(nb, _SUB, jac.shape[1], jac.shape[2])
+        nb = z.shape[0] // sub
+        zz = z.reshape(nb, sub, z.shape[1])
+        jj = jac.reshape(nb, sub, jac.shape[1], jac.shape[2])
         res = jax.lax.map(lambda a: one(a[0], a[1], exps, alpha, beta, w, func), (zz, jj))
-        return tuple(r.reshape((nb * _SUB,) + r.shape[2:]) for r in res)
+        return tuple(r.reshape((nb * sub,) + r.shape[2:]) for r in res)
 
     return jax.jit(block)
 
@@ -247,15 +258,16 @@ def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False):
     n, nc = z.shape
     dim = jac.shape[1]
     nf = basis.n_functions
-    key = (basis.k, nf, dim, bool(values))
+    sub = _sub_points(basis.n_pairs, dim)
+    key = (basis.k, nf, dim, bool(values), sub)
     fn = _FN_CACHE.get(key)
     if fn is None:
-        fn = _FN_CACHE[key] = _make_chunk_fn(basis.k, nf, dim, bool(values))
+        fn = _FN_CACHE[key] = _make_chunk_fn(basis.k, nf, dim, bool(values), sub)
     args = (jnp.asarray(basis.exponents), jnp.asarray(basis.alpha), jnp.asarray(basis.beta),
             jnp.asarray(basis.weight), jnp.asarray(basis.func))
     out = np.empty((n, nf, dim * dim))
     vals = np.empty((n, nf)) if values else None
-    block = _BLOCK if n >= _BLOCK else int(-(-n // _SUB) * _SUB)
+    block = _BLOCK if n >= _BLOCK else int(-(-n // sub) * sub)
     for lo in range(0, n, block):
         hi = min(n, lo + block)
         zb = np.ones((block, nc), dtype=np.complex128)

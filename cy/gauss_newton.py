@@ -13,6 +13,14 @@ Jacobian: ∂r_x/∂c_a = tr(g_x^{-1} G_{a,x}) (the linearised operator Δ_g app
 (:func:`whitening`, D = I), whose fixed points are those of the frozen-kernel gradient flow of L in the
 same function space (∇L = 2JᵀW r = 0). ``loss`` is +inf where g is not positive definite at some point,
 so such a step is rejected like one that increases the loss.
+
+Memory-lean form (``ntkflow cy --dense-chunk N``): the pulled-back Hessians of the raw basis are never held for
+all points. :func:`jacobian0_rows` streams them over point chunks into J₀ (n, p) (1/d² of the Hessians),
+:func:`whitening_qr` orthonormalises by a QR of W^{1/2}J₀ followed by an SVD of its p × p factor R (the same
+singular values and directions as :func:`whitening`'s SVD of W^{1/2}J₀, without the n × p factor U), and
+:func:`whitened_hessians` streams the Hessians once more straight into the kept basis (n, q, d²). With
+``MAProblem(chunk=N)`` ``linearise`` accumulates JᵀWJ/n (p × p) and JᵀWr/n over chunks of N points and returns
+:class:`~ntkflow.solvers.least_squares.NormalEquations`: O(p² + N·p) beyond the stored Hessians, no (n, p) J.
 """
 from __future__ import annotations
 
@@ -20,12 +28,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ntkflow.cy.algebra import pack, trace_weights, unpack
+from ntkflow.cy.algebra import fs_pulled, pack, pair_hessians, trace_weights, unpack
 from ntkflow.cy.problems import cholesky_logdet, fitted_constant
 from ntkflow.engine import DenseOperator
-from ntkflow.solvers.least_squares import Linearisation
+from ntkflow.solvers.least_squares import Linearisation, NormalEquations
 
-__all__ = ["MAProblem", "whitening", "transform_basis"]
+__all__ = ["MAProblem", "whitening", "transform_basis", "jacobian0_rows", "whitening_qr", "whitened_hessians"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -41,9 +49,13 @@ class MAProblem:
     log_omega: np.ndarray
     weights: np.ndarray
     dim: int
+    chunk: int | None = None  # points per chunk of the normal equations; None: linearise returns J (n, p + 1)
 
     def __post_init__(self):
         n = self.g0.shape[0]
+        if self.chunk is not None and (isinstance(self.chunk, bool) or not isinstance(self.chunk, (int, np.integer))
+                                       or self.chunk < 1):
+            raise ValueError(f"chunk: expected a positive number of points per chunk or None, received {self.chunk!r}.")
         if self.hess.ndim != 3 or self.hess.shape[0] != n or self.hess.shape[2] != self.dim ** 2:
             raise ValueError(f"hess: expected shape ({n}, p, {self.dim ** 2}), received {self.hess.shape}.")
         for name in ("log_omega", "weights"):
@@ -106,9 +118,32 @@ class MAProblem:
         theta[-1] = fitted_constant(ld - self.log_omega, self.weights)
         return theta
 
-    def linearise(self, theta) -> Linearisation | None:
-        """(r, J, diag JᵀWJ/n) at θ, J the explicit (n, p + 1) Jacobian as a dense operator; None where g
+    def normal_equations(self, theta, chunk: int = 4096) -> NormalEquations | None:
+        """(JᵀWr/n, JᵀWJ/n, diag JᵀWJ/n) at θ accumulated over chunks of ``chunk`` points (r, J as in
+        :meth:`jacobian`); memory O(p² + chunk·p). None where g is not positive definite at some point."""
+        n, p1 = len(self.log_omega), self.n_params
+        a = np.zeros((p1, p1))
+        b = np.zeros(p1)
+        for lo in range(0, n, chunk):
+            part = MAProblem(g0=self.g0[lo:lo + chunk], hess=self.hess[lo:lo + chunk],
+                             log_omega=self.log_omega[lo:lo + chunk], weights=np.ones(min(chunk, n - lo)), dim=self.dim)
+            r, inv = part.residual(theta)
+            if r is None:
+                return None
+            j = part.jacobian(theta, inv)  # (c, p + 1)
+            jw = j * self.weights[lo:lo + chunk, None]
+            a += jw.T @ j
+            b += jw.T @ r
+        a /= n
+        b /= n
+        return NormalEquations(grad=b, gram=DenseOperator(a), diag=np.diag(a).copy())
+
+    def linearise(self, theta) -> Linearisation | NormalEquations | None:
+        """(r, J, diag JᵀWJ/n) at θ, J the explicit (n, p + 1) Jacobian as a dense operator; with ``chunk``
+        set, the normal equations accumulated over point chunks (:meth:`normal_equations`). None where g
         is not positive definite."""
+        if self.chunk is not None:
+            return self.normal_equations(theta, self.chunk)
         r, inv = self.residual(theta)
         if r is None:
             return None
@@ -147,3 +182,52 @@ def whitening(problem: MAProblem, *, rtol: float = 1e-10) -> np.ndarray:
     return (vt[keep].T / sv[keep][None, :]) / sc[:, None]
 
 
+def jacobian0_rows(basis, z, jac, weights=None, *, chunk: int = 2048) -> np.ndarray:
+    """(n, p) J₀ = ∂r/∂c at θ = 0: tr(g_FS⁻¹ G_a) at every point, the pulled-back Hessians G_a of ``basis``
+    computed ``chunk`` points at a time and contracted at once (memory O(n·p + chunk·p·d²))."""
+    z = np.asarray(z)
+    n = len(z)
+    out = np.empty((n, basis.n_functions))
+    for lo in range(0, n, chunk):
+        zc, jc = z[lo:lo + chunk], jac[lo:lo + chunk]
+        h = pair_hessians(basis, zc, jc)  # (c, p, d²)
+        dim = jc.shape[1]
+        gi = pack(np.linalg.inv(fs_pulled(zc, jc))) * trace_weights(dim)[None, :]
+        out[lo:lo + chunk] = np.matmul(h, gi[:, :, None])[:, :, 0]
+    return out
+
+
+def whitening_qr(j0, weights, *, rtol: float = 1e-10):
+    """T (p, q) with (J₀T)ᵀW(J₀T)/n = I, from J₀ (n, p) and Monte-Carlo weights (n,) (normalised to mean 1 here).
+
+    The same cut as :func:`whitening` — columns scaled to unit RMS, singular values of W^{1/2}J₀/√n below
+    rtol·max dropped — computed as a Householder QR of the scaled W^{1/2}J₀/√n (only R, p × p, is kept)
+    followed by the SVD of R: A = QR and R = UΣVᵀ give A = (QU)ΣVᵀ, the singular values and right vectors
+    of A without its n × p left factor. Returns (T, singular values / max) so the spectrum can be inspected.
+    """
+    j0 = np.asarray(j0, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    n = len(j0)
+    if w.shape != (n,):
+        raise ValueError(f"weights: expected shape ({n},) (one per row of j0), received {w.shape}.")
+    w = w / w.mean()
+    sc = np.sqrt(np.mean(w[:, None] * j0 * j0, axis=0))
+    sc = np.where(sc > 0, sc, 1.0)
+    a = (j0 / sc[None, :]) * np.sqrt(w / n)[:, None]
+    r = np.linalg.qr(a, mode="r")  # (min(n, p), p)
+    _, sv, vt = np.linalg.svd(r, full_matrices=False)
+    keep = sv > rtol * sv[0]
+    return (vt[keep].T / sv[keep][None, :]) / sc[:, None], sv / sv[0]
+
+
+def whitened_hessians(basis, z, jac, tmat, *, chunk: int = 2048) -> np.ndarray:
+    """(n, q, d²) pulled-back Hessians of the whitened functions f T (T = ``tmat`` (p, q)), the raw (c, p, d²)
+    Hessians computed ``chunk`` points at a time and transformed at once (never all n of them)."""
+    z = np.asarray(z)
+    n = len(z)
+    dim2 = jac.shape[1] ** 2
+    out = np.empty((n, tmat.shape[1], dim2))
+    for lo in range(0, n, chunk):
+        h = pair_hessians(basis, z[lo:lo + chunk], jac[lo:lo + chunk])
+        out[lo:lo + chunk] = np.swapaxes(np.swapaxes(h, 1, 2) @ tmat, 1, 2)
+    return out
