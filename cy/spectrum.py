@@ -47,10 +47,12 @@ from ntkflow.cy.algebra import section_features
 from ntkflow.cy.model import load
 from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.io import atomic_json, atomic_write
-from ntkflow.manifolds import PointSet, fs_pullback, monomial_exponents, pointset_from_points, sample
+from ntkflow.manifolds import (Hypersurface, PointSet, fs_pullback, monomial_exponents, pointset_from_points,
+                               sample)
 
 __all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble",
-           "solve", "laplacian_spectrum", "cluster", "basis_functions", "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials"]
+           "solve", "laplacian_spectrum", "cluster", "basis_functions", "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials",
+           "weierstrass_p", "cubic_lattice_points", "quadrature_points", "QUADRATURES"]
 
 
 def scaled_monomials(n_coords: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -394,10 +396,100 @@ def hexagonal_torus_spectrum(n_levels: int) -> list:
     return [(int(v), int(c)) for v, c in zip(vals[:n_levels], counts[:n_levels])]
 
 
+def weierstrass_p(z, tau: complex, *, n_terms: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    r"""(℘(z), ℘'(z)) (complex, shape of z) of the lattice Z + τZ (Im τ > 0) by the q-series
+    (q = e^{2πiτ}, u = e^{2πiz}, v_n = q^n u):
+
+    .. math:: ℘(z) = (2πi)^2 \Big[\sum_{n∈Z} \frac{v_n}{(1-v_n)^2} + \frac1{12} - 2\sum_{n≥1}\frac{q^n}{(1-q^n)^2}\Big],
+              \qquad ℘'(z) = (2πi)^3 \sum_{n∈Z} \frac{v_n(1+v_n)}{(1-v_n)^3},
+
+    the terms n < 0 written in 1/v_n = q^{|n|}/u (the summands are even resp. odd under v ↦ 1/v), |n| ≤
+    ``n_terms``: the truncation error is O(|q|^{n_terms}) for z = a + bτ with 0 ≤ b ≤ 1."""
+    z = np.asarray(z, dtype=np.complex128)
+    q = np.exp(2j * np.pi * tau)
+    u = np.exp(2j * np.pi * z)
+    P = np.zeros_like(z)
+    D = np.zeros_like(z)
+    for n in range(n_terms + 1):
+        v = q ** n * u
+        P += v / (1 - v) ** 2
+        D += v * (1 + v) / (1 - v) ** 3
+        if n:
+            w = q ** n / u
+            P += w / (1 - w) ** 2
+            D -= w * (1 + w) / (1 - w) ** 3
+    c = sum(q ** n / (1 - q ** n) ** 2 for n in range(1, n_terms + 1))
+    return (2j * np.pi) ** 2 * (P + 1 / 12 - 2 * c), (2j * np.pi) ** 3 * D
+
+
+def _is_fermat_cubic(manifold) -> bool:
+    return isinstance(manifold, Hypersurface) and manifold.n_coords == 3 and manifold.symmetric_group_hint == "fermat"
+
+
+def cubic_lattice_points(manifold, n_side: int) -> PointSet:
+    r"""An equal-weight lattice quadrature for the flat measure on the Fermat cubic curve Z₀³ + Z₁³ + Z₂³ = 0
+    (``preset("cubic-curve")``): ``n_side``² points, spectrally accurate where Monte Carlo is O(n^{-1/2}).
+
+    Uniformisation: X ≅ C/Λ, Λ = Z + τZ, τ = e^{2πi/3} (j = 0), by
+
+    .. math:: z ↦ [36 + y : 36 - y : -6x], \qquad x = a℘(z), \; y = b℘'(z), \; b^2 g_3 = 432, \; a^3 = 4b^2,
+
+    with ℘ of Λ (:func:`weierstrass_p`; g₂ = 0, g₃ = (8π⁶/27)E₆(τ)): then y² = b²(4℘³ − g₃) = x³ − 432 and
+    (36 + y)³ + (36 − y)³ − 216x³ = 216(432 + y² − x³) = 0. The map is an isomorphism and Ω ∝ dz, so the flat
+    measure |Ω|² d²x is the Lebesgue measure of the torus. The points are the shifted grid
+    z_ij = ((i + ½) + (j + ½)τ)/n_side, 0 ≤ i, j < n_side (the shift avoids the pole of ℘ at z = 0): equal weights
+    on it are the trapezoidal rule in the periodic coordinates of the torus, whose error for real-analytic
+    integrands falls exponentially in n_side. Any metric g on X is then integrated with μ ∝ det g/|Ω|².
+
+    Weights: the constant W = ∫J / mean(det g_FS/|Ω|²) (= ∫_X|Ω|² d²x; the PointSet convention
+    mean(w · det g_FS/|Ω|²) = ∫J). Raises ValueError if ``manifold`` is not the Fermat cubic curve."""
+    n_side = positive_int("n_side", n_side)
+    if not _is_fermat_cubic(manifold):
+        name = getattr(manifold, "name", type(manifold).__name__)
+        raise ValueError(f"manifold: the lattice quadrature needs the Fermat cubic curve Z0³ + Z1³ + Z2³ = 0 "
+                         f"(preset('cubic-curve')), received {name}; use Monte-Carlo points (sample) instead.")
+    tau = np.exp(2j * np.pi / 3)
+    q = np.exp(2j * np.pi * tau)
+    e6 = 1 - 504 * sum(n ** 5 * q ** n / (1 - q ** n) for n in range(1, 40))  # Eisenstein E₆(τ), real here
+    g3 = float(np.real(8 * np.pi ** 6 / 27 * e6))
+    b = math.sqrt(432.0 / g3)
+    a = (4 * b * b) ** (1 / 3)
+    i, j = np.meshgrid(np.arange(n_side), np.arange(n_side), indexing="ij")
+    z = ((i.ravel() + 0.5) + (j.ravel() + 0.5) * tau) / n_side  # (n_side², )
+    P, D = weierstrass_p(z, tau)
+    x, y = a * P, b * D
+    pts = np.stack([36 + y, 36 - y, -6 * x], axis=1)  # (n, 3) on Σ Z_i³ = 0
+    pts = pts / np.linalg.norm(pts, axis=1)[:, None]
+    ps = pointset_from_points(manifold, pts)
+    det_fs = np.real(np.linalg.det(fs_pullback(ps)))
+    W = manifold.intersection_number / np.mean(det_fs / ps.omega_sq)
+    return pointset_from_points(manifold, ps.points, weights=np.full(len(ps), W), patch=ps.patch, elim=ps.elim)
+
+
+QUADRATURES = ("mc", "lattice")
+
+
+def quadrature_points(manifold, n_points: int, *, quadrature: str = "mc", seed: int = 0) -> PointSet:
+    """The points of the integrals: ``"mc"`` — ``sample(manifold, n_points, seed)`` (any manifold, FS-distributed
+    with weights); ``"lattice"`` — :func:`cubic_lattice_points` with n_side = ⌈√n_points⌉ (Fermat cubic curve
+    only; deterministic, ``seed`` unused; n_side² ≥ n_points points)."""
+    n_points = positive_int("n_points", n_points)
+    if quadrature == "mc":
+        return sample(manifold, n_points, seed=seed)
+    if quadrature == "lattice":
+        if not _is_fermat_cubic(manifold):
+            raise ValueError(f"quadrature: 'lattice' (--quadrature lattice) needs the Fermat cubic curve "
+                             f"(preset 'cubic-curve'), received {getattr(manifold, 'name', manifold)!r}; use 'mc'.")
+        return cubic_lattice_points(manifold, math.isqrt(n_points - 1) + 1)
+    raise ValueError(f"quadrature: expected one of {QUADRATURES}, received {quadrature!r}.")
+
+
 def laplacian_spectrum(manifold, metric, *, k_prime: int = 3, n_points: int = 50_000, n_eigs: int = 30,
-                       seed: int = 0, solver: str = "dense", rel_gap: float = 1e-2, block: int = 2048) -> Spectrum:
-    """Sample ``n_points`` of ``manifold`` (seed), assemble at ``k_prime`` and solve (see :func:`solve`)."""
-    ps = sample(manifold, positive_int("n_points", n_points), seed=seed)
+                       seed: int = 0, solver: str = "dense", rel_gap: float = 1e-2, block: int = 2048,
+                       quadrature: str = "mc") -> Spectrum:
+    """Take ``n_points`` points of ``manifold`` (:func:`quadrature_points`: Monte Carlo with ``seed``, or the
+    lattice rule on the cubic curve), assemble at ``k_prime`` and solve (see :func:`solve`)."""
+    ps = quadrature_points(manifold, n_points, quadrature=quadrature, seed=seed)
     return solve(assemble(ps, metric, k_prime, block=block), n_eigs, solver=solver, rel_gap=rel_gap, seed=seed)
 
 
@@ -415,7 +507,11 @@ def register_cli(subparsers) -> None:
     which.add_argument("--flat", action="store_true",
                        help="use the exact flat metric kappa|Omega|^2 (curves only: the cubic curve)")
     p.add_argument("--k-prime", type=int, default=3, help="degree k' of the (k',k') functions (default: %(default)s)")
-    p.add_argument("--n-points", type=int, default=50_000, help="Monte-Carlo points (default: %(default)s)")
+    p.add_argument("--n-points", type=int, default=50_000,
+                   help="points of the integrals (lattice: rounded up to a square) (default: %(default)s)")
+    p.add_argument("--quadrature", choices=QUADRATURES, default="mc",
+                   help="mc: Monte-Carlo points (any manifold); lattice: the equal-weight grid of the flat torus "
+                        "(cubic curve only, via the Weierstrass p function; spectrally accurate) (default: %(default)s)")
     p.add_argument("--n-eigs", type=int, default=30, help="non-zero eigenvalues reported (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the point sample (default: %(default)s)")
     p.add_argument("--solver", choices=("dense", "lobpcg", "matrix-free"), default="dense",
@@ -451,7 +547,7 @@ def _run_spectrum(args) -> int:
     else:
         metric, label = model.metric, f"model ({model.kind})"
     t0 = time.perf_counter()
-    ps = sample(m, args.n_points, seed=args.seed)
+    ps = quadrature_points(m, args.n_points, quadrature=args.quadrature, seed=args.seed)
     if args.solver == "matrix-free":
         S, M, mean = matrix_free_system(ps, metric, args.k_prime)
         spec = solve_matrix_free(S, M, mean, args.n_eigs, seed=args.seed, rel_gap=args.rel_gap)
@@ -463,14 +559,15 @@ def _run_spectrum(args) -> int:
     os.makedirs(out, exist_ok=True)
     rows = [{"level": i + 1, "start": s, "multiplicity": c, "eigenvalue": lam, "ratio": lam / spec.clusters[0][2]}
             for i, (s, c, lam) in enumerate(spec.clusters)]
-    result = {"manifold": m.name, "metric": label, "k_prime": args.k_prime, "n_points": args.n_points,
+    result = {"manifold": m.name, "metric": label, "k_prime": args.k_prime, "n_points": len(ps),
+              "quadrature": args.quadrature,
               "seed": args.seed, "solver": spec.solver, "n_functions": spec.n_functions,
               "constant_residual": spec.constant_residual, "rel_gap": args.rel_gap, "seconds": secs,
               "eigenvalues": spec.eigenvalues.tolist(), "clusters": rows,
               "note": "the last cluster may be cut by --n-eigs; lambda_0 = 0 (constants) not listed"}
     atomic_json(os.path.join(out, "spectrum.json"), result, indent=2)
-    _plot(os.path.join(out, "spectrum.png"), spec, f"{m.name}, {label}, k'={args.k_prime}, n={args.n_points}")
-    print(f"Laplacian spectrum of {m.name} ({label}), k'={args.k_prime}, {args.n_points} points, "
+    _plot(os.path.join(out, "spectrum.png"), spec, f"{m.name}, {label}, k'={args.k_prime}, n={len(ps)} ({args.quadrature})")
+    print(f"Laplacian spectrum of {m.name} ({label}), k'={args.k_prime}, {len(ps)} points ({args.quadrature}), "
           f"{spec.n_functions} functions, {secs:.1f} s")
     print(f"{'level':>5} {'mult':>5} {'eigenvalue':>14} {'ratio':>10}")
     for r in rows:
