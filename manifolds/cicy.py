@@ -173,6 +173,13 @@ def _monomials(xp, z, exps: np.ndarray, max_pow: int):
     return xp.prod(vals, axis=-1)
 
 
+def _prod(vals):
+    out = vals[0]
+    for v in vals[1:]:
+        out = out * v
+    return out
+
+
 @dataclass(frozen=True, eq=False)
 class CompleteIntersection(Manifold):
     r"""X = {Q_1 = … = Q_K = 0} ⊂ P^{n_1} × … × P^{n_m}, a Calabi–Yau complete intersection.
@@ -287,6 +294,8 @@ class CompleteIntersection(Manifold):
             "N": N, "blocks": blocks, "offsets": offsets,
             "tables": tables, "max_pow": int(max(int(e.max()) for e, _ in clean)),
             "factor_of": np.concatenate([np.full(n + 1, r) for r, n in enumerate(amb)]),
+            "terms": tuple(tuple((complex(cm), tuple((int(i), int(row[i])) for i in np.flatnonzero(row)))
+                                 for row, cm in zip(e, c)) for e, c in clean),
         }
         object.__setattr__(self, "_plan", plan)
 
@@ -342,28 +351,50 @@ class CompleteIntersection(Manifold):
     def Q(self, z, xp=None):
         """(Q_1, …, Q_K): (..., N) complex → (..., K). NumPy or JAX by input type (or ``xp``)."""
         xp = self._xp(z, xp)
-        z = xp.asarray(z)
-        self._check_z(z)
-        mp = self._plan["max_pow"]
-        out = [_monomials(xp, z, e, mp) @ xp.asarray(c) for e, c, _, _ in self._plan["tables"]]
-        return xp.stack(out, axis=-1)
+        return self._evaluate(xp.asarray(z), xp, want_q=True, want_dq=False)[0]
 
     def dQ(self, z, xp=None):
         """∂Q_j/∂z_I: (..., N) complex → (..., K, N)."""
         xp = self._xp(z, xp)
-        z = xp.asarray(z)
-        self._check_z(z)
-        N, mp = self.n_coords, self._plan["max_pow"]
-        out = []
-        for e, _, de, dc in self._plan["tables"]:
-            mons = _monomials(xp, z, de, mp)  # (..., N·n_mon)
-            mons = mons.reshape(mons.shape[:-1] + (N, e.shape[0]))
-            out.append(xp.sum(mons * xp.asarray(dc), axis=-1))  # (..., N)
-        return xp.stack(out, axis=-2)
+        return self._evaluate(xp.asarray(z), xp, want_q=False, want_dq=True)[1]
 
     def Q_and_dQ(self, z, xp=None):
-        """(Q (..., K), dQ (..., K, N))."""
-        return self.Q(z, xp), self.dQ(z, xp)
+        """(Q (..., K), dQ (..., K, N)) sharing one table of powers."""
+        xp = self._xp(z, xp)
+        return self._evaluate(xp.asarray(z), xp, want_q=True, want_dq=True)
+
+    def _evaluate(self, z, xp, *, want_q: bool, want_dq: bool):
+        """Sparse evaluation: each monomial is a product over its non-zero exponents only; integer
+        powers by repeated multiplication (exact at 0, JAX-differentiable)."""
+        self._check_z(z)
+        N = self.n_coords
+        pw = [None, z]
+        for _ in range(2, self._plan["max_pow"] + 1):
+            pw.append(pw[-1] * z)
+        cols: dict = {}
+
+        def col(i, k):
+            if (i, k) not in cols:
+                cols[(i, k)] = pw[k][..., i]
+            return cols[(i, k)]
+
+        zero = xp.zeros_like(z[..., 0])
+        qs, dqs = [], []
+        for terms in self._plan["terms"]:
+            q = zero
+            dcols = [[] for _ in range(N)]
+            for coef, factors in terms:
+                vals = [col(i, k) for i, k in factors]
+                if want_q:
+                    q = q + coef * _prod(vals)
+                if want_dq:
+                    for a, (i, k) in enumerate(factors):
+                        parts = vals[:a] + vals[a + 1:] + ([col(i, k - 1)] if k > 1 else [])
+                        dcols[i].append((coef * k) * _prod(parts) if parts else (coef * k) + zero)
+            qs.append(q)
+            if want_dq:
+                dqs.append(xp.stack([sum(c[1:], c[0]) if c else zero for c in dcols], axis=-1))
+        return (xp.stack(qs, axis=-1) if want_q else None), (xp.stack(dqs, axis=-2) if want_dq else None)
 
     def term_scale(self, z):
         """Σ_m |c_{jm} z^{e_{jm}}| (..., K): the scale against which |Q_j(z)| is 'zero' (NumPy)."""
@@ -553,8 +584,7 @@ def cicy_chart_data(manifold: CompleteIntersection, z, patch=None, elim=None) ->
             zp = pts[rows, patch[:, r]]
             pts[:, b] = pts[:, b] / zp[:, None]
             pts[rows, patch[:, r]] = 1.0
-    q = manifold.Q(pts)
-    dq = manifold.dQ(pts)  # (M, K, N)
+    q, dq = manifold.Q_and_dQ(pts)  # (M, K), (M, K, N)
     is_patch = np.zeros((M, N), dtype=bool)
     is_patch[rows[:, None], patch] = True
     if elim is None:
@@ -799,7 +829,7 @@ def _newton_u(manifold, frames, k, u, steps: int):
     T = _tangent(frames, k, u.ndim)  # (R, K, N)
     for _ in range(steps):
         z = _embed(frames, k, u)
-        q, dq = manifold.Q(z), manifold.dQ(z)  # (R, B, K), (R, B, K, N)
+        q, dq = manifold.Q_and_dQ(z)  # (R, B, K), (R, B, K, N)
         Ju = np.einsum("rbjn,rkn->rbjk", dq, T)  # (R, B, K_eq, K_u)
         with np.errstate(all="ignore"):
             step = np.linalg.solve(Ju, q[..., None])[..., 0]
@@ -841,18 +871,21 @@ def _solve_k2(manifold, frames, k, n_sol):
         syl[:, :, dy[1] + i, i:i + dy[1] + 1] = coef[:, :, dy[1]::-1, 1]
     res = np.linalg.det(syl)  # (R, X)
     x = _roots_from_values(res)  # (R, n_sol)
-    # y: roots of Q_1(x, ·), the one where |Q_2| is smallest
+    # y: the common root of Q_1(x, ·) and Q_2(x, ·) is the null vector (y^{S-1}, …, y, 1) of the
+    # (singular) Sylvester matrix at x; least squares with the last entry fixed to 1
     u = np.stack(np.broadcast_arrays(x[:, :, None], ynodes[None, None, :]), axis=-1)  # (R, n, Y, 2)
     z = _embed(frames, k, u.reshape(R, -1, 2))
-    v1 = manifold.Q(z)[..., 0].reshape(R * n_sol, Dy + 1)
-    a1 = np.fft.fft(v1, axis=1) / (Dy + 1)
-    ycand = _roots_from_coefficients(a1[:, : dy[0] + 1])
-    ycand = ycand.reshape(R, n_sol, dy[0])
-    u = np.stack(np.broadcast_arrays(x[:, :, None], ycand), axis=-1)  # (R, n, dy0, 2)
-    zc = _embed(frames, k, u.reshape(R, -1, 2))
-    q2 = np.abs(manifold.Q(zc)[..., 1]) / manifold.term_scale(zc)[..., 1]
-    best = np.argmin(q2.reshape(R, n_sol, dy[0]), axis=2)
-    y = np.take_along_axis(ycand, best[..., None], axis=2)[..., 0]
+    cy = np.fft.fft(manifold.Q(z).reshape(R, n_sol, Dy + 1, 2), axis=2) / (Dy + 1)  # (R, n, Dy+1, 2)
+    syl = np.zeros((R, n_sol, S, S), dtype=np.complex128)
+    for i in range(dy[1]):
+        syl[:, :, i, i:i + dy[0] + 1] = cy[:, :, dy[0]::-1, 0]
+    for i in range(dy[0]):
+        syl[:, :, dy[1] + i, i:i + dy[1] + 1] = cy[:, :, dy[1]::-1, 1]
+    A = syl[..., :, : S - 1]  # (R, n, S, S-1)
+    AH = np.conj(np.swapaxes(A, -1, -2))
+    with np.errstate(all="ignore"):
+        w = np.linalg.solve(AH @ A, -(AH @ syl[..., :, S - 1:]))[..., 0]  # (R, n, S-1)
+    y = w[..., S - 2]
     return np.stack([x, y], axis=-1)
 
 
@@ -860,7 +893,7 @@ def _polish_full(manifold, z, patch, steps: int = 2):
     """Minimal-norm Gauss–Newton on Q(z) = 0 in the non-patch coordinates: z ← z − J^H (J J^H)^{-1} Q."""
     rows = np.arange(z.shape[0])[:, None]
     for _ in range(steps):
-        q, dq = manifold.Q(z), manifold.dQ(z)
+        q, dq = manifold.Q_and_dQ(z)
         dq[rows[:, :, None], np.arange(dq.shape[1])[None, :, None], patch[:, None, :]] = 0.0
         JJ = np.einsum("mjn,mkn->mjk", dq, np.conj(dq))
         with np.errstate(all="ignore"):
@@ -886,9 +919,12 @@ def _process_rounds(manifold, rng, R: int, splits):
         ok = np.all(np.isfinite(z), axis=1)
         z = np.where(ok[:, None], z, 1.0)
         z, patch = manifold.normalise(z)
-        z = _polish_full(manifold, z, patch)
-        z, patch = manifold.normalise(z)
         res = np.max(np.abs(manifold.Q(z)) / manifold.term_scale(z), axis=1)
+        redo = np.flatnonzero(ok & ~(res <= 1e-14))  # polish in the full coordinates where needed
+        if redo.size:
+            z2, _ = manifold.normalise(_polish_full(manifold, z[redo], patch[redo]))
+            z[redo] = z2
+            res[redo] = np.max(np.abs(manifold.Q(z2)) / manifold.term_scale(z2), axis=1)
         good = (ok & (res <= _RESIDUAL_TOL)).reshape(R, dc)
         # distinct solutions within each subspace (a duplicate means a lost root)
         zz = z.reshape(R, dc, -1)
