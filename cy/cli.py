@@ -21,6 +21,7 @@ from ntkflow.cy.distributed import ClusterSettings
 from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
 from ntkflow.cy.model import load
 from ntkflow.cy.spectrum import register_cli as register_spectrum
+from ntkflow.cy.sweep import check_psi_list, parse_psi_list, psi_label, run_sweep
 from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
 
 __all__ = ["register", "config_from_args"]
@@ -84,6 +85,19 @@ def register(subparsers) -> None:
         ),
     )
     add_manifold_options(p)
+    for a in p._actions:  # --psi of ntkflow cy also takes a comma list: a moduli sweep (cy/sweep.py)
+        if a.dest == "psi":
+            a.type = parse_psi_list
+            a.metavar = "PSI[,PSI...]"
+            a.help = ("family parameter of the preset, e.g. 0.5 or 0.3+0.1j (dwork-quintic: Q = sum z^5 - 5 psi prod z); "
+                      "a comma list 0,0.1,...,0.9 runs a moduli sweep: one fit per psi in order, each warm-started "
+                      "from the previous one, written to OUTPUT/psi_<psi>/, with the table OUTPUT/sweep.json, "
+                      "sweep.md, sweep.png; only with a preset (default: none)")
+    sweep = p.add_argument_group("moduli sweep", "with a comma list of --psi (docs/cy.md, Moduli sweeps)")
+    sweep.add_argument("--sweep-start", choices=("warm", "cold"), default="warm",
+                       help="warm: each psi starts from the previous psi's fitted potential (carried by its "
+                            "monomial-basis coefficients in the family's common symmetry group); cold: every psi "
+                            "from Fubini-Study, for comparison (default: %(default)s)")
     seen = set()
     for title, cls in _GROUPS:
         g = p.add_argument_group(title, " ".join((cls.__doc__ or "").split()))
@@ -176,7 +190,10 @@ def config_from_args(args) -> CYConfig:
                 owner = getattr(cls, "name", None) or cls.__name__
                 raise ValueError(f"{f.name}: {_flag(f)} does not apply to the chosen method {mcls.name} (it belongs to "
                                  f"{owner}); received {_flag(f)} {values[f.name]}. Drop it or choose that method.")
-    data = DataConfig(manifold=args.manifold, psi=args.psi, hypersurface=args.hypersurface,
+    psi = args.psi
+    if isinstance(psi, tuple):  # --psi a,b,c: the sweep (_run_cy) replaces psi by each value in turn
+        psi = psi[0]
+    data = DataConfig(manifold=args.manifold, psi=psi, hypersurface=args.hypersurface,
                       random_quintic=args.random_quintic, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     kw = {f.name: values[f.name] for f in fields(mcls) if f.name in values}
     if mcls is DualMethod:  # --solver dual with the Bergman kernel: u^k in the dual form
@@ -192,6 +209,15 @@ def config_from_args(args) -> CYConfig:
 
 
 def _run_cy(args) -> int:
+    psis = args.psi if isinstance(args.psi, tuple) else None
+    sweep = psis is not None and len(psis) > 1
+    if not sweep and getattr(args, "sweep_start", "warm") != "warm":
+        raise ValueError(f"sweep_start: --sweep-start {args.sweep_start} chooses how the psi of a moduli sweep start; "
+                         f"received {'a single --psi ' + psi_label(psis[0])[4:] if psis else 'no --psi'}. Give a "
+                         f"comma list of --psi "
+                         f"(e.g. --psi 0,0.1,0.2) or drop --sweep-start.")
+    if sweep:  # a list for something that is not a family, or a singular member: refused before anything runs
+        check_psi_list(psis, manifold=args.manifold, hypersurface=args.hypersurface, random_quintic=args.random_quintic)
     cfg = config_from_args(args)
     if getattr(args, "k", None) is None and isinstance(cfg.method, BergmanMethod):
         k, why = default_k(make_manifold(cfg.data), cfg)
@@ -202,6 +228,15 @@ def _run_cy(args) -> int:
     if args.workers is not None or args.scheduler is not None:
         cluster = ClusterSettings(workers=args.workers, scheduler=args.scheduler, block_size=args.block_size,
                                   keep_features=not args.recompute_features)
+    if sweep:
+        res = run_sweep(cfg, psis, args.output, warm=args.sweep_start == "warm", resume=args.resume,
+                        quiet=args.quiet, cluster=cluster)
+        failed = [r["psi"] for r in res.rows if r.get("status") == "NONFINITE"]
+        if failed:
+            print(f"ntkflow cy: error: the fit failed for psi = {', '.join(failed)} (see their metrics.json)",
+                  file=sys.stderr)
+            return 1
+        return 0
     res = run_cy(cfg, args.output, resume=args.resume, quiet=args.quiet, cluster=cluster)
     status = (res.metrics.get("status") or {}) if isinstance(res.metrics, dict) else {}
     if status.get("name") == "NONFINITE":  # a failed fit is reported as a failure (exit 1), its files kept

@@ -18,6 +18,7 @@ own way. All methods end in one epilogue: σ held-out/train, κ, Ricci measure a
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import os
 import sys
@@ -27,6 +28,8 @@ from dataclasses import dataclass, field, replace
 import jax
 import matplotlib
 import numpy as np
+from scipy.sparse import coo_matrix, vstack
+from scipy.sparse.linalg import lsqr
 
 from ntkflow.cy import algebra, basis as basis_mod
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, NetworkMethod)
@@ -38,15 +41,17 @@ from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
+from ntkflow.cy.problems import fitted_constant
 from ntkflow.engine.devices import describe_mesh, device_mesh
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
-                               random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
-from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMStatus, ProgressHook,
-                                           levenberg_marquardt, load_checkpoint, time_budget)
+                               monomials, random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
+from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMState, LMStatus,
+                                           ProgressHook, levenberg_marquardt, load_checkpoint, time_budget)
 
 __all__ = ["CYResult", "Fit", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file",
-           "random_quintic", "default_k", "choose_basis", "symmetry_of", "choose_solver", "write_outputs"]
+           "random_quintic", "default_k", "choose_basis", "symmetry_of", "choose_solver", "write_outputs",
+           "basis_coefficients", "basis_values", "minimal_extension", "symmetry_fingerprint"]
 
 #: the dense path stores the basis Hessians of all points; above this many GB it goes matrix-free
 DENSE_MEMORY_GB = 8.0
@@ -98,10 +103,56 @@ def symmetry_of(manifold, method):
     return basis_mod.no_symmetry(manifold.n_coords)
 
 
-def choose_basis(manifold, method):
-    """(basis, symmetry): the invariant degree-k basis when Γ is non-trivial, else all (k,k)."""
-    sym = symmetry_of(manifold, method)
+def choose_basis(manifold, method, symmetry=None):
+    """(basis, symmetry): the invariant degree-k basis when Γ is non-trivial, else all (k,k).
+
+    ``symmetry`` (a :class:`~ntkflow.cy.basis.Symmetry`) replaces the detected group when the method uses
+    one (``symmetry="auto"``): a moduli sweep passes the family's common group, the same for every ψ."""
+    sym = symmetry if symmetry is not None and getattr(method, "symmetry", "none") == "auto" else \
+        symmetry_of(manifold, method)
     return basis_mod.invariant_basis(manifold.n_coords, method.k, sym), sym
+
+
+def symmetry_fingerprint(sym) -> str:
+    """Short hash of a group (phases, modulus, permutations, conjugation): part of a checkpoint's fingerprint
+    when the group is not the detected one (a sweep's common group changes the basis, not the settings)."""
+    h = hashlib.sha256()
+    for arr in (np.asarray(sym.phases, dtype=np.int64), np.asarray(sym.perms, dtype=np.int64)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update(f"{int(sym.modulus)}-{bool(sym.conjugation)}".encode())
+    return h.hexdigest()[:12]
+
+
+def basis_coefficients(basis, target) -> tuple[np.ndarray, float]:
+    """(c, residual): the coefficients c (n_functions,) of ``basis`` whose Hermitian matrix
+    H(c) = Σ_a c_a H^{(a)} is closest to the one-function pair basis ``target`` (same degree and monomials),
+    in the Frobenius norm of the half pairs α ≤ β, and the relative residual ‖H(c) − H_target‖/‖H_target‖.
+
+    This carries a potential φ = s†H s/|z|^{2k} from one member of a family to the next through its
+    monomial-basis coefficients (points and whitening change with ψ, the ambient function does not);
+    the residual is 0 (round-off) when φ is invariant under the group of ``basis``."""
+    if target.n_functions != 1:
+        raise ValueError(f"target: expected a one-function pair basis (a saved model's), received "
+                         f"{target.n_functions} functions.")
+    if target.k != basis.k or not np.array_equal(target.exponents, basis.exponents):
+        raise ValueError(f"target: degree {target.k} with {target.n_monomials} monomials does not match the basis "
+                         f"(degree {basis.k}, {basis.n_monomials} monomials); carry a potential only between equal k.")
+    nk = basis.n_monomials
+    code_b = basis.alpha.astype(np.int64) * nk + basis.beta
+    code_t = target.alpha.astype(np.int64) * nk + target.beta
+    uniq, row_b = np.unique(code_b, return_inverse=True)
+    y = np.zeros(len(uniq), dtype=np.complex128)  # target H on the half pairs of the basis
+    pos = np.searchsorted(uniq, code_t)
+    inside = (pos < len(uniq)) & (uniq[np.minimum(pos, len(uniq) - 1)] == code_t)
+    np.add.at(y, pos[inside], target.weight[inside])
+    outside = float(np.sum(np.abs(target.weight[~inside]) ** 2))  # pairs the group forbids
+    a = coo_matrix((basis.weight, (row_b.reshape(-1), basis.func)), shape=(len(uniq), basis.n_functions)).tocsr()
+    A = vstack([a.real, a.imag]).tocsr()  # (2 n_pairs, n_functions) real
+    rhs = np.concatenate([y.real, y.imag])
+    c = lsqr(A, rhs, atol=1e-15, btol=1e-15, iter_lim=10 * basis.n_functions + 100)[0]
+    total = float(np.sum(np.abs(target.weight) ** 2))
+    res = math.sqrt((float(np.sum((A @ c - rhs) ** 2)) + outside) / total) if total > 0 else 0.0
+    return c, res
 
 
 def default_k(manifold, config: CYConfig) -> tuple[int, str]:
@@ -271,9 +322,10 @@ class _Setup:
     info: dict
     timings: dict
     fingerprint: str | None = None  # of the checkpoint, when it is not config.fingerprint() (distributed points)
+    initial: np.ndarray | None = None  # θ₀ of a warm start (None: the problem's own initial point)
 
 
-def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
+def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -> _Setup:
     timings = {}
     t = time.perf_counter()
     h_train = algebra.pair_hessians(b, train.points, train.jacobian)
@@ -284,8 +336,15 @@ def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
     g0_te = algebra.pack(algebra.fs_pulled(test.points, test.jacobian))
     lo_tr, lo_te = np.log(train.omega_sq), np.log(test.omega_sq)
     t = time.perf_counter()
-    tmat = whitening(MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim),
-                     rtol=method.whiten_rtol)
+    prob0 = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim)
+    tmat = whitening(prob0, rtol=method.whiten_rtol)
+    j0_warm = None  # (n, 1) Δ_FS φ_prev and (n, q) Δ_FS of the whitened basis, for the warm start below
+    if warm_start is not None:
+        c_prev, h_res = basis_coefficients(b, warm_start.basis)
+        c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
+        j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
+        j0_warm = (j0 @ c_prev, j0 @ tmat, h_res, n_null)
+        del j0
     h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
     timings["whitening"] = time.perf_counter() - t
     log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {method.whiten_rtol:g}), "
@@ -309,7 +368,84 @@ def _setup_dense(config, method, m, b, sym, train, test, log) -> _Setup:
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="identity")
     info = {"n_functions": b.n_functions, "n_kept": int(tmat.shape[1]), "n_pairs": b.n_pairs,
             "symmetry": sym.describe(), "link": "identity"}
-    return _Setup(prob, DenseSolve(), lm, sigma_train, det_test, model, "dense", info, timings)
+    initial = None
+    if j0_warm is not None:
+        initial, info["warm_start"] = _warm_theta(prob, *j0_warm, log=log)
+    return _Setup(prob, DenseSolve(), lm, sigma_train, det_test, model, "dense", info, timings, initial=initial)
+
+
+def basis_values(basis, z, *, chunk: int = 1024) -> np.ndarray:
+    """(n, n_functions) values f_a(z) = Σ_{p ∈ a} 2 Re(ω_p s_{α_p}(z) conj(s_{β_p}(z))) / |z|^{2k} of a pair basis
+    (half pairs: a diagonal pair carries half its H entry, so H = Σ ω E + conj(ω) Eᵀ gives s†Hs)."""
+    z = np.asarray(z, dtype=np.complex128)  # (n, N)
+    out = np.empty((len(z), basis.n_functions))
+    starts = basis.starts
+    for lo in range(0, len(z), chunk):
+        zz = z[lo:lo + chunk]
+        s = monomials(zz, basis.exponents) / (np.sum(np.abs(zz) ** 2, axis=1) ** (basis.k / 2))[:, None]
+        terms = 2.0 * np.real(basis.weight[None, :] * s[:, basis.alpha] * np.conj(s[:, basis.beta]))  # (c, n_pairs)
+        out[lo:lo + chunk] = np.add.reduceat(terms, starts, axis=1)
+    return out
+
+
+def minimal_extension(basis, coeffs, manifold, *, n_points: int = 2000, seed: int = 0, rtol: float = 1e-9):
+    """(c', n_kernel): the coefficients of the same function on ``manifold`` X with no component along the
+    functions of ``basis`` that vanish on X.
+
+    φ = Σ c_a f_a is known only on X (where it was fitted); a combination F of basis functions with F|_X = 0
+    (e.g. Re(Q₀ conj(Πz))/|z|^10 for the Fermat quintic X₀) can carry any coefficient — a fit may put
+    round-off there — and is *not* zero on the next member X_ψ of the family. Here the values of the basis
+    on ``n_points`` points of X, each column scaled by the function's RMS over FS-random points of the ambient
+    P^{N-1}, give by SVD the kernel V₀ (singular values < rtol · max); c' = c − V₀V₀ᵀc in the scaled
+    coordinates, the smallest extension of φ|_X off X in that norm."""
+    rng = np.random.default_rng(seed)
+    n = manifold.n_coords
+    amb = rng.standard_normal((n_points, n)) + 1j * rng.standard_normal((n_points, n))  # FS-uniform on P^{N-1}
+    scale = np.sqrt(np.mean(basis_values(basis, amb) ** 2, axis=0))  # (p,) ambient RMS of each function
+    scale = np.where(scale > 0, scale, 1.0)
+    pts = sample(manifold, n_points, seed=seed, progress=False)
+    v = basis_values(basis, pts.points) / scale[None, :]  # (n_points, p)
+    _, sv, vt = np.linalg.svd(v, full_matrices=False)
+    null = vt[sv <= rtol * sv[0]]  # (n_kernel, p) rows: scaled coefficient vectors of functions vanishing on X
+    cs = np.asarray(coeffs, dtype=np.float64) * scale
+    cs = cs - null.T @ (null @ cs)
+    return cs / scale, int(len(null))
+
+
+def _warm_theta(prob: MAProblem, t, jw, h_res, n_null, *, log):
+    """θ₀ in the whitened basis of ``prob`` for the carried potential φ_prev: the weighted least-squares fit
+    of Δ_FS φ_prev = ``t`` (n,) by the whitened columns ``jw`` (n, q), orthonormal ((jwᵀ W jw)/n = I), so
+    θ = jwᵀ W t / n (exact up to round-off when φ_prev is in the span: Δ_FS has the constants as kernel),
+    c₀ the optimal constant. Where g_FS + ∂∂̄φ_prev is not positive definite at some of the new points (a
+    large step in ψ), φ_prev is scaled by s = 1/2, 1/4, 1/8 (g_FS + s∂∂̄φ is positive definite for small s).
+    Returns (θ₀, or None when no scale beats the cold start, info)."""
+    w, n = prob.weights, len(t)
+    full = jw.T @ (w * t) / n
+    fit_res = math.sqrt(float(np.mean(w * (t - jw @ full) ** 2)) / max(float(np.mean(w * t * t)), 1e-300))
+    cold = prob.initial()
+    info = {"basis_residual": h_res, "projection_residual": fit_res, "loss_cold": float(prob.loss(cold)),
+            "previous_kernel": n_null}
+    for scale in (1.0, 0.5, 0.25, 0.125):
+        theta = np.zeros(prob.n_params)
+        theta[:-1] = scale * full
+        ld, _, ok = prob.logdet(theta)
+        if not ok:
+            continue
+        theta[-1] = fitted_constant(ld - prob.log_omega, w)
+        info.update(scale=scale, loss_warm=float(prob.loss(theta)))
+        if not info["loss_warm"] < info["loss_cold"]:
+            log(f"  warm start refused: loss {info['loss_warm']:.4e} ≥ the cold start's {info['loss_cold']:.4e}; "
+                f"cold start")
+            return None, {**info, "used": False, "reason": "no better than the cold start"}
+        log(f"  warm start: the previous potential carried over" + (f", scaled by {scale:g} (at 1 the metric is not "
+                                                                     f"positive definite on these points)"
+                                                                     if scale != 1 else "")
+            + f" (basis residual {h_res:.1e}, projection residual {fit_res:.1e}): loss {info['loss_warm']:.4e} "
+              f"against {info['loss_cold']:.4e} cold")
+        return theta, {**info, "used": True}
+    log("  warm start refused: the carried potential is not positive definite on these points (also scaled by "
+        "1/8); cold start")
+    return None, {**info, "used": False, "reason": "not positive definite"}
 
 
 def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None, cluster=None) -> _Setup:
@@ -438,6 +574,9 @@ def _fit_least_squares(setup: _Setup, config: CYConfig, test, out_dir, *, resume
                 f"{meta.get('fingerprint')} != {fp}); rerun with the same options, or without --resume / with a new -o.")
         log(f"  resumed from {ckpt}.npz at iteration {state.iteration} (loss {state.loss:.4e})"
             f"{' — already finished' if state.done else ''}")
+    if state is None and setup.initial is not None:  # a warm start (moduli sweep): θ₀ carried from the last ψ
+        state = LMState(theta=np.array(setup.initial, dtype=np.float64), lam=float(setup.lm.lam0),
+                        loss=float(setup.problem.loss(setup.initial)))
 
     def sigma_hook(st, record):
         return {"sigma_train": setup.sigma_train(st.theta), "sigma_test": _sigma_or_nan(test, setup.det_test(st.theta)),
@@ -522,7 +661,8 @@ def _fit_network(config, method: NetworkMethod, m, train, test, log, t_start) ->
 
 
 def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume: bool = False,
-           quiet: bool = False, hooks=(), client=None, cluster: ClusterSettings | None = None) -> CYResult:
+           quiet: bool = False, hooks=(), client=None, cluster: ClusterSettings | None = None,
+           symmetry=None, warm_start=None) -> CYResult:
     """Run the job (see the module docstring); returns metrics, model and history.
 
     ``hooks``: extra Levenberg–Marquardt hooks ``hook(state, record)`` run after the checkpoint of each
@@ -532,13 +672,22 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     ``--workers N`` / ``--scheduler ADDRESS``) run the matrix-free method on a dask cluster: the training
     points are sampled on the workers in blocks of ``cluster.block_size`` (seeds (seed, block)), the held-out
     points on the driver from their own stream (:func:`ntkflow.cy.distributed.heldout_seed`). A cluster this
-    call starts (or joins) is closed when it returns."""
+    call starts (or joins) is closed when it returns.
+
+    ``symmetry`` (a :class:`~ntkflow.cy.basis.Symmetry`) replaces the detected group of the Bergman method
+    (a moduli sweep passes the family's common group; it joins the checkpoint's fingerprint).
+    ``warm_start`` (a :class:`~ntkflow.cy.model.BergmanModel` of the same k, e.g. the previous ψ's result)
+    starts the dense Bergman fit from that potential, carried over by its monomial-basis coefficients
+    (:func:`basis_coefficients`) and projected on this run's whitened basis; it is refused (cold start,
+    logged, ``method_info["warm_start"]``) when it is not better than the cold start, and ignored with a
+    note on the other paths."""
     if not isinstance(config, CYConfig):
         raise TypeError(f"config: expected a CYConfig, received {type(config).__name__}.")
     if cluster is not None and not isinstance(cluster, ClusterSettings):
         raise TypeError(f"cluster: expected a ClusterSettings, received {type(cluster).__name__}.")
     if client is None and (cluster is None or not cluster.enabled):
-        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks)
+        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks, symmetry=symmetry,
+                       warm_start=warm_start)
     method = config.method
     if not isinstance(method, BergmanMethod) or method.solver == "dense":
         raise ValueError(f"workers: --workers/--scheduler (a dask client) run the matrix-free primal method; received "
@@ -553,7 +702,8 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
     if client is None:
         client, owned = open_client(cluster)
     try:
-        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks, client=client, cluster=cluster)
+        return _run_cy(config, out_dir, resume=resume, quiet=quiet, hooks=hooks, client=client, cluster=cluster,
+                       symmetry=symmetry, warm_start=warm_start)
     finally:
         for obj in owned:
             try:
@@ -562,7 +712,8 @@ def run_cy(config: CYConfig = CYConfig(), out_dir: str | None = None, *, resume:
                 pass
 
 
-def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, cluster=None) -> CYResult:
+def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, cluster=None, symmetry=None,
+            warm_start=None) -> CYResult:
     log = _printer(quiet)
     t_start = time.perf_counter()
     method = config.method
@@ -592,9 +743,10 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
         points = (f"  points: {config.data.n_train} train, sampled on the dask workers in blocks of {cluster.block_size} "
                   f"(seed {config.data.seed}, block b), + {config.data.n_test} held-out on the driver, {t_sample:.1f} s")
     if isinstance(method, BergmanMethod):
-        b, sym = choose_basis(m, method)
+        b, sym = choose_basis(m, method, symmetry)
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={method.k}")
-        log(f"  symmetry: {sym.describe()}")
+        log(f"  symmetry: {sym.describe()}" + (" (given: the family's common group)" if symmetry is not None
+                                                and method.symmetry == "auto" else ""))
         log(f"  basis: {b.description}")
         log(points)
         solver, link, why = choose_solver(method, b.n_functions, config.data.n_train + config.data.n_test, m.dim,
@@ -605,11 +757,15 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
         if solver == "dense":
             log(f"  solver: primal form (u^{method.k} has a finite feature space), dense Levenberg–Marquardt on "
                 f"{b.n_functions} basis functions ({why})")
-            setup = _setup_dense(config, method, m, b, sym, train, test, log)
+            setup = _setup_dense(config, method, m, b, sym, train, test, log,
+                                 warm_start=warm_start if isinstance(warm_start, BergmanModel) else None)
         else:
             log(f"  {why}: using the matrix-free primal Gauss–Newton "
                 f"(primal form: u^{method.k} has a finite feature space, cost independent of the number of centres)")
             setup = _setup_matrix_free(config, method, m, link, train, test, log, client=client, cluster=cluster)
+        if symmetry is not None and method.symmetry == "auto" and setup.fingerprint is None:
+            # the basis depends on the group: a checkpoint of another group must not be resumed
+            setup = replace(setup, fingerprint=f"{config.fingerprint()}-group-{symmetry_fingerprint(sym)}")
     elif isinstance(method, DualMethod):
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), kernel {method.kernel}, dual (kernel) form")
         log(points)
@@ -622,6 +778,11 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
         log(f"ntkflow cy: {m.name}, method network (finite width {method.width} x {method.depth}, tanh), "
             f"Adam lr {method.learning_rate}")
         setup = None
+    if warm_start is not None and (setup is None or setup.initial is None) and \
+            not (setup is not None and "warm_start" in setup.info):
+        log(f"  warm start: not available for this path (method {method.name}"
+            f"{', solver ' + setup.solver if setup is not None else ''}; it needs the dense Bergman path and a "
+            f"Bergman model of the same k); cold start")
     fs = {"sigma_train": None if train is None else sigma(train, fs_det(train)), "sigma_test": sigma(test, fs_det(test))}
     if setup is not None:
         fs_train = "on the workers" if fs["sigma_train"] is None else f"{fs['sigma_train']:.4f}"
