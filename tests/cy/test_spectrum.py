@@ -182,13 +182,15 @@ def test_cli_spectrum_of_a_learned_cubic_metric(tmp_path, capsys):
     np.testing.assert_allclose(lams["matrix-free"], lams["dense"], rtol=1e-8)
     with pytest.raises(ValueError, match="k_prime: --k-prime must be a positive integer, received 0"):
         main(["--debug", "spectrum", run, "--k-prime", "0"])
-    # --quadrature lattice: the flat torus to 1e-5 from 20² points, and the learned metric on the same points
-    assert main(["spectrum", run, "--flat", "--quadrature", "lattice", "--k-prime", "5", "--n-points", "400",
+    # --quadrature lattice: the flat torus from 20² points (k' = 4: Galerkin error 4.4e-4 at ratio 9, 4e-5
+    # below it; k' = 5 to 1.4e-6 in the API test below), and the learned metric on the same points
+    assert main(["spectrum", run, "--flat", "--quadrature", "lattice", "--k-prime", "4", "--n-points", "400",
                  "--n-eigs", "36", "--rel-gap", "0.05", "--out", out]) == 0
     res = json.load(open(os.path.join(out, "spectrum.json")))
     assert res["quadrature"] == "lattice" and res["n_points"] == 400
     assert [c["multiplicity"] for c in res["clusters"]][:5] == [6, 6, 6, 12, 6]
-    np.testing.assert_allclose([c["ratio"] for c in res["clusters"]][:5], [1, 3, 4, 7, 9], rtol=1e-5)
+    np.testing.assert_allclose([c["ratio"] for c in res["clusters"]][:4], [1, 3, 4, 7], rtol=1e-4)
+    np.testing.assert_allclose(res["clusters"][4]["ratio"], 9, rtol=1e-3)
     assert main(["spectrum", run, "--quadrature", "lattice", "--k-prime", "3", "--n-points", "400",
                  "--n-eigs", "24", "--rel-gap", "0.05", "--out", out]) == 0
     res = json.load(open(os.path.join(out, "spectrum.json")))
