@@ -110,24 +110,30 @@ def section_features(z, jac, exponents, *, shift: bool = True, xp=np, layout: st
 
 
 def pair_hessians(basis: PairBasis, z: np.ndarray, jac: np.ndarray, *, chunk: int = 256,
-                  values: bool = False, backend: str = "jax"):
+                  values: bool = False, backend: str = "jax", extended: bool = False):
     """Pulled-back (1/π)∂∂̄ f_a at every point, packed: (n, n_functions, d²) float64.
 
     With values=True also returns f_a(z) (n, n_functions).  backend="jax" is the fast jitted path
     (:func:`pair_hessians_jax`); backend="numpy" is the plain reference implementation below.
+    ``extended=True`` (numpy only) computes in x87 extended precision (np.clongdouble, ε ≈ 1e-19) and returns
+    float128 (n, n_functions, d²): the round-off floor of the sums over pairs drops ~10³× (measurements of the
+    whitening at high k; slow: no BLAS/SIMD).
     """
     if backend == "jax":
+        if extended:
+            raise ValueError("extended: extended precision runs on backend='numpy' only; pass backend='numpy'.")
         return pair_hessians_jax(basis, z, jac, values=values)
     if backend != "numpy":
         raise ValueError(f"backend: expected 'jax' or 'numpy', received {backend!r}.")
-    z = np.asarray(z, dtype=np.complex128)
-    jac = np.asarray(jac, dtype=np.complex128)
+    cdt, rdt = (np.clongdouble, np.longdouble) if extended else (np.complex128, np.float64)
+    z = np.asarray(z, dtype=cdt)
+    jac = np.asarray(jac, dtype=cdt)
     n, nc = z.shape
     dim = jac.shape[1]
     k = basis.k
     nf = basis.n_functions
-    out = np.empty((n, nf, dim * dim), dtype=np.float64)
-    vals = np.empty((n, nf), dtype=np.float64) if values else None
+    out = np.empty((n, nf, dim * dim), dtype=rdt)
+    vals = np.empty((n, nf), dtype=rdt) if values else None
     starts = basis.starts
     iu = _triu(dim)
     a_idx, b_idx, w = basis.alpha, basis.beta, basis.weight

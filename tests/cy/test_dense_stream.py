@@ -96,3 +96,14 @@ def test_bad_chunk_and_weights_are_refused_with_the_value(case):
         gn.MAProblem(g0=prob.g0, hess=prob.hess, log_omega=prob.log_omega, weights=ps.weights, dim=3, chunk=0)
     with pytest.raises(ValueError, match=r"weights: expected shape \(600,\)"):
         gn.whitening_qr(np.ones((600, 4)), np.ones(5))
+
+
+def test_extended_precision_hessians_agree_with_float64_and_are_numpy_only(case):
+    ps, b, prob = case
+    sl = slice(0, 40)
+    ext = algebra.pair_hessians(b, ps.points[sl], ps.jacobian[sl], backend="numpy", extended=True, chunk=16)
+    assert ext.dtype == np.longdouble and ext.shape == prob.hess[sl].shape
+    # the float64 sums differ from the extended ones by round-off only
+    np.testing.assert_allclose(ext.astype(np.float64), prob.hess[sl], rtol=0, atol=1e-13 * np.abs(prob.hess).max())
+    with pytest.raises(ValueError, match="extended: .*backend='numpy'"):
+        algebra.pair_hessians(b, ps.points[sl], ps.jacobian[sl], extended=True)
