@@ -47,12 +47,12 @@ from ntkflow.cy.algebra import section_features
 from ntkflow.cy.model import load
 from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.io import atomic_json, atomic_write
-from ntkflow.manifolds import (Hypersurface, PointSet, fs_pullback, monomial_exponents, pointset_from_points,
-                               sample)
+from ntkflow.manifolds import (Hypersurface, PointSet, fs_pullback, monomial_exponents, monomials,
+                               pointset_from_points, sample)
 
 __all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble",
            "solve", "laplacian_spectrum", "cluster", "basis_functions", "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials",
-           "weierstrass_p", "cubic_lattice_points", "quadrature_points", "QUADRATURES"]
+           "weierstrass_p", "cubic_lattice_points", "quadrature_points", "QUADRATURES", "group_average"]
 
 
 def scaled_monomials(n_coords: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -385,6 +385,103 @@ def symmetrize(ps: PointSet, *, conjugation: bool = True, max_points: int = 5_00
     return pointset_from_points(m, z)
 
 
+def _section_values(z, e, scale, A):
+    """t (n, r) = ŝ(z) A/|z|^k' at ambient points z (n, N) (the lift of z as given)."""
+    k = int(e[0].sum())
+    return (monomials(z, e) * scale) @ A / np.linalg.norm(z, axis=-1)[:, None] ** k
+
+
+def _pair_maps(r: int):
+    """B (n_f, r²) complex with p = F B and C (r², n_f) complex with F = Re(p C): p_ab = t_a t̄_b (index a·r + b),
+    F the real basis of :func:`_real_functions` (Re p_ab, a ≤ b; then Im p_ab, a < b)."""
+    a, b = np.triu_indices(r)
+    off = np.flatnonzero(a < b)
+    n_re = len(a)
+    nf = n_re + len(off)
+    B = np.zeros((nf, r * r), dtype=np.complex128)
+    C = np.zeros((r * r, nf), dtype=np.complex128)
+    B[np.arange(n_re), a * r + b] = 1
+    B[np.arange(n_re), b * r + a] = 1
+    B[n_re + np.arange(len(off)), a[off] * r + b[off]] = 1j
+    B[n_re + np.arange(len(off)), b[off] * r + a[off]] = -1j
+    C[a * r + b, np.arange(n_re)] = 1
+    C[a[off] * r + b[off], n_re + np.arange(len(off))] = -1j
+    return B, C, n_re
+
+
+def group_average(system: GalerkinSystem, ps: PointSet, *, conjugation: bool = True) -> GalerkinSystem:
+    r"""The Reynolds average of the pencil over the symmetry group G of a Fermat hypersurface Σ z_i^N = 0
+    (coordinate permutations S_N, phases (Z_N)^{N−1}, and z ↦ z̄ if ``conjugation``; |G| = 2·N!·N^{N−1}):
+
+    .. math:: \bar S = \frac1{|G|}\sum_{g∈G} R(g)^T S R(g), \quad \bar M = \frac1{|G|}\sum_g R(g)^T M R(g),
+              \quad \overline{mean} = \frac1{|G|}\sum_g R(g)^T mean,
+
+    where F∘g = F R(g) expresses the transformed real basis functions in the basis (exactly: t∘g = t T(g) for
+    the sections, T fitted by least squares on points of X, and R = Re(B (T ⊗ T̄) C) on the pairs
+    p_ab = t_a t̄_b; for z̄, t∘c = conj(t T_c) and F∘c = F Re(B (T_c ⊗ T̄_c) C) D, D = diag(1 on Re, −1 on Im)). For a G-invariant metric and measure (FS, the
+    flat metric of the cubic curve, Ricci-flat and symmetric Bergman metrics) this equals assembling on the
+    orbit :func:`symmetrize` (|G|·n points) at the cost of one assembly on ``ps`` plus
+    (N + 1 + N! + 2) products of (n_f, n_f) matrices: an unbiased, lower-variance quadrature whose matrices
+    commute with G, so symmetry-forced multiplicities are exact. For a metric that is not G-invariant it
+    computes the spectrum of the G-averaged problem, not of the metric. ``system`` must have been assembled on
+    ``ps``. The average over G is the composition of the averages over the cyclic phase groups, S_N and
+    {1, conjugation} (G = N·S_N·⟨c⟩ with N normal)."""
+    if not isinstance(system, GalerkinSystem):
+        raise TypeError(f"system: expected a GalerkinSystem (assemble), received {type(system).__name__}.")
+    m = ps.manifold
+    if getattr(m, "symmetric_group_hint", None) != "fermat":
+        raise ValueError(f"ps: group_average needs points of a Fermat hypersurface (Σ z_i^N); received {m.name} "
+                         f"(symmetry hint {getattr(m, 'symmetric_group_hint', None)!r}).")
+    if len(ps) != system.n_points:
+        raise ValueError(f"ps: the system was assembled on {system.n_points} points, received {len(ps)}; pass the "
+                         f"same PointSet.")
+    N = m.n_coords
+    e, scale = scaled_monomials(N, system.k_prime)
+    A = system.sections  # (N_k, r)
+    r = A.shape[1]
+    if len(ps) < 2 * r:
+        raise ValueError(f"ps: group_average fits the group action on the points and needs at least 2·r = {2 * r} "
+                         f"of them at k' = {system.k_prime}; received {len(ps)}.")
+    z = ps.points[: max(20 * r, 200)]  # (n_fit, N) on X
+    t = _section_values(z, e, scale, A)
+    B, C, n_re = _pair_maps(r)
+
+    def fit(target):  # T (r, r) with t T = target on X
+        T, *_ = np.linalg.lstsq(t, target, rcond=None)
+        res = np.abs(t @ T - target).max()
+        if res > 1e-8 * max(1.0, np.abs(target).max()):
+            raise RuntimeError(f"group_average: the sections are not closed under the group (residual {res:.1e}); "
+                               f"are the points on X and the system assembled on them?")
+        return T
+
+    def rep(T):  # F∘g = F R for t∘g = t T
+        return np.real(B @ np.kron(T, np.conj(T)) @ C)  # (n_f, n_f)
+
+    def average(mats, S, M, mean):
+        return (sum(R.T @ S @ R for R in mats) / len(mats), sum(R.T @ M @ R for R in mats) / len(mats),
+                sum(R.T @ mean for R in mats) / len(mats))
+
+    S, M, mean = system.S, system.M, system.mean
+    zeta = np.exp(2j * np.pi / N)
+    for i in range(N - 1):  # the cyclic phase groups z_i ↦ ζ z_i (the overall phase acts trivially)
+        ph = np.ones(N, dtype=np.complex128)
+        ph[i] = zeta
+        R1 = rep(fit(_section_values(z * ph, e, scale, A)))
+        mats = [np.eye(R1.shape[0])]
+        for _ in range(N - 1):
+            mats.append(mats[-1] @ R1)
+        S, M, mean = average(mats, S, M, mean)
+    perms = list(itertools.permutations(range(N)))
+    S, M, mean = average([rep(fit(_section_values(z[:, list(q)], e, scale, A))) for q in perms], S, M, mean)
+    if conjugation:  # t(z̄) = conj(ŝ(z) Ā)/|z|^k' = conj(t T_c)
+        Tc = fit(_section_values(z, e, scale, np.conj(A)))
+        Rc = rep(Tc)  # p(z̄) = conj(p'), p' = p (T_c ⊗ T̄_c): Re p_ab(z̄) = Re p'_ab, Im p_ab(z̄) = −Im p'_ab
+        Rc[:, n_re:] *= -1
+        S, M, mean = average([np.eye(Rc.shape[0]), Rc], S, M, mean)
+    return GalerkinSystem(S=(S + S.T) / 2, M=(M + M.T) / 2, mean=mean, sections=A, k_prime=system.k_prime,
+                          n_points=system.n_points)
+
+
 def hexagonal_torus_spectrum(n_levels: int) -> list:
     """[(ratio λ/λ₁, multiplicity), …] of the flat hexagonal torus (the Fermat cubic curve), λ₀ = 0 left
     out: λ ∝ |γ*|² over the dual lattice, which is hexagonal, |m a* + n b*|² ∝ m² + mn + n²."""
@@ -486,11 +583,15 @@ def quadrature_points(manifold, n_points: int, *, quadrature: str = "mc", seed: 
 
 def laplacian_spectrum(manifold, metric, *, k_prime: int = 3, n_points: int = 50_000, n_eigs: int = 30,
                        seed: int = 0, solver: str = "dense", rel_gap: float = 1e-2, block: int = 2048,
-                       quadrature: str = "mc") -> Spectrum:
+                       quadrature: str = "mc", symmetric: bool = False) -> Spectrum:
     """Take ``n_points`` points of ``manifold`` (:func:`quadrature_points`: Monte Carlo with ``seed``, or the
-    lattice rule on the cubic curve), assemble at ``k_prime`` and solve (see :func:`solve`)."""
+    lattice rule on the cubic curve), assemble at ``k_prime`` (averaged over the Fermat symmetry group by
+    :func:`group_average` if ``symmetric``: G-invariant metrics only) and solve (see :func:`solve`)."""
     ps = quadrature_points(manifold, n_points, quadrature=quadrature, seed=seed)
-    return solve(assemble(ps, metric, k_prime, block=block), n_eigs, solver=solver, rel_gap=rel_gap, seed=seed)
+    system = assemble(ps, metric, k_prime, block=block)
+    if symmetric:
+        system = group_average(system, ps)
+    return solve(system, n_eigs, solver=solver, rel_gap=rel_gap, seed=seed)
 
 
 # ---- the command ---------------------------------------------------------------------------------
@@ -512,6 +613,11 @@ def register_cli(subparsers) -> None:
     p.add_argument("--quadrature", choices=QUADRATURES, default="mc",
                    help="mc: Monte-Carlo points (any manifold); lattice: the equal-weight grid of the flat torus "
                         "(cubic curve only, via the Weierstrass p function; spectrally accurate) (default: %(default)s)")
+    p.add_argument("--symmetric", action="store_true",
+                   help="average the Galerkin matrices over the symmetry group of a Fermat hypersurface (permutations, "
+                        "phases, conjugation): exact symmetry-forced multiplicities and less quadrature variance; "
+                        "only for metrics invariant under that group (FS, flat, symmetric Bergman models); not with "
+                        "--solver matrix-free (default: off)")
     p.add_argument("--n-eigs", type=int, default=30, help="non-zero eigenvalues reported (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of the point sample (default: %(default)s)")
     p.add_argument("--solver", choices=("dense", "lobpcg", "matrix-free"), default="dense",
@@ -547,20 +653,28 @@ def _run_spectrum(args) -> int:
     else:
         metric, label = model.metric, f"model ({model.kind})"
     t0 = time.perf_counter()
+    if args.symmetric and args.solver == "matrix-free":
+        raise ValueError("symmetric: --symmetric averages the assembled matrices; it does not apply to --solver "
+                         "matrix-free. Use --solver dense or lobpcg.")
+    if args.symmetric and getattr(m, "symmetric_group_hint", None) != "fermat":
+        raise ValueError(f"symmetric: --symmetric needs a Fermat hypersurface (sum of z_i^N); {m.name} is not one. "
+                         f"Drop --symmetric.")
     ps = quadrature_points(m, args.n_points, quadrature=args.quadrature, seed=args.seed)
     if args.solver == "matrix-free":
         S, M, mean = matrix_free_system(ps, metric, args.k_prime)
         spec = solve_matrix_free(S, M, mean, args.n_eigs, seed=args.seed, rel_gap=args.rel_gap)
     else:
-        spec = solve(assemble(ps, metric, args.k_prime), args.n_eigs, solver=args.solver, rel_gap=args.rel_gap,
-                     seed=args.seed)
+        system = assemble(ps, metric, args.k_prime)
+        if args.symmetric:
+            system = group_average(system, ps)
+        spec = solve(system, args.n_eigs, solver=args.solver, rel_gap=args.rel_gap, seed=args.seed)
     secs = time.perf_counter() - t0
     out = args.out or os.path.join(args.model, "spectrum" + ("-fs" if args.fs else "-flat" if args.flat else ""))
     os.makedirs(out, exist_ok=True)
     rows = [{"level": i + 1, "start": s, "multiplicity": c, "eigenvalue": lam, "ratio": lam / spec.clusters[0][2]}
             for i, (s, c, lam) in enumerate(spec.clusters)]
     result = {"manifold": m.name, "metric": label, "k_prime": args.k_prime, "n_points": len(ps),
-              "quadrature": args.quadrature,
+              "quadrature": args.quadrature, "symmetric": bool(args.symmetric),
               "seed": args.seed, "solver": spec.solver, "n_functions": spec.n_functions,
               "constant_residual": spec.constant_residual, "rel_gap": args.rel_gap, "seconds": secs,
               "eigenvalues": spec.eigenvalues.tolist(), "clusters": rows,

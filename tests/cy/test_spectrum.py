@@ -197,12 +197,22 @@ def test_cli_spectrum_of_a_learned_cubic_metric(tmp_path, capsys):
     assert res["metric"].startswith("model") and [c["multiplicity"] for c in res["clusters"]][:3] == [6, 6, 6]
     with pytest.raises(SystemExit):
         main(["spectrum", run, "--fs", "--quadrature", "qmc"])
+    # --symmetric: the MC pencil averaged over the Fermat group (flat metric: G-invariant)
+    assert main(["spectrum", run, "--flat", "--symmetric", "--k-prime", "3", "--n-points", "2000", "--n-eigs", "24",
+                 "--rel-gap", "1e-6", "--out", out]) == 0
+    res = json.load(open(os.path.join(out, "spectrum.json")))
+    # level 1 is one 6-dim irreducible representation of G: exactly degenerate; level 2 (ratio 3) is 6-fold only
+    # on the torus, not by G, and splits 4 + 2 under the Monte-Carlo error
+    assert res["symmetric"] and [c["multiplicity"] for c in res["clusters"]][:3] == [6, 4, 2]
+    assert np.ptp(res["eigenvalues"][:6]) < 1e-10 * res["eigenvalues"][0]
+    with pytest.raises(ValueError, match="symmetric: --symmetric averages"):
+        main(["--debug", "spectrum", run, "--flat", "--symmetric", "--solver", "matrix-free"])
     sub = next(a for a in build_parser()._actions if getattr(a, "choices", None) and "spectrum" in a.choices)
     flags = {}
     for a in sub.choices["spectrum"]._actions:
         flags.update({f: a.help for f in a.option_strings})
-    for f in ("--fs", "--flat", "--k-prime", "--n-points", "--quadrature", "--n-eigs", "--seed", "--solver",
-              "--rel-gap", "--out"):  # the flags docs/cy.md and README use are public API
+    for f in ("--fs", "--flat", "--k-prime", "--n-points", "--quadrature", "--symmetric", "--n-eigs", "--seed",
+              "--solver", "--rel-gap", "--out"):  # the flags docs/cy.md and README use are public API
         assert f in flags, f
 
 
@@ -307,3 +317,37 @@ def test_lattice_quadrature_error_falls_exponentially_in_the_grid_and_beats_mont
     assert e[0] > 10 * e[1] > 100 * e[2] and e[2] < 1e-10, e  # measured 4e-6, 1e-8, 6e-13
     mc = _flat_levels(sample(m, 10_000, seed=0), 4)[1]
     assert np.max(np.abs(mc / ref - 1)) > 1e-3
+
+
+@pytest.mark.parametrize("conjugation", [True, False])
+def test_group_average_equals_assembly_on_the_group_orbit(conjugation):
+    """The Reynolds average of (S, M) over G equals assembling on the orbit symmetrize(ps) (|G| = 108 points per
+    point): the same pencil up to the basis, so the same eigenvalues (the reference builds the orbit points)."""
+    raw = sample(preset("cubic-curve"), 60, seed=0)
+    orbit = sp.symmetrize(raw, conjugation=conjugation)
+    for kp, metric in ((1, fs_pullback), (2, fs_pullback), (3, sp.curve_flat_metric)):
+        ref = sp.solve(sp.assemble(orbit, metric, kp), 8, rel_gap=1e-6).eigenvalues
+        got = sp.solve(sp.group_average(sp.assemble(raw, metric, kp), raw, conjugation=conjugation), 8,
+                       rel_gap=1e-6).eigenvalues
+        np.testing.assert_allclose(got, ref, rtol=1e-10)
+    plain = sp.solve(sp.assemble(raw, fs_pullback, 1), 8, rel_gap=1e-6).eigenvalues
+    assert np.max(np.abs(plain / ref - 1)) > 1e-3  # the average changes the (noisy) raw pencil
+
+
+def test_group_average_makes_the_quintic_levels_exactly_degenerate():
+    """Fermat quintic, FS, k' = 1 on 2000 Monte-Carlo points: averaged over S₅ ⋉ (Z₅)⁴ ⋊ conjugation
+    (|G| = 150 000) the 24 levels are exactly 20 + 4 (the representation dimensions), where the raw sample
+    splits them by the Monte-Carlo error."""
+    ps = sample(preset("fermat-quintic"), 2000, seed=0)
+    sy = sp.assemble(ps, fs_pullback, 1)
+    spec = sp.solve(sp.group_average(sy, ps), 24, rel_gap=1e-8)
+    assert spec.multiplicities() == [20, 4]
+    for s0, c, lam in spec.clusters:
+        assert np.ptp(spec.eigenvalues[s0:s0 + c]) < 1e-10 * lam
+    raw = sp.solve(sy, 24, rel_gap=1e-8)
+    assert len(raw.clusters) > 2
+    with pytest.raises(ValueError, match="Fermat"):
+        dw = sample(preset("dwork-quintic", psi=0.5), 100, seed=0)
+        sp.group_average(sp.assemble(dw, fs_pullback, 1), dw)
+    with pytest.raises(ValueError, match="assembled on 2000 points"):
+        sp.group_average(sy, sample(preset("fermat-quintic"), 100, seed=0))
