@@ -319,18 +319,17 @@ def test_lattice_quadrature_error_falls_exponentially_in_the_grid_and_beats_mont
     assert np.max(np.abs(mc / ref - 1)) > 1e-3
 
 
-@pytest.mark.parametrize("conjugation", [True, False])
-def test_group_average_equals_assembly_on_the_group_orbit(conjugation):
+def test_group_average_equals_assembly_on_the_group_orbit():
     """The Reynolds average of (S, M) over G equals assembling on the orbit symmetrize(ps) (|G| = 108 points per
     point): the same pencil up to the basis, so the same eigenvalues (the reference builds the orbit points)."""
-    raw = sample(preset("cubic-curve"), 60, seed=0)
-    orbit = sp.symmetrize(raw, conjugation=conjugation)
-    for kp, metric in ((1, fs_pullback), (2, fs_pullback), (3, sp.curve_flat_metric)):
+    raw = sample(preset("cubic-curve"), 40, seed=0)
+    for kp, metric, conjugation in ((1, fs_pullback, True), (2, fs_pullback, False), (3, sp.curve_flat_metric, True)):
+        orbit = sp.symmetrize(raw, conjugation=conjugation)
         ref = sp.solve(sp.assemble(orbit, metric, kp), 8, rel_gap=1e-6).eigenvalues
         got = sp.solve(sp.group_average(sp.assemble(raw, metric, kp), raw, conjugation=conjugation), 8,
                        rel_gap=1e-6).eigenvalues
         np.testing.assert_allclose(got, ref, rtol=1e-10)
-    plain = sp.solve(sp.assemble(raw, fs_pullback, 1), 8, rel_gap=1e-6).eigenvalues
+    plain = sp.solve(sp.assemble(raw, sp.curve_flat_metric, 3), 8, rel_gap=1e-6).eigenvalues
     assert np.max(np.abs(plain / ref - 1)) > 1e-3  # the average changes the (noisy) raw pencil
 
 
