@@ -340,11 +340,13 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -
     tmat = whitening(prob0, rtol=method.whiten_rtol)
     j0_warm = None  # (n, 1) Δ_FS φ_prev and (n, q) Δ_FS of the whitened basis, for the warm start below
     if warm_start is not None:
+        t = time.perf_counter()
         c_prev, h_res = basis_coefficients(b, warm_start.basis)
         c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
         j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
         j0_warm = (j0 @ c_prev, j0 @ tmat, h_res, n_null)
         del j0
+        timings["warm_start"] = time.perf_counter() - t
     h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
     timings["whitening"] = time.perf_counter() - t
     log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {method.whiten_rtol:g}), "
@@ -380,24 +382,28 @@ def basis_values(basis, z, *, chunk: int = 1024) -> np.ndarray:
     z = np.asarray(z, dtype=np.complex128)  # (n, N)
     out = np.empty((len(z), basis.n_functions))
     starts = basis.starts
+    wr, wi = 2.0 * basis.weight.real, 2.0 * basis.weight.imag  # (n_pairs,)
     for lo in range(0, len(z), chunk):
         zz = z[lo:lo + chunk]
         s = monomials(zz, basis.exponents) / (np.sum(np.abs(zz) ** 2, axis=1) ** (basis.k / 2))[:, None]
-        terms = 2.0 * np.real(basis.weight[None, :] * s[:, basis.alpha] * np.conj(s[:, basis.beta]))  # (c, n_pairs)
+        prod = s[:, basis.alpha] * np.conj(s[:, basis.beta])  # (c, n_pairs)
+        terms = prod.real * wr if not np.any(wi) else prod.real * wr - prod.imag * wi  # 2 Re(ω s_α conj(s_β))
         out[lo:lo + chunk] = np.add.reduceat(terms, starts, axis=1)
     return out
 
 
-def minimal_extension(basis, coeffs, manifold, *, n_points: int = 2000, seed: int = 0, rtol: float = 1e-9):
+def minimal_extension(basis, coeffs, manifold, *, n_points: int | None = None, seed: int = 0, rtol: float = 1e-9):
     """(c', n_kernel): the coefficients of the same function on ``manifold`` X with no component along the
     functions of ``basis`` that vanish on X.
 
     φ = Σ c_a f_a is known only on X (where it was fitted); a combination F of basis functions with F|_X = 0
     (e.g. Re(Q₀ conj(Πz))/|z|^10 for the Fermat quintic X₀) can carry any coefficient — a fit may put
     round-off there — and is *not* zero on the next member X_ψ of the family. Here the values of the basis
-    on ``n_points`` points of X, each column scaled by the function's RMS over FS-random points of the ambient
-    P^{N-1}, give by SVD the kernel V₀ (singular values < rtol · max); c' = c − V₀V₀ᵀc in the scaled
-    coordinates, the smallest extension of φ|_X off X in that norm."""
+    on ``n_points`` points of X (default 2·n_functions + 100: a non-zero combination vanishing at that many
+    random points of X vanishes on X), each column scaled by the function's RMS over as many FS-random points
+    of the ambient P^{N-1}, give by SVD the kernel V₀ (singular values < rtol · max); c' = c − V₀V₀ᵀc in the
+    scaled coordinates, the smallest extension of φ|_X off X in that norm."""
+    n_points = 2 * basis.n_functions + 100 if n_points is None else int(n_points)
     rng = np.random.default_rng(seed)
     n = manifold.n_coords
     amb = rng.standard_normal((n_points, n)) + 1j * rng.standard_normal((n_points, n))  # FS-uniform on P^{N-1}

@@ -198,6 +198,7 @@ def _row(psi, metrics, start, seconds_wall) -> dict:
             "dir": psi_label(psi), "sigma_test": metrics["sigma_test"], "sigma_train": metrics.get("sigma_train"),
             "kappa": metrics["kappa"], "iterations": metrics["iterations"], "fit_seconds": fit,
             "total_seconds": t.get("total"), "wall_seconds": seconds_wall, "start": start,
+            "hessian_seconds": t.get("hessians"), "warm_start_seconds": t.get("warm_start"),
             "status": metrics["status"]["name"], "converged": metrics["converged"],
             "fs_sigma_test": metrics["fs_baseline"]["sigma_test"], "done": True,
             "warm_start": (metrics.get("method_info") or {}).get("warm_start")}
