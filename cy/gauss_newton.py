@@ -182,15 +182,18 @@ def whitening(problem: MAProblem, *, rtol: float = 1e-10) -> np.ndarray:
     return (vt[keep].T / sv[keep][None, :]) / sc[:, None]
 
 
-def jacobian0_rows(basis, z, jac, weights=None, *, chunk: int = 2048) -> np.ndarray:
+def jacobian0_rows(basis, z, jac, *, chunk: int = 2048, on_chunk=None) -> np.ndarray:
     """(n, p) J₀ = ∂r/∂c at θ = 0: tr(g_FS⁻¹ G_a) at every point, the pulled-back Hessians G_a of ``basis``
-    computed ``chunk`` points at a time and contracted at once (memory O(n·p + chunk·p·d²))."""
+    computed ``chunk`` points at a time and contracted at once (memory O(n·p + chunk·p·d²)).
+    ``on_chunk(lo, hess)`` (optional) receives each chunk's raw Hessians (c, p, d²), e.g. to keep them on disk."""
     z = np.asarray(z)
     n = len(z)
     out = np.empty((n, basis.n_functions))
     for lo in range(0, n, chunk):
         zc, jc = z[lo:lo + chunk], jac[lo:lo + chunk]
         h = pair_hessians(basis, zc, jc)  # (c, p, d²)
+        if on_chunk is not None:
+            on_chunk(lo, h)
         dim = jc.shape[1]
         gi = pack(np.linalg.inv(fs_pulled(zc, jc))) * trace_weights(dim)[None, :]
         out[lo:lo + chunk] = np.matmul(h, gi[:, :, None])[:, :, 0]
