@@ -20,6 +20,9 @@ explicitly (deflated) so that the reported λ₁, λ₂, … are the non-zero ei
 Integrals are Monte-Carlo sums over points drawn by :func:`ntkflow.manifolds.sample` (FS-distributed,
 weights w = ∫J^m |Ω|²/det g_FS): dvol_g = det g d^{2m}x ∝ w det g / |Ω|², normalised here to total mass 1
 (vol = 1 convention: μ_p = w_p det g_p/|Ω_p|² / Σ_q w_q det g_q/|Ω_q|²). The normalisation cancels in λ.
+On the Fermat cubic curve :func:`cubic_lattice_points` gives an equal-weight lattice rule for the flat measure
+(spectrally accurate); on Fermat hypersurfaces :func:`group_average` averages the assembled pencil over the
+symmetry group (= assembling on the group orbit of the points; G-invariant metrics only).
 
 Derivatives are exact: ∂_i (t_a t̄_b) = Y_{ia} t̄_b with Y = P(∇σ − k′σ z̄/|z|²)/|z|^{k′}, and
 ∂_i \overline{(t_a t̄_b)} = t̄_a Y_{ib} (tested against finite differences).
