@@ -93,6 +93,10 @@ class BergmanMethod:
                                "(matrix-free only); auto: log without symmetry or on the matrix-free path",
                        choices=LINKS)
     whiten_rtol: float = option(1e-10, "dense path: relative singular-value cut of the basis orthogonalisation")
+    dense_chunk: int = option(0, "dense path: stream the basis Hessians over chunks of this many points (0: all at "
+                                 "once); keeps J0 (n x p) and the whitened Hessians (n x q x d^2) instead of the raw "
+                                 "ones (2 n x p x d^2), whitens by QR + SVD, accumulates the normal equations chunk by "
+                                 "chunk (docs/cy.md)")
     cg_rtol: float = option(1e-2, "matrix-free: CG relative tolerance per step", cli=False)
     cg_maxiter: int = option(60, "matrix-free: CG iterations per step", cli=False)
     preconditioner: str = option("jacobi", "matrix-free: preconditioner of the Gauss-Newton CG: jacobi (diagonal) or "
@@ -116,6 +120,12 @@ class BergmanMethod:
                              f"Pass --solver matrix-free (or auto), or drop --devices.")
         _choice("link", self.link, LINKS)
         positive_float("whiten_rtol", self.whiten_rtol)
+        if _integer("dense_chunk", self.dense_chunk) < 0:
+            raise ValueError(f"dense_chunk: expected 0 (all points at once) or a positive number of points, received "
+                             f"{self.dense_chunk}.")
+        if self.dense_chunk and self.solver == "matrix-free":
+            raise ValueError(f"dense_chunk: --dense-chunk {self.dense_chunk} streams the dense path; received --solver "
+                             f"matrix-free. Pass --solver dense (or auto), or drop --dense-chunk.")
         positive_float("cg_rtol", self.cg_rtol)
         positive_int("cg_maxiter", self.cg_maxiter)
         _choice("preconditioner", self.preconditioner, PRECONDITIONERS)
@@ -262,6 +272,8 @@ class CYConfig:
         d["lm"].pop("max_iter")
         d["lm"].pop("time_budget")
         d["method"].pop("devices", None)  # where the products run, not what they compute (equal to 1e-10)
+        if d["method"].get("dense_chunk") == 0:  # the default keeps the fingerprints of earlier runs
+            d["method"].pop("dense_chunk")
         if d["method"].get("preconditioner") == "jacobi":  # the default keeps the fingerprints of earlier runs
             d["method"].pop("preconditioner")
             d["method"].pop("precond_rank")

@@ -37,7 +37,8 @@ from ntkflow.cy.curvature import holomorphic_curvature
 from ntkflow.cy.distributed import ClusterSettings, DistributedPrimalProblem, heldout_seed, open_client, peak_memory
 from ntkflow.cy.donaldson import balanced_metric
 from ntkflow.cy.dual import DualKernelModel, DualProblem, choose_form, kernel_spec, make_kernel, select_dual_centers
-from ntkflow.cy.gauss_newton import MAProblem, transform_basis, whitening
+from ntkflow.cy.gauss_newton import (MAProblem, jacobian0_rows, transform_basis, whitened_hessians, whitening,
+                                   whitening_qr)
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
 from ntkflow.cy.model import BergmanModel, DonaldsonModel
 from ntkflow.cy.network import train_network
@@ -327,31 +328,46 @@ class _Setup:
 
 def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -> _Setup:
     timings = {}
+    chunk = method.dense_chunk or None  # --dense-chunk N: the raw Hessians streamed over N points, never all held
     t = time.perf_counter()
-    h_train = algebra.pair_hessians(b, train.points, train.jacobian)
-    h_test = algebra.pair_hessians(b, test.points, test.jacobian)
-    timings["hessians"] = time.perf_counter() - t
-    log(f"  pulled-back Hessians of the basis: {timings['hessians']:.1f} s")
+    if chunk is None:
+        h_train = algebra.pair_hessians(b, train.points, train.jacobian)
+        h_test = algebra.pair_hessians(b, test.points, test.jacobian)
+        timings["hessians"] = time.perf_counter() - t
+        log(f"  pulled-back Hessians of the basis: {timings['hessians']:.1f} s")
+    else:
+        j0 = jacobian0_rows(b, train.points, train.jacobian, chunk=chunk)  # (n, p): tr(g_FS⁻¹ G_a) at every point
+        timings["jacobian0"] = time.perf_counter() - t
+        log(f"  Laplacians of the basis, streamed over {chunk}-point chunks: {timings['jacobian0']:.1f} s")
     g0_tr = algebra.pack(algebra.fs_pulled(train.points, train.jacobian))
     g0_te = algebra.pack(algebra.fs_pulled(test.points, test.jacobian))
     lo_tr, lo_te = np.log(train.omega_sq), np.log(test.omega_sq)
     t = time.perf_counter()
-    prob0 = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim)
-    tmat = whitening(prob0, rtol=method.whiten_rtol)
+    if chunk is None:
+        prob0 = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim)
+        tmat = whitening(prob0, rtol=method.whiten_rtol)
+    else:
+        tmat, _ = whitening_qr(j0, train.weights, rtol=method.whiten_rtol)
     j0_warm = None  # (n, 1) Δ_FS φ_prev and (n, q) Δ_FS of the whitened basis, for the warm start below
     if warm_start is not None:
         t = time.perf_counter()
         c_prev, h_res = basis_coefficients(b, warm_start.basis)
         c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
-        j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
+        if chunk is None:
+            j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
         j0_warm = (j0 @ c_prev, j0 @ tmat, h_res, n_null)
-        del j0
         timings["warm_start"] = time.perf_counter() - t
-    h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
+    j0 = None
+    if chunk is None:
+        h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
+    else:  # (n, q, d²) straight into the kept basis
+        h_train = whitened_hessians(b, train.points, train.jacobian, tmat, chunk=chunk)
+        h_test = whitened_hessians(b, test.points, test.jacobian, tmat, chunk=chunk)
     timings["whitening"] = time.perf_counter() - t
     log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {method.whiten_rtol:g}), "
-        f"{timings['whitening']:.1f} s")
-    prob = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim)
+        f"{timings['whitening']:.1f} s" + ("" if chunk is None else
+                                            f"; normal equations accumulated over {chunk}-point chunks"))
+    prob = MAProblem(g0=g0_tr, hess=h_train, log_omega=lo_tr, weights=train.weights, dim=m.dim, chunk=chunk)
     prob_te = MAProblem(g0=g0_te, hess=h_test, log_omega=lo_te, weights=test.weights, dim=m.dim)
 
     def sigma_train(theta):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import ntkflow  # noqa: F401
-from ntkflow.cy import algebra, basis
+from ntkflow.cy import BergmanMethod, CYConfig, DataConfig, LMSettings, OutputConfig, algebra, basis, run_cy
 from ntkflow.cy import gauss_newton as gn
 from ntkflow.manifolds import preset, sample
 from ntkflow.solvers.least_squares import DenseSolve, LMConfig, NormalEquations, levenberg_marquardt
@@ -107,3 +107,25 @@ def test_extended_precision_hessians_agree_with_float64_and_are_numpy_only(case)
     np.testing.assert_allclose(ext.astype(np.float64), prob.hess[sl], rtol=0, atol=1e-13 * np.abs(prob.hess).max())
     with pytest.raises(ValueError, match="extended: .*backend='numpy'"):
         algebra.pair_hessians(b, ps.points[sl], ps.jacobian[sl], extended=True)
+
+
+def test_the_job_with_dense_chunk_fits_the_same_metric_as_the_default_dense_path():
+    def cfg(chunk):
+        return CYConfig(DataConfig(n_train=700, n_test=500, seed=2), BergmanMethod(k=6, solver="dense", dense_chunk=chunk),
+                        LMSettings(max_iter=4), OutputConfig(n_curvature=0))
+
+    ref = run_cy(cfg(0), None, quiet=True)
+    got = run_cy(cfg(128), None, quiet=True)
+    assert got.metrics["method_info"]["n_kept"] == ref.metrics["method_info"]["n_kept"]
+    # the whitened bases differ by signs/round-off only and LM (identity scaling) is invariant under that rotation
+    np.testing.assert_allclose([h["loss"] for h in got.history], [h["loss"] for h in ref.history], rtol=1e-9)
+    np.testing.assert_allclose(got.metrics["sigma_test"], ref.metrics["sigma_test"], rtol=1e-8)
+    assert got.metrics["sigma_test"] < 0.2 * got.metrics["fs_baseline"]["sigma_test"]
+    # the default keeps earlier fingerprints; the streamed run has its own
+    assert cfg(0).fingerprint() == CYConfig(cfg(0).data, BergmanMethod(k=6, solver="dense"), cfg(0).lm,
+                                            cfg(0).output).fingerprint()
+    assert cfg(128).fingerprint() != cfg(0).fingerprint()
+    with pytest.raises(ValueError, match="dense_chunk: .*received -1"):
+        BergmanMethod(dense_chunk=-1)
+    with pytest.raises(ValueError, match="dense_chunk: .*matrix-free"):
+        BergmanMethod(dense_chunk=64, solver="matrix-free")

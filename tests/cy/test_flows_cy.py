@@ -281,7 +281,7 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
               "--symmetry", "--seed", "--s2", "--centers", "--centers-method", "--ridge", "--mixture-coeffs",
               "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol",
               "--workers", "--scheduler", "--devices", "--block-size", "--recompute-features", "--preconditioner",
-              "--precond-rank", "--sweep-start"):
+              "--precond-rank", "--sweep-start", "--dense-chunk"):
         assert f in flags, f
     with pytest.raises(SystemExit):  # the manifold options exclude each other
         p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
