@@ -51,7 +51,8 @@ import numpy as np
 
 from ntkflow._checks import finite_array, positive_int
 
-from .curvature import chern_einsum, levi_civita
+from .batching import map_batched
+from .curvature import Curvature, chern_einsum, levi_civita
 from .geometry import mean_stderr
 from .hypersurface import Manifold
 
@@ -59,7 +60,7 @@ __all__ = [
     "CompleteIntersection", "CICYPointSet", "cicy_preset", "CICY_PRESETS", "CICY_EULER_CHARACTERISTIC",
     "sample_cicy", "cicy_chart_data", "cicy_pointset_from_points", "cicy_fs_factor_pullbacks",
     "cicy_fs_pullback", "cicy_fs_det", "mixed_coefficients", "intersection_numbers", "kahler_volume",
-    "euler_characteristic_topological",
+    "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "cicy_euler_characteristic",
 ]
 
 _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 1e-10)
@@ -785,13 +786,13 @@ def _roots_from_values(vals: np.ndarray) -> np.ndarray:
     return _roots_from_coefficients(np.fft.fft(vals, axis=1) / vals.shape[1])
 
 
-def _frames(rng, R: int, manifold, k):
-    """Gaussian frames: list over factors of (R, k_r + 1, n_r + 1) complex (one draw, round-major)."""
-    sizes = [(kr + 1) * (nr + 1) for kr, nr in zip(k, manifold.ambient)]
-    g = rng.standard_normal((R, sum(sizes), 2))
+def _frames(g, manifold, k):
+    """Gaussian frames from normals g (R, Σ_r (k_r+1)(n_r+1), 2): list over factors of (R, k_r+1, n_r+1)."""
     c = g[..., 0] + 1j * g[..., 1]
+    R = c.shape[0]
     out, s = [], 0
-    for kr, nr, sz in zip(k, manifold.ambient, sizes):
+    for kr, nr in zip(k, manifold.ambient):
+        sz = (kr + 1) * (nr + 1)
         out.append(c[:, s:s + sz].reshape(R, kr + 1, nr + 1))
         s += sz
     return out
@@ -907,10 +908,14 @@ def _polish_full(manifold, z, patch, steps: int = 2):
 
 
 def _process_rounds(manifold, rng, R: int, splits):
-    """One chunk of R rounds: every split once per round. Returns points (M, N), round ids (M,), rejected."""
+    """One chunk of R rounds: every split once per round. Returns points (M, N), round ids (M,), rejected.
+    The Gaussians of a round are drawn together (round-major), so results do not depend on the chunk."""
     pts, rid, rejected = [], [], 0
-    for k, c, dc in splits:
-        frames = _frames(rng, R, manifold, k)
+    sizes = [sum((kr + 1) * (nr + 1) for kr, nr in zip(k, manifold.ambient)) for k, _, _ in splits]
+    g = rng.standard_normal((R, sum(sizes), 2))
+    offs = np.cumsum([0] + sizes)
+    for (k, c, dc), o0, o1 in zip(splits, offs[:-1], offs[1:]):
+        frames = _frames(g[:, o0:o1], manifold, k)
         K = manifold.n_equations
         if K == 1:
             u = _solve_k1(manifold, frames, k, dc)
@@ -950,8 +955,8 @@ def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk:
     r"""Sample exactly ``n`` points of the CICY X with weights w = (Σ_c d_c)|Ω|²/Σ_c (c!/dim!) D_c.
 
     Algorithm in the module docstring. ``seed`` feeds ``SeedSequence(seed).spawn(2)`` (subspaces; the
-    choice among the points of the last round); ``chunk`` = rounds per batch (results depend on it only
-    through nothing: the stream is drawn round-major per split, so keep it fixed for reproducibility).
+    choice among the points of the last round); ``chunk`` = rounds per batch (the stream is drawn
+    round-major, so results do not depend on it).
     Raises NotImplementedError for K ≥ 3 equations."""
     if not isinstance(manifold, CompleteIntersection):
         raise TypeError(f"manifold: expected a CompleteIntersection (e.g. cicy_preset('bicubic')), received {type(manifold).__name__}.")
@@ -994,3 +999,139 @@ def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk:
     pts = np.concatenate(out)
     ps = cicy_pointset_from_points(manifold, pts)
     return CICYPointSet(ps.points, ps.weights, ps.omega_sq, ps.patch, ps.elim, ps.jacobian, manifold, rejected)
+
+
+# ---- JAX: metrics from potentials, curvature, Euler characteristic --------------------------
+
+
+def fs_potential_t(manifold: CompleteIntersection, t=None):
+    """K_t(z) = Σ_r (t_r/π) log|z^{(r)}|² (JAX, z (..., N)): the ambient FS potential of class t."""
+    import jax.numpy as jnp
+
+    tt = np.ones(manifold.n_factors) if t is None else _check_t(t, manifold.n_factors)
+    blocks = [np.asarray(b) for b in manifold.blocks]
+
+    def K(z):
+        out = 0.0
+        for tr, b in zip(tt, blocks):
+            zb = z[..., b]
+            out = out + float(tr) / np.pi * jnp.log(jnp.sum(jnp.real(zb) ** 2 + jnp.imag(zb) ** 2, axis=-1))
+        return out
+
+    return K
+
+
+def _cicy_point_fns(manifold: CompleteIntersection, potential):
+    """JAX (z0 (N,), kept (dim,), elim (K,)) → metric G (dim, dim) and curvature (G, T (dim,)*4) of the
+    Kähler potential ``potential`` pulled back through the implicit embedding x ↦ z(x) of the chart."""
+    import jax
+    import jax.numpy as jnp
+
+    m = manifold.dim
+
+    @jax.custom_jvp
+    def zelim(x, z0, kept, elim):
+        z = z0.at[kept].set(x)
+        ze = z0[elim]
+        for _ in range(2):  # Newton from the sampled value (exact at the base point already)
+            z = z.at[elim].set(ze)
+            q, dq = manifold.Q_and_dQ(z, xp=jnp)  # (K,), (K, N)
+            ze = ze - jnp.linalg.solve(dq[:, elim], q)
+        return ze
+
+    @zelim.defjvp
+    def _zelim_jvp(primals, tangents):
+        x, z0, kept, elim = primals
+        ze = zelim(x, z0, kept, elim)
+        z = z0.at[kept].set(x).at[elim].set(ze)
+        dq = manifold.dQ(z, xp=jnp)
+        return ze, -jnp.linalg.solve(dq[:, elim], dq[:, kept] @ tangents[0])  # implicit function theorem
+
+    def K_loc(xr, z0, kept, elim):
+        x = xr[:m] + 1j * xr[m:]
+        z = z0.at[kept].set(x).at[elim].set(zelim(x, z0, kept, elim))
+        return jnp.real(potential(z))
+
+    def G_fn(xr, z0, kept, elim):
+        H = jax.jacfwd(jax.jacfwd(K_loc))(xr, z0, kept, elim)  # (2m, 2m) real Hessian
+        return 0.25 * ((H[:m, :m] + H[m:, m:]) + 1j * (H[:m, m:] - H[m:, :m]))  # ∂_a ∂̄_b K
+
+    def theta(xr, z0, kept, elim):
+        G = G_fn(xr, z0, kept, elim)
+        dG = jax.jacfwd(G_fn)(xr, z0, kept, elim)  # (m, m, 2m)
+        dGc = 0.5 * (dG[..., :m] - 1j * dG[..., m:])  # ∂_c G [a, b, c]
+        return jnp.einsum("abc,bd->cad", dGc, jnp.linalg.inv(G)), G  # θ_c = ∂_cG G^{-1}
+
+    def xr_of(z0, kept):
+        return jnp.concatenate([jnp.real(z0[kept]), jnp.imag(z0[kept])])
+
+    def metric_fn(z0, kept, elim):
+        return G_fn(xr_of(z0, kept), z0, kept, elim)
+
+    def curvature_fn(z0, kept, elim):
+        th = lambda xr: theta(xr, z0, kept, elim)  # noqa: E731
+        dth, G = jax.jacfwd(th, has_aux=True)(xr_of(z0, kept))  # (m, m, m, 2m) [c, a, b, ·]
+        dbar = 0.5 * (dth[..., :m] + 1j * dth[..., m:])  # ∂̄_d θ_c
+        return G, -jnp.transpose(dbar, (1, 2, 0, 3))  # T[a, b, c, d]
+
+    return metric_fn, curvature_fn
+
+
+def _check_cps(ps):
+    if not isinstance(ps, CICYPointSet):
+        raise TypeError(f"ps: expected a CICYPointSet (from sample_cicy), received {type(ps).__name__}.")
+    return ps
+
+
+def cicy_metric_jax(ps: CICYPointSet, potential=None, *, t=None, batch: int = 4096) -> np.ndarray:
+    r"""g_{ab̄} = ∂_a∂̄_b K(z(x)) (n, dim, dim) in each point's chart by JAX autodiff through the implicit
+    embedding (independent of the closed-form Jacobian). ``potential``: real JAX K(z) of one point's
+    homogeneous coordinates (N,); None → the FS potential of class ``t``."""
+    import jax
+
+
+    _check_cps(ps)
+    if potential is not None and t is not None:
+        raise ValueError("potential, t: t selects the FS potential; pass one of them, received both.")
+    K = fs_potential_t(ps.manifold, t) if potential is None else potential
+    if not callable(K):
+        raise TypeError(f"potential: expected a JAX function of z (N,), received {type(K).__name__}.")
+    metric_fn, _ = _cicy_point_fns(ps.manifold, K)
+    return map_batched(jax.jit(jax.vmap(metric_fn)), ps.points, ps.kept, ps.elim, batch=positive_int("batch", batch))[0]
+
+
+def cicy_curvature(ps: CICYPointSet, potential=None, *, t=None, batch: int = 512):
+    """Metric, Ricci form, Ricci scalar and top Chern density (a :class:`~ntkflow.manifolds.Curvature`)
+    of the potential (None → FS of class ``t``) at every point, as :func:`ntkflow.manifolds.curvature`
+    does for hypersurfaces: c_dim = π^{-dim} Σ ε ε ε Π_k T[k, b_k, c_k, d_k] (coefficient of d^{2dim}x)."""
+    import jax
+    import jax.numpy as jnp
+
+    _check_cps(ps)
+    if potential is not None and t is not None:
+        raise ValueError("potential, t: t selects the FS potential; pass one of them, received both.")
+    K = fs_potential_t(ps.manifold, t) if potential is None else potential
+    _, curvature_fn = _cicy_point_fns(ps.manifold, K)
+    m = ps.dim
+    eps = jnp.asarray(levi_civita(m))
+    spec = chern_einsum(m)
+
+    def per_point(z0, kept, elim):
+        G, T = curvature_fn(z0, kept, elim)
+        ric = jnp.einsum("aacd->cd", T)
+        R = -jnp.real(jnp.trace(jnp.linalg.inv(G) @ ric))
+        c = jnp.einsum(spec, eps, eps, eps, *[T[k] for k in range(m)]) / jnp.pi**m
+        return G, jnp.real(jnp.linalg.det(G)), ric, R, jnp.real(c)
+
+    cat = map_batched(jax.jit(jax.vmap(per_point)), ps.points, ps.kept, ps.elim, batch=positive_int("batch", batch))
+    return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
+
+
+def cicy_euler_characteristic(ps: CICYPointSet, potential=None, *, t=None, curv=None, batch: int = 512) -> tuple[float, float]:
+    """χ = ∫_X c_dim ≈ mean(w c_dim/|Ω|²)/dim! (value, batch-means standard error); topological, so the
+    same for every Kähler metric (−162 bicubic, −128 tetraquadric, −144 P⁵[3,3])."""
+    _check_cps(ps)
+    if curv is None:
+        curv = cicy_curvature(ps, potential, t=t, batch=batch)
+    vals = ps.weights * curv.chern_top / ps.omega_sq / math.factorial(ps.dim)
+    return mean_stderr(vals)
