@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkflow._checks import positive_float, positive_int
-from ntkflow.cy.matrixfree import LINKS, PrimalProblem, section_gram_sum, whitening_matrix
+from ntkflow.cy.matrixfree import LINKS, PRODUCT_DTYPES, PrimalProblem, section_gram_sum, whitening_matrix
 from ntkflow.cy.problems import ProductOperator
 from ntkflow.engine.backends import connect_scheduler, gather_bounded
 from ntkflow.manifolds import PointSet, sample
@@ -120,9 +120,9 @@ def _register_sizeof():
 
 def _task_problem(pts, spec):
     _register_sizeof()
-    k, M, wmean, link, chunk = spec
+    k, M, wmean, link, chunk, product_dtype = spec
     return PrimalProblem(pts["z"], pts["jac"], pts["w"], pts["log_omega"], k, chunk=chunk, whiten=M,
-                         weight_mean=wmean, link=link)
+                         weight_mean=wmean, link=link, product_dtype=product_dtype)
 
 
 def _problem(block, spec):
@@ -288,18 +288,19 @@ class DistributedPrimalProblem:
         manifold: a Hypersurface; n_points: training points; k: degree.
         seed: sampling seed (block b draws with :func:`block_seed` (seed, b)); block_size: points per block
             (it fixes the point set with seed and n_points; memory per worker ≈ its blocks' features,
-            n_b · d · N_k complex numbers).
+            n_b · (2d + 1) · N_k complex numbers: the features and the kept Ỹ of a linearisation).
         link: "identity" or "log" (PrimalProblem's); chunk: PrimalProblem's feature chunk.
         keep_features: True keeps each block's features on its worker; False rebuilds them from the
             block's points in every task (less memory, more time).
         whiten_rtol: relative eigenvalue cut of the whitening; jacobi_max_points: PrimalProblem's strided
             subset of the Jacobi diagonal (the same points as the single-process problem).
         timeout: seconds per wait slice while gathering (:func:`ntkflow.engine.backends.gather_bounded`).
+        product_dtype: "float64" or "float32" (PrimalProblem's: the blocks' J V, Jᵀ U in complex64).
     """
 
     def __init__(self, client, manifold, n_points: int, k: int, *, seed: int = 0, block_size: int = 16_384,
                  link: str = "log", keep_features: bool = True, chunk: int = 4096, whiten_rtol: float = 1e-10,
-                 jacobi_max_points: int | None = 20_000, timeout: float = 10.0):
+                 jacobi_max_points: int | None = 20_000, timeout: float = 10.0, product_dtype: str = "float64"):
         from dask.base import tokenize  # deferred: dask is heavy to import
 
         _register_sizeof()
@@ -309,6 +310,8 @@ class DistributedPrimalProblem:
                             f"received {type(client).__name__}.")
         if link not in LINKS:
             raise ValueError(f"link: expected one of {LINKS}, received {link!r}.")
+        if product_dtype not in PRODUCT_DTYPES:
+            raise ValueError(f"product_dtype: expected one of {PRODUCT_DTYPES}, received {product_dtype!r}.")
         if not isinstance(keep_features, bool):
             raise TypeError(f"keep_features: expected True or False, received {keep_features!r}.")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -336,7 +339,7 @@ class DistributedPrimalProblem:
         G_sum, w_sum = self._reduce(grams)
         self.weight_mean = w_sum / self.n
         self.M = whitening_matrix(G_sum / w_sum, whiten_rtol)  # (N, N_k)
-        self._spec = (self.k, self.M, self.weight_mean, link, chunk)
+        self._spec = (self.k, self.M, self.weight_mean, link, chunk, product_dtype)
         ftoken = tokenize(ptoken, self._spec)
         if keep_features:
             self._blocks = tuple(client.submit(_task_problem, p, self._spec, key=f"ntkflow-cy-features-{ftoken}-{b}")

@@ -482,10 +482,11 @@ def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None
         backend = "numpy"  # the held-out metric on the driver's host; the training blocks on the workers
         prob = DistributedPrimalProblem(client, m, config.data.n_train, method.k, seed=config.data.seed,
                                         block_size=cluster.block_size, link=link, keep_features=cluster.keep_features,
-                                        timeout=cluster.timeout)
+                                        timeout=cluster.timeout, product_dtype=getattr(method, "product_dtype", "float64"))
     else:
         prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k,
-                             backend=backend, link=link, devices=devices)
+                             backend=backend, link=link, devices=devices,
+                             product_dtype=getattr(method, "product_dtype", "float64"))
     timings["features"] = time.perf_counter() - t
     dev = describe_mesh(prob.mesh)
     where = (f"{prob.n_blocks} blocks of ≤ {prob.block_size} points on the dask workers ({prob.where})"
@@ -526,6 +527,7 @@ def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
                   max_tries=1, stop_on_reject=False)
     info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend,
+            "product_dtype": getattr(method, "product_dtype", "float64"),
             "devices": dev if backend == "jax" else None}
     fingerprint = None
     if client is not None:

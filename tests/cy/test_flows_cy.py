@@ -281,7 +281,7 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
               "--symmetry", "--seed", "--s2", "--centers", "--centers-method", "--ridge", "--mixture-coeffs",
               "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol",
               "--workers", "--scheduler", "--devices", "--block-size", "--recompute-features", "--preconditioner",
-              "--precond-rank", "--sweep-start", "--dense-chunk"):
+              "--precond-rank", "--sweep-start", "--dense-chunk", "--product-dtype"):
         assert f in flags, f
     with pytest.raises(SystemExit):  # the manifold options exclude each other
         p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
@@ -309,3 +309,16 @@ def test_model_registry_is_one_lookup():
     assert all(cls.kind == kind for kind, cls in MODELS.items())
     with pytest.raises(ValueError, match="registered already"):
         register("bergman")(type("Other", (Model,), {}))
+
+
+def test_product_dtype_is_matrix_free_only_and_keeps_default_fingerprints():
+    """--product-dtype float32 changes the products (so the fingerprint), float64 (the default) changes nothing;
+    the dense solver refuses float32 naming the option."""
+    base = CYConfig(data=DataConfig(random_quintic=0, n_train=500), method=BergmanMethod(k=3))
+    same = base.with_(product_dtype="float64")
+    f32 = base.with_(product_dtype="float32")
+    assert same.fingerprint() == base.fingerprint() != f32.fingerprint()
+    with pytest.raises(ValueError, match="product_dtype.*dense"):
+        BergmanMethod(k=3, solver="dense", product_dtype="float32")
+    with pytest.raises(ValueError, match="product_dtype"):
+        BergmanMethod(k=3, product_dtype="float16")
