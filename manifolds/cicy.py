@@ -60,7 +60,7 @@ __all__ = [
     "CompleteIntersection", "CICYPointSet", "cicy_preset", "CICY_PRESETS", "CICY_EULER_CHARACTERISTIC",
     "sample_cicy", "cicy_chart_data", "cicy_pointset_from_points", "cicy_fs_factor_pullbacks",
     "cicy_fs_pullback", "cicy_fs_det", "mixed_coefficients", "intersection_numbers", "kahler_volume",
-    "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "cicy_euler_characteristic",
+    "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "make_cicy_curvature_fn", "cicy_euler_characteristic",
 ]
 
 _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 1e-10)
@@ -1021,6 +1021,20 @@ def fs_potential_t(manifold: CompleteIntersection, t=None):
     return K
 
 
+def _small_solve(B, b):
+    """B^{-1} b for a (K, K) JAX matrix: Cramer's rule for K ≤ 2 (batched LAPACK calls on 1×1/2×2 systems
+    under vmap and nested jacfwd cost ~10× the whole curvature computation on CPU), LU otherwise."""
+    import jax.numpy as jnp
+
+    K = B.shape[0]
+    if K == 1:
+        return b / B[0, 0]
+    if K == 2:
+        det = B[0, 0] * B[1, 1] - B[0, 1] * B[1, 0]
+        return jnp.stack([B[1, 1] * b[0] - B[0, 1] * b[1], B[0, 0] * b[1] - B[1, 0] * b[0]]) / det
+    return jnp.linalg.solve(B, b)
+
+
 def _cicy_point_fns(manifold: CompleteIntersection, potential):
     """JAX (z0 (N,), kept (dim,), elim (K,)) → metric G (dim, dim) and curvature (G, T (dim,)*4) of the
     Kähler potential ``potential`` pulled back through the implicit embedding x ↦ z(x) of the chart."""
@@ -1036,7 +1050,7 @@ def _cicy_point_fns(manifold: CompleteIntersection, potential):
         for _ in range(2):  # Newton from the sampled value (exact at the base point already)
             z = z.at[elim].set(ze)
             q, dq = manifold.Q_and_dQ(z, xp=jnp)  # (K,), (K, N)
-            ze = ze - jnp.linalg.solve(dq[:, elim], q)
+            ze = ze - _small_solve(dq[:, elim], q)
         return ze
 
     @zelim.defjvp
@@ -1045,7 +1059,7 @@ def _cicy_point_fns(manifold: CompleteIntersection, potential):
         ze = zelim(x, z0, kept, elim)
         z = z0.at[kept].set(x).at[elim].set(ze)
         dq = manifold.dQ(z, xp=jnp)
-        return ze, -jnp.linalg.solve(dq[:, elim], dq[:, kept] @ tangents[0])  # implicit function theorem
+        return ze, -_small_solve(dq[:, elim], dq[:, kept] @ tangents[0])  # implicit function theorem
 
     def K_loc(xr, z0, kept, elim):
         x = xr[:m] + 1j * xr[m:]
@@ -1100,19 +1114,21 @@ def cicy_metric_jax(ps: CICYPointSet, potential=None, *, t=None, batch: int = 40
     return map_batched(jax.jit(jax.vmap(metric_fn)), ps.points, ps.kept, ps.elim, batch=positive_int("batch", batch))[0]
 
 
-def cicy_curvature(ps: CICYPointSet, potential=None, *, t=None, batch: int = 512):
-    """Metric, Ricci form, Ricci scalar and top Chern density (a :class:`~ntkflow.manifolds.Curvature`)
-    of the potential (None → FS of class ``t``) at every point, as :func:`ntkflow.manifolds.curvature`
-    does for hypersurfaces: c_dim = π^{-dim} Σ ε ε ε Π_k T[k, b_k, c_k, d_k] (coefficient of d^{2dim}x)."""
+def make_cicy_curvature_fn(manifold: CompleteIntersection, potential=None, *, t=None, batch: int = 512):
+    """Compile once; returns ``f(ps) -> Curvature`` for point sets of ``manifold`` (see :func:`cicy_curvature`)."""
     import jax
     import jax.numpy as jnp
 
-    _check_cps(ps)
+    if not isinstance(manifold, CompleteIntersection):
+        raise TypeError(f"manifold: expected a CompleteIntersection, received {type(manifold).__name__}.")
     if potential is not None and t is not None:
         raise ValueError("potential, t: t selects the FS potential; pass one of them, received both.")
-    K = fs_potential_t(ps.manifold, t) if potential is None else potential
-    _, curvature_fn = _cicy_point_fns(ps.manifold, K)
-    m = ps.dim
+    K = fs_potential_t(manifold, t) if potential is None else potential
+    if not callable(K):
+        raise TypeError(f"potential: expected a JAX function of z (N,), received {type(K).__name__}.")
+    batch = positive_int("batch", batch)
+    _, curvature_fn = _cicy_point_fns(manifold, K)
+    m = manifold.dim
     eps = jnp.asarray(levi_civita(m))
     spec = chern_einsum(m)
 
@@ -1123,8 +1139,25 @@ def cicy_curvature(ps: CICYPointSet, potential=None, *, t=None, batch: int = 512
         c = jnp.einsum(spec, eps, eps, eps, *[T[k] for k in range(m)]) / jnp.pi**m
         return G, jnp.real(jnp.linalg.det(G)), ric, R, jnp.real(c)
 
-    cat = map_batched(jax.jit(jax.vmap(per_point)), ps.points, ps.kept, ps.elim, batch=positive_int("batch", batch))
-    return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
+    fn = jax.jit(jax.vmap(per_point))
+
+    def run(ps: CICYPointSet) -> Curvature:
+        _check_cps(ps)
+        if ps.manifold is not manifold and ps.manifold.spec()["cicy_coefficients"].tolist() != manifold.spec()["cicy_coefficients"].tolist():
+            raise ValueError(f"ps: points of {ps.manifold.name} do not match {manifold.name}.")
+        cat = map_batched(fn, ps.points, ps.kept, ps.elim, batch=batch)
+        return Curvature(g=cat[0], det_g=cat[1], ricci=cat[2], ricci_scalar=cat[3], chern_top=cat[4])
+
+    return run
+
+
+def cicy_curvature(ps: CICYPointSet, potential=None, *, t=None, batch: int = 512):
+    """Metric, Ricci form, Ricci scalar and top Chern density (a :class:`~ntkflow.manifolds.Curvature`)
+    of the potential (None → FS of class ``t``) at every point, as :func:`ntkflow.manifolds.curvature`
+    does for hypersurfaces: c_dim = π^{-dim} Σ ε ε ε Π_k T[k, b_k, c_k, d_k] (coefficient of d^{2dim}x).
+    Compiles per call; reuse :func:`make_cicy_curvature_fn` across calls."""
+    _check_cps(ps)
+    return make_cicy_curvature_fn(ps.manifold, potential, t=t, batch=batch)(ps)
 
 
 def cicy_euler_characteristic(ps: CICYPointSet, potential=None, *, t=None, curv=None, batch: int = 512) -> tuple[float, float]:
