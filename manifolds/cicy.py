@@ -44,12 +44,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import sys
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ntkflow._checks import finite_array, positive_int
+from ntkflow.io import NtkflowFileError, atomic_savez, check_format, file_array, read_npz
 
 from .batching import map_batched
 from .curvature import Curvature, chern_einsum, levi_civita
@@ -60,7 +62,8 @@ __all__ = [
     "CompleteIntersection", "CICYPointSet", "cicy_preset", "CICY_PRESETS", "CICY_EULER_CHARACTERISTIC",
     "sample_cicy", "cicy_chart_data", "cicy_pointset_from_points", "cicy_fs_factor_pullbacks",
     "cicy_fs_pullback", "cicy_fs_det", "mixed_coefficients", "intersection_numbers", "kahler_volume",
-    "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "make_cicy_curvature_fn", "cicy_euler_characteristic",
+    "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "make_cicy_curvature_fn",
+    "save_cicy_points", "load_cicy_points", "CICY_FORMAT_TAG", "cicy_euler_characteristic",
 ]
 
 _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 1e-10)
@@ -1168,3 +1171,88 @@ def cicy_euler_characteristic(ps: CICYPointSet, potential=None, *, t=None, curv=
         curv = cicy_curvature(ps, potential, t=t, batch=batch)
     vals = ps.weights * curv.chern_top / ps.omega_sq / math.factorial(ps.dim)
     return mean_stderr(vals)
+
+
+# ---- files: ntkflow CICY format and cymetric layout -------------------------------------------
+
+CICY_FORMAT_TAG = "ntkflow-cicy-points"
+CICY_FORMAT_VERSION = 1
+
+
+def save_cicy_points(path, ps: CICYPointSet, *, format: str = "ntkflow", val_split: float = 0.1) -> str:
+    """Write ``ps`` to ``path`` (.npz): ``"ntkflow"`` (points, weights, omega_sq, patch (n, m), elim (n, K),
+    the ``cicy_*`` spec keys, format tag ``ntkflow-cicy-points``) or ``"cymetric"`` (cymetric's layout:
+    X_train/X_val (n, 2N) = [Re z, Im z], y_train/y_val (n, 2) = [weights, |Ω|²], val_pullbacks
+    (n_val, dim, N), plus the spec keys, which cymetric ignores). The hypersurface format is unchanged."""
+    _check_cps(ps)
+    path = os.fspath(path)
+    if not path.endswith(".npz"):
+        path = path + ".npz"
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"path: the directory {directory!r} of {path!r} does not exist; create it first.")
+    spec = ps.manifold.spec()
+    if format == "ntkflow":
+        return atomic_savez(path, points=ps.points, weights=ps.weights, omega_sq=ps.omega_sq, patch=ps.patch,
+                            elim=ps.elim, format=np.array(CICY_FORMAT_TAG), version=np.array(CICY_FORMAT_VERSION), **spec)
+    if format == "cymetric":
+        if not (0.0 <= float(val_split) < 1.0):
+            raise ValueError(f"val_split: must be in [0, 1), received {val_split!r}.")
+        n = len(ps)
+        t = n - int(np.floor(float(val_split) * n))
+        X = np.concatenate([ps.points.real, ps.points.imag], axis=1)
+        y = np.stack([ps.weights, ps.omega_sq], axis=1)
+        return atomic_savez(path, X_train=X[:t], y_train=y[:t], X_val=X[t:], y_val=y[t:], val_pullbacks=ps.jacobian[t:],
+                            format=np.array("cymetric+ntkflow-cicy-spec"), version=np.array(CICY_FORMAT_VERSION), **spec)
+    raise ValueError(f"format: expected 'ntkflow' or 'cymetric', received {format!r}.")
+
+
+def load_cicy_points(path, manifold: CompleteIntersection | None = None, *, check: bool = True) -> CICYPointSet:
+    """Read a file of :func:`save_cicy_points` (either format) or a cymetric CICY ``dataset.npz`` (then pass
+    ``manifold``). Charts and Jacobians are recomputed (stored patch/elim are reused); weights are kept as
+    stored. With ``check``, points must satisfy |Q_j| ≤ 1e-8 Σ_m |c_{jm} z^{e_{jm}}|."""
+    path = os.fspath(path)
+    what = "CICY points"
+    data = read_npz(path, what=what, hint="write one with save_cicy_points(path, sample_cicy(...)).")
+    if "format" in data and "X_train" not in data:
+        check_format(path, data["format"], CICY_FORMAT_TAG, what=what, versions=(CICY_FORMAT_VERSION,),
+                     found_version=data.get("version"))
+    stored = None
+    if "cicy_exponents" in data:
+        try:
+            stored = CompleteIntersection.from_spec(data)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NtkflowFileError(path, f"{what}: the manifold stored in {path!r} is invalid: {exc}") from None
+    if manifold is None:
+        if stored is None:
+            raise ValueError(f"manifold: {path!r} carries no CICY spec (a plain cymetric dataset); pass "
+                             "manifold=cicy_preset('bicubic') (or the CompleteIntersection it was made from).")
+        manifold = stored
+    N = manifold.n_coords
+    patch = elim = None
+    if "points" in data:
+        pts = file_array(data, "points", path, what=what, shape=(None, N), kind="fc")
+        weights = file_array(data, "weights", path, what=what, shape=(len(pts),), kind="f")
+        patch = file_array(data, "patch", path, what=what, shape=(len(pts), manifold.n_factors), kind="iu")
+        elim = file_array(data, "elim", path, what=what, shape=(len(pts), manifold.n_equations), kind="iu")
+    elif "X_train" in data:
+        parts_X, parts_y = [], []
+        for xk, yk in (("X_train", "y_train"), ("X_val", "y_val")):
+            if xk in data:
+                X = file_array(data, xk, path, what=what, shape=(None, 2 * N), kind="f")
+                parts_X.append(X)
+                parts_y.append(file_array(data, yk, path, what=what, shape=(len(X), 2), kind="f"))
+        X, y = np.concatenate(parts_X), np.concatenate(parts_y)
+        pts, weights = X[:, :N] + 1j * X[:, N:], y[:, 0]
+    else:
+        raise NtkflowFileError(path, f"{what}: {path!r} has neither 'points' nor 'X_train'; found {sorted(data)}.")
+    if weights.size and not np.all(weights > 0):
+        raise NtkflowFileError(path, f"{what}: weights in {path!r} must be > 0; {int(np.sum(~(weights > 0)))} are not.")
+    if check and len(pts):
+        zn, _ = manifold.normalise(pts)
+        res = np.max(np.abs(manifold.Q(zn)) / manifold.term_scale(zn), axis=1)
+        if not np.all(res <= 1e-8):
+            i = int(np.argmax(res))
+            raise NtkflowFileError(path, f"{what}: {int(np.sum(~(res <= 1e-8)))} points in {path!r} are not on "
+                                         f"{manifold.name} (largest relative |Q| = {res[i]:.2e} at row {i}); wrong manifold or psi?")
+    return cicy_pointset_from_points(manifold, pts, weights, patch=patch, elim=elim)
