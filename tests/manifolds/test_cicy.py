@@ -1,0 +1,258 @@
+"""Complete intersections: construction checks, topology from the configuration matrix against published
+values, exact sampling (points on X, weights against an independent recomputation in another chart with
+autodiff pullbacks and a Leibniz-formula mixed discriminant), Monte-Carlo ∫J^α and ∫J_t³ against the
+intersection numbers, Stokes (∫ i∂∂̄φ ∧ J² = 0) for the point distribution, and χ from curvature (slow)."""
+import itertools
+import math
+
+import numpy as np
+import pytest
+
+import ntkflow  # noqa: F401
+from ntkflow.manifolds import mean_stderr
+from ntkflow.manifolds.cicy import (
+    CICY_EULER_CHARACTERISTIC, CompleteIntersection, cicy_chart_data, cicy_euler_characteristic,
+    cicy_fs_det, cicy_fs_factor_pullbacks, cicy_fs_pullback, cicy_metric_jax, cicy_pointset_from_points,
+    cicy_preset, euler_characteristic_topological, intersection_numbers, kahler_volume, mixed_coefficients,
+    sample_cicy,
+)
+
+PRESETS = [("bicubic", {}), ("bicubic", {"psi": 0.5}), ("bicubic", {"seed": 2}),
+           ("tetraquadric", {}), ("tetraquadric", {"psi": 0.5}), ("tetraquadric", {"seed": 2}),
+           ("p5-33", {}), ("p5-33", {"psi": 0.5}), ("p5-33", {"seed": 2})]
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return {(name, tuple(kw.items())): sample_cicy(cicy_preset(name, **kw), 3000, seed=11) for name, kw in PRESETS}
+
+
+# ---- construction -------------------------------------------------------------------------------------------
+
+
+def test_construction_errors_name_the_problem():
+    e = 3 * np.eye(6, dtype=int)
+    with pytest.raises(ValueError, match="not Calabi–Yau"):
+        CompleteIntersection((5,), ((e, np.ones(6)),))  # one cubic in P⁵
+    bad = np.array([[3, 0, 0, 3, 0, 0], [2, 0, 0, 3, 0, 0]])
+    with pytest.raises(ValueError, match="multi-homogeneous"):
+        CompleteIntersection((2, 2), ((bad, np.ones(2)),))
+    with pytest.raises(ValueError, match="configuration"):
+        CompleteIntersection((5,), ((e, np.ones(6)), (e, np.arange(6.0))), configuration=[[2, 4]])
+    with pytest.raises(ValueError, match="exponents must have shape"):
+        CompleteIntersection((2, 2), ((e[:, :5], np.ones(6)),))
+    with pytest.raises(ValueError, match="psi, seed"):
+        cicy_preset("bicubic", psi=0.1, seed=1)
+    with pytest.raises(ValueError, match="singular at ψ = 0"):
+        cicy_preset("p5-33", psi=0.0)
+    with pytest.raises(ValueError, match="unknown CICY preset"):
+        cicy_preset("quintic")
+
+
+@pytest.mark.parametrize("name,kw", PRESETS)
+def test_presets_configuration_dimension(name, kw):
+    m = cicy_preset(name, **kw)
+    conf = {"bicubic": [[3], [3]], "tetraquadric": [[2], [2], [2], [2]], "p5-33": [[3, 3]]}[name]
+    assert m.configuration.tolist() == conf and m.dim == 3
+    assert CompleteIntersection.from_spec(m.spec()).spec()["cicy_coefficients"].tolist() == m.spec()["cicy_coefficients"].tolist()
+
+
+def test_topology_from_the_configuration_matrix():
+    """χ and the intersection numbers against the published values (Candelas et al. CICY list; d_{J³} = 9 on
+    P⁵[3,3], d_{J1 J2²} = d_{J1² J2} = 3 on the bicubic, d_{JiJjJk} = 2 on the tetraquadric)."""
+    for name, chi in CICY_EULER_CHARACTERISTIC.items():
+        m = cicy_preset(name)
+        assert euler_characteristic_topological(m.ambient, m.configuration) == chi
+    assert euler_characteristic_topological((4,), [[5]]) == -200  # the quintic, same code path
+    assert intersection_numbers((5,), [[3, 3]]) == {(3,): 9}
+    d = intersection_numbers((2, 2), [[3], [3]])
+    assert d == {(3, 0): 0, (2, 1): 3, (1, 2): 3, (0, 3): 0}
+    d = intersection_numbers((1, 1, 1, 1), [[2], [2], [2], [2]])
+    assert all(v == (2 if max(a) == 1 else 0) for a, v in d.items()) and len(d) == 20
+    # ∫J_t³ = 6 Σ_{i<j<k} 2 t_i t_j t_k on the tetraquadric
+    t = np.array([0.5, 1.0, 2.0, 3.0])
+    assert kahler_volume((1, 1, 1, 1), [[2], [2], [2], [2]], t) == pytest.approx(
+        12 * sum(np.prod(c) for c in itertools.combinations(t, 3)))
+
+
+def test_Q_dQ_against_jax_autodiff_and_numpy_jax_agree():
+    import jax
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(0)
+    for name, kw in (("bicubic", {"psi": 0.3}), ("p5-33", {"seed": 1}), ("tetraquadric", {"seed": 3})):
+        m = cicy_preset(name, **kw)
+        z = rng.standard_normal((5, m.n_coords)) + 1j * rng.standard_normal((5, m.n_coords))
+        z[0, 1] = 0.0  # exact at zero coordinates
+        dq = m.dQ(z)
+        jac = np.stack([np.asarray(jax.jacfwd(lambda w: m.Q(w, xp=jnp), holomorphic=True)(jnp.asarray(zi))) for zi in z])
+        assert np.max(np.abs(dq - jac)) <= 1e-12 * np.max(np.abs(dq))
+        assert np.max(np.abs(np.asarray(m.Q(jnp.asarray(z))) - m.Q(z))) <= 1e-13 * np.max(np.abs(m.Q(z)))
+        # a direct monomial sum
+        for j, (e, c) in enumerate(m.polynomials):
+            direct = np.array([np.sum(c * np.prod(zi[None, :] ** e, axis=1)) for zi in z])
+            assert np.allclose(m.Q(z)[:, j], direct, rtol=1e-12, atol=0)
+
+
+# ---- sampling -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name,kw", PRESETS)
+def test_sampled_points_lie_on_X_and_charts_are_tangent(samples, name, kw):
+    ps = samples[(name, tuple(kw.items()))]
+    m = ps.manifold
+    assert len(ps) == 3000 and ps.rejected_subspaces == 0
+    res = np.abs(m.Q(ps.points)) / m.term_scale(ps.points)
+    assert res.max() <= 1e-10
+    for b in m.blocks:  # per-factor normalisation
+        assert np.allclose(np.max(np.abs(ps.points[:, b]), axis=1), 1.0, rtol=0, atol=1e-15)
+    # P_a is tangent to X: dQ · P^T = 0
+    dq = m.dQ(ps.points)
+    assert np.max(np.abs(np.einsum("mjn,man->mja", dq, ps.jacobian))) <= 1e-10 * np.max(np.abs(dq))
+    assert np.all(ps.weights > 0) and np.all(np.isfinite(ps.weights))
+
+
+def test_sampling_is_exact_in_n_reproducible_and_chunk_independent():
+    m = cicy_preset("tetraquadric", psi=0.5)
+    a = sample_cicy(m, 1003, seed=5, chunk=7)
+    b = sample_cicy(m, 1003, seed=5)
+    c = sample_cicy(m, 1003, seed=6)
+    assert len(a) == 1003
+    assert np.array_equal(a.points, b.points) and np.array_equal(a.weights, b.weights)
+    assert not np.allclose(a.points[:10], c.points[:10])
+    with pytest.raises(TypeError, match="seed"):
+        sample_cicy(m, 10, seed=-1)
+    with pytest.raises(TypeError, match="CompleteIntersection"):
+        sample_cicy(object(), 10)
+
+
+def _leibniz_mixed(g, alpha):
+    """D_α by the Leibniz expansion: Σ over assignments of rows to factors with counts α of det(row-mixed)."""
+    M, m, dim, _ = g.shape
+    out = np.zeros(M)
+    for rows in itertools.product(range(m), repeat=dim):
+        if tuple(rows.count(r) for r in range(m)) != tuple(alpha):
+            continue
+        mixed = np.stack([g[:, rows[i], i, :] for i in range(dim)], axis=1)
+        out += np.linalg.det(mixed).real
+    return out
+
+
+def test_mixed_coefficients_against_leibniz_expansion():
+    rng = np.random.default_rng(1)
+    A = rng.standard_normal((7, 4, 3, 3)) + 1j * rng.standard_normal((7, 4, 3, 3))
+    g = A @ np.conj(np.swapaxes(A, -1, -2))  # Hermitian positive
+    D = mixed_coefficients(g)
+    for alpha, val in D.items():
+        assert np.allclose(val, _leibniz_mixed(g, alpha), rtol=1e-9, atol=1e-9 * np.abs(val).max())
+    t = rng.uniform(0.5, 2.0, 4)
+    total = sum(np.prod(t ** np.array(a)) * v for a, v in D.items())
+    assert np.allclose(total, np.linalg.det(np.einsum("r,mrab->mab", t, g)).real, rtol=1e-10)
+
+
+@pytest.mark.parametrize("name,kw", [("bicubic", {"seed": 2}), ("tetraquadric", {"psi": 0.5}), ("p5-33", {"psi": 0.5})])
+def test_weights_equal_an_independent_recomputation(samples, name, kw):
+    """w = (Σ_c d_c)|Ω|²/Σ_c (c!/3!) D_c recomputed in another chart (second-best eliminated coordinates),
+    with pullbacks by JAX autodiff through the implicit embedding and D_c by the Leibniz expansion."""
+    import jax.numpy as jnp
+
+    ps = samples[(name, tuple(kw.items()))][:200]
+    m = ps.manifold
+    K = m.n_equations
+    # the second-best admissible set of eliminated coordinates
+    dq = m.dQ(ps.points)
+    combos = [c for c in itertools.combinations(range(m.n_coords), K)]
+    elim2 = np.empty((len(ps), K), dtype=np.int64)
+    for i in range(len(ps)):
+        ok = [c for c in combos if not set(c) & set(ps.patch[i].tolist())]
+        score = [abs(np.linalg.det(dq[i][:, list(c)])) for c in ok]
+        elim2[i] = ok[int(np.argsort(score)[-2])]
+    assert np.any(elim2 != ps.elim)
+    other = cicy_pointset_from_points(m, ps.points, weights=ps.weights, patch=ps.patch, elim=elim2)
+    g = []
+    for b in m.blocks:
+        bb = np.asarray(b)
+        g.append(cicy_metric_jax(other, potential=lambda z, bb=bb: jnp.log(jnp.sum(jnp.abs(z[bb]) ** 2)) / jnp.pi))
+    g = np.stack(g, axis=1)  # (n, m, 3, 3)
+    d = intersection_numbers(m.ambient, m.configuration)
+    splits = [c for c in d if all(ci >= ni - K for ci, ni in zip(c, m.ambient)) and sum(m.ambient) - sum(c) == K and d[c] > 0]
+    rho = sum(math.prod(math.factorial(x) for x in c) / 6 * _leibniz_mixed(g, c) for c in splits)
+    w2 = sum(d[c] for c in splits) * other.omega_sq / rho
+    assert not np.allclose(other.omega_sq, ps.omega_sq, rtol=1e-3)  # really another chart
+    assert np.allclose(w2, ps.weights, rtol=1e-8, atol=0)
+    # and the closed-form pullback equals the autodiff one in the sampler's chart, for a Kähler class t
+    t = np.linspace(0.7, 1.6, m.n_factors)
+    assert np.allclose(cicy_fs_pullback(ps, t), cicy_metric_jax(ps, t=t), rtol=0, atol=1e-12 * np.abs(cicy_fs_pullback(ps, t)).max())
+
+
+@pytest.mark.parametrize("name,kw", [("bicubic", {}), ("bicubic", {"seed": 2}), ("tetraquadric", {"psi": 0.5}), ("tetraquadric", {"seed": 2})])
+def test_monte_carlo_intersection_numbers(name, kw):
+    """mean(w (α!/3!) D_α/|Ω|²) = d_α for every α, and mean(w det g_t/|Ω|²) = ∫J_t³ for two classes t,
+    within 4 standard errors (these are not identities of the weights: the points must have the density)."""
+    ps = sample_cicy(cicy_preset(name, **kw), 40000, seed=3)
+    m = ps.manifold
+    D = mixed_coefficients(cicy_fs_factor_pullbacks(m, ps.points, ps.jacobian))
+    d = intersection_numbers(m.ambient, m.configuration)
+    checked = 0
+    for alpha, val in D.items():
+        coef = math.prod(math.factorial(a) for a in alpha) / 6
+        mu, se = mean_stderr(ps.weights * coef * val / ps.omega_sq)
+        assert abs(mu - d[alpha]) <= 4 * se + 1e-9, (alpha, mu, se, d[alpha])
+        checked += se > 0
+    assert checked >= 2
+    for t in (np.linspace(0.6, 1.8, m.n_factors), np.linspace(2.0, 0.9, m.n_factors)):
+        mu, se = mean_stderr(ps.weights * cicy_fs_det(ps, t) / ps.omega_sq)
+        assert se > 1e-4 * mu and abs(mu - kahler_volume(m.ambient, m.configuration, t)) <= 4 * se
+
+
+@pytest.mark.parametrize("name,kw", [("p5-33", {"psi": 0.5}), ("bicubic", {"psi": 0.5})])
+def test_stokes_exact_forms_integrate_to_zero(name, kw):
+    """∫_X i∂∂̄φ ∧ J^{2} = 0 for a global function φ = |z_0|²/|z^{(1)}|²: density det g tr(g^{-1}∂∂̄φ)/3.
+    Tests the distribution of the points where ∫J³ alone cannot (one factor: w det g/|Ω|² is constant).
+    The same integral with unit weights is far from 0 (the test can fail)."""
+    import jax.numpy as jnp
+
+    ps = sample_cicy(cicy_preset(name, **kw), 20000, seed=8)
+    b = np.asarray(ps.manifold.blocks[0])
+    H = cicy_metric_jax(ps, potential=lambda z: jnp.abs(z[b[0]]) ** 2 / jnp.sum(jnp.abs(z[b]) ** 2))
+    g = cicy_fs_pullback(ps)
+    dens = np.linalg.det(g).real * np.einsum("mab,mba->m", np.linalg.inv(g), H).real / 3  # (n,)
+    mu, se = mean_stderr(ps.weights * dens / ps.omega_sq)
+    scale = np.mean(ps.weights * np.abs(dens) / ps.omega_sq)
+    assert abs(mu) <= 4 * se and se < 0.05 * scale
+    mu1, se1 = mean_stderr(dens / ps.omega_sq)  # unit weights: the sampling density alone
+    assert abs(mu1) > 10 * se1
+
+
+# ---- curvature (slow) -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,kw", [("bicubic", {}), ("tetraquadric", {}), ("p5-33", {"psi": 0.5})])
+def test_euler_characteristic_of_fs_within_one_percent(name, kw):
+    ps = sample_cicy(cicy_preset(name, **kw), 100000, seed=4)
+    chi, se = cicy_euler_characteristic(ps, batch=256)
+    truth = CICY_EULER_CHARACTERISTIC[name]
+    assert abs(chi - truth) <= 0.01 * abs(truth) and se < 0.01 * abs(truth)
+
+
+# ---- files ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["ntkflow", "cymetric"])
+def test_save_load_round_trip(tmp_path, fmt):
+    from ntkflow.manifolds.cicy import load_cicy_points, save_cicy_points
+
+    ps = sample_cicy(cicy_preset("bicubic", psi=0.5), 500, seed=2)
+    path = save_cicy_points(tmp_path / "pts", ps, format=fmt)
+    back = load_cicy_points(path)
+    assert back.manifold.spec()["cicy_coefficients"].tolist() == ps.manifold.spec()["cicy_coefficients"].tolist()
+    assert np.allclose(back.points, ps.points, rtol=0, atol=1e-15) and np.array_equal(back.weights, ps.weights)
+    assert np.allclose(back.omega_sq, ps.omega_sq, rtol=1e-12)
+    if fmt == "cymetric":
+        data = np.load(path)
+        assert data["X_train"].shape == (450, 12) and data["y_train"].shape == (450, 2)
+        assert data["val_pullbacks"].shape == (50, 3, 6)
+    # points of another member of the family are refused
+    with pytest.raises(ValueError, match="not on"):
+        load_cicy_points(path, manifold=cicy_preset("bicubic", psi=0.2))
