@@ -150,7 +150,8 @@ def test_mixed_coefficients_against_leibniz_expansion():
     assert np.allclose(total, np.linalg.det(np.einsum("r,mrab->mab", t, g)).real, rtol=1e-10)
 
 
-@pytest.mark.parametrize("name,kw", [("bicubic", {"seed": 2}), ("tetraquadric", {"psi": 0.5}), ("p5-33", {"psi": 0.5})])
+# Fermat/Dwork members: the JAX graphs of the dense random equations take minutes to compile
+@pytest.mark.parametrize("name,kw", [("bicubic", {"psi": 0.5}), ("tetraquadric", {"psi": 0.5}), ("p5-33", {"psi": 0.5})])
 def test_weights_equal_an_independent_recomputation(samples, name, kw):
     """w = (Σ_c d_c)|Ω|²/Σ_c (c!/3!) D_c recomputed in another chart (second-best eliminated coordinates),
     with pullbacks by JAX autodiff through the implicit embedding and D_c by the Leibniz expansion."""
