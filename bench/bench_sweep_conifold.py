@@ -9,7 +9,8 @@ by least squares (numpy.polyfit), reporting the RMS residual in log σ of each a
 d log σ / dk and d log σ / d log k between consecutive k (constant for the law that holds). Writes
 ``sweep_conifold.json`` and ``sweep_conifold.png`` to --out.
 
-    python bench/bench_sweep_conifold.py --runs /tmp/sweeps --out bench/results/sweep
+    python bench/bench_sweep_conifold.py --runs /tmp/sweeps --out bench/results/sweep --even
+    python bench/bench_sweep_conifold.py --runs bench/results/sweep --out /tmp/refit --even   # from the copies
 """
 from __future__ import annotations
 
@@ -24,10 +25,12 @@ import numpy as np
 
 
 def read(runs: str) -> dict:
-    """{ψ label: {k: σ held-out}} from runs/con-k*/sweep.json."""
+    """{ψ label: {k: σ held-out}} from runs/con-kK/sweep.json (the sweeps' directories) or runs/conifold_kK.json
+    (their sweep.json copied, as in bench/results/sweep)."""
     table: dict = {}
-    for path in sorted(glob.glob(os.path.join(runs, "con-k*", "sweep.json"))):
-        k = int(re.search(r"con-k(\d+)", path).group(1))
+    paths = glob.glob(os.path.join(runs, "con-k*", "sweep.json")) + glob.glob(os.path.join(runs, "conifold_k*.json"))
+    for path in sorted(paths):
+        k = int(re.search(r"(?:con-k|conifold_k)(\d+)", path).group(1))
         for row in json.load(open(path))["rows"]:
             if row.get("done"):
                 table.setdefault(row["psi"], {})[k] = row["sigma_test"]
@@ -53,13 +56,15 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", required=True, help="directory holding con-kK/ sweep outputs")
     ap.add_argument("--out", required=True, help="output directory for the JSON and the plot")
     ap.add_argument("--kmin", type=int, default=0, help="fit only k >= KMIN (default: all)")
+    ap.add_argument("--even", action="store_true",
+                    help="fit only even k (odd k barely improve on k - 1 in the Dwork group's basis: a staircase)")
     a = ap.parse_args(argv)
     table = read(a.runs)
     if not table:
         raise SystemExit(f"runs: no con-k*/sweep.json under {a.runs!r}; run the sweeps first (module docstring).")
-    out = {"runs": a.runs, "kmin": a.kmin, "fits": {}}
+    out = {"runs": a.runs, "kmin": a.kmin, "even": a.even, "fits": {}}
     for psi, d in table.items():
-        ks = sorted(k for k in d if k >= a.kmin)
+        ks = sorted(k for k in d if k >= a.kmin and (k % 2 == 0 or not a.even))
         out["fits"][psi] = fit(ks, [d[k] for k in ks])
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "sweep_conifold.json"), "w") as f:

@@ -350,13 +350,13 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -
         tmat, _ = whitening_qr(j0, train.weights, rtol=method.whiten_rtol)
     j0_warm = None  # (n, 1) Δ_FS φ_prev and (n, q) Δ_FS of the whitened basis, for the warm start below
     if warm_start is not None:
-        t = time.perf_counter()
+        t_warm = time.perf_counter()
         c_prev, h_res = basis_coefficients(b, warm_start.basis)
         c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
         if chunk is None:
             j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
         j0_warm = (j0 @ c_prev, j0 @ tmat, h_res, n_null)
-        timings["warm_start"] = time.perf_counter() - t
+        timings["warm_start"] = time.perf_counter() - t_warm
     j0 = None
     if chunk is None:
         h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
@@ -438,8 +438,9 @@ def _warm_theta(prob: MAProblem, t, jw, h_res, n_null, *, log):
     """θ₀ in the whitened basis of ``prob`` for the carried potential φ_prev: the weighted least-squares fit
     of Δ_FS φ_prev = ``t`` (n,) by the whitened columns ``jw`` (n, q), orthonormal ((jwᵀ W jw)/n = I), so
     θ = jwᵀ W t / n (exact up to round-off when φ_prev is in the span: Δ_FS has the constants as kernel),
-    c₀ the optimal constant. Where g_FS + ∂∂̄φ_prev is not positive definite at some of the new points (a
-    large step in ψ), φ_prev is scaled by s = 1/2, 1/4, 1/8 (g_FS + s∂∂̄φ is positive definite for small s).
+    c₀ the optimal constant. When that is not positive definite at some of the new points or no better than
+    the cold start (a large step in ψ, near the conifold), φ_prev scaled by s = 1/2, 1/4, 1/8 is tried too
+    (g_FS + s∂∂̄φ is positive definite for small s) and the best is kept.
     Returns (θ₀, or None when no scale beats the cold start, info)."""
     w, n = prob.weights, len(t)
     full = jw.T @ (w * t) / n
@@ -447,6 +448,7 @@ def _warm_theta(prob: MAProblem, t, jw, h_res, n_null, *, log):
     cold = prob.initial()
     info = {"basis_residual": h_res, "projection_residual": fit_res, "loss_cold": float(prob.loss(cold)),
             "previous_kernel": n_null}
+    best = None  # (loss, scale, θ) of the best positive-definite scale
     for scale in (1.0, 0.5, 0.25, 0.125):
         theta = np.zeros(prob.n_params)
         theta[:-1] = scale * full
@@ -454,20 +456,25 @@ def _warm_theta(prob: MAProblem, t, jw, h_res, n_null, *, log):
         if not ok:
             continue
         theta[-1] = fitted_constant(ld - prob.log_omega, w)
-        info.update(scale=scale, loss_warm=float(prob.loss(theta)))
-        if not info["loss_warm"] < info["loss_cold"]:
-            log(f"  warm start refused: loss {info['loss_warm']:.4e} ≥ the cold start's {info['loss_cold']:.4e}; "
-                f"cold start")
-            return None, {**info, "used": False, "reason": "no better than the cold start"}
-        log(f"  warm start: the previous potential carried over" + (f", scaled by {scale:g} (at 1 the metric is not "
-                                                                     f"positive definite on these points)"
-                                                                     if scale != 1 else "")
-            + f" (basis residual {h_res:.1e}, projection residual {fit_res:.1e}): loss {info['loss_warm']:.4e} "
-              f"against {info['loss_cold']:.4e} cold")
-        return theta, {**info, "used": True}
-    log("  warm start refused: the carried potential is not positive definite on these points (also scaled by "
-        "1/8); cold start")
-    return None, {**info, "used": False, "reason": "not positive definite"}
+        loss = float(prob.loss(theta))
+        if best is None or loss < best[0]:
+            best = (loss, scale, theta)
+        if scale == 1.0 and loss < info["loss_cold"]:
+            break  # the exact carry-over is better than the cold start: no need for a smaller scale
+    if best is None:
+        log("  warm start refused: the carried potential is not positive definite on these points (also scaled by "
+            "1/8); cold start")
+        return None, {**info, "used": False, "reason": "not positive definite"}
+    loss, scale, theta = best
+    info.update(scale=scale, loss_warm=loss)
+    if not loss < info["loss_cold"]:
+        log(f"  warm start refused: loss {loss:.4e} (best of the scales 1, 1/2, 1/4, 1/8) ≥ the cold start's "
+            f"{info['loss_cold']:.4e}; cold start")
+        return None, {**info, "used": False, "reason": "no better than the cold start"}
+    log("  warm start: the previous potential carried over" + (f", scaled by {scale:g}" if scale != 1 else "")
+        + f" (basis residual {h_res:.1e}, projection residual {fit_res:.1e}): loss {loss:.4e} "
+          f"against {info['loss_cold']:.4e} cold")
+    return theta, {**info, "used": True}
 
 
 def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None, cluster=None) -> _Setup:
