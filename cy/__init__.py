@@ -11,6 +11,8 @@ Layers (each imports only those above it):
   :class:`DualProblem` (dual kernel form over Nyström centres, with :class:`DualKernelModel`); the
   baselines :func:`~ntkflow.cy.donaldson.balanced_metric` and :class:`~ntkflow.cy.network.NetworkModel`;
 - :mod:`~ntkflow.cy.job`: :func:`run_cy` — sample → method → fit (one Levenberg–Marquardt) → evaluate → write;
+- :mod:`~ntkflow.cy.sweep`: :func:`run_sweep` — one ``run_cy`` per ψ of a family, each warm-started from the last
+  (``ntkflow cy --psi 0,0.1,...``);
 - :mod:`~ntkflow.cy.cli`: ``ntkflow cy`` and ``ntkflow eval``.
 
 Research experiments (the literal flow, the Kähler metric flow, the Gaussian flow, memorisation) live in
@@ -25,10 +27,11 @@ from ntkflow.cy.job import CYResult, evaluate_model, random_quintic, run_cy
 from ntkflow.cy.matrixfree import PrimalProblem
 from ntkflow.cy.model import MODELS, BergmanModel, DonaldsonModel, Model, load, register
 from ntkflow.cy.network import NetworkModel
+from ntkflow.cy.sweep import SweepResult, run_sweep
 
 __all__ = [
     "run_cy", "CYConfig", "DataConfig", "BergmanMethod", "DualMethod", "DonaldsonMethod", "NetworkMethod",
-    "LMSettings", "OutputConfig", "CYResult", "evaluate_model", "random_quintic",
+    "LMSettings", "OutputConfig", "CYResult", "evaluate_model", "random_quintic", "run_sweep", "SweepResult",
     "load", "register", "MODELS", "Model", "BergmanModel", "DonaldsonModel", "DualKernelModel", "NetworkModel",
     "MAProblem", "PrimalProblem", "DualProblem", "whitening",
     "PairBasis", "Symmetry", "detect_symmetry", "invariant_basis", "full_basis", "monomials",
