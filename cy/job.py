@@ -477,6 +477,22 @@ def _warm_theta(prob: MAProblem, t, jw, h_res, n_null, *, log):
     return theta, {**info, "used": True}
 
 
+def _cg_progress(log, every: float = 30.0):
+    """A CGSolve progress callback that logs the inner CG at most every ``every`` seconds (a Gauss–Newton step
+    at k ≥ 7 on 10⁵+ points runs many minutes; the step's own line comes when it ends)."""
+    last = [time.perf_counter()]
+
+    def report(iteration: int, rel: float):
+        now = time.perf_counter()
+        if iteration == 1 and now - last[0] > 4 * every:  # a new solve after a long pause: restart the clock
+            last[0] = now
+        if now - last[0] >= every:
+            log(f"         CG iteration {iteration}: relative residual {rel:.2e}")
+            last[0] = now
+
+    return report
+
+
 def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None, cluster=None) -> _Setup:
     """The matrix-free primal problem in this process, or (``client``: a ``distributed.Client``) its blocks on
     the dask workers (:class:`ntkflow.cy.distributed.DistributedPrimalProblem`; ``train`` is then None)."""
@@ -544,7 +560,7 @@ def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None
         fingerprint = f"{config.fingerprint()}-dask-blocks-{prob.block_size}"
     precond = getattr(method, "preconditioner", "jacobi")  # Jacobi, or the Nyström sketch of the scaled Gram
     solve = CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter, preconditioner=precond,
-                    rank=getattr(method, "precond_rank", 64), seed=0)
+                    rank=getattr(method, "precond_rank", 64), seed=0, progress=_cg_progress(log))
     info["preconditioner"] = precond if precond == "jacobi" else f"{precond} (rank {solve.rank})"
     return _Setup(prob, solve, lm, sigma_train, det_test, model,
                   "matrix-free", info, timings, fingerprint)

@@ -237,7 +237,7 @@ def _dot(U, V):
 
 
 def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None, precond=None, x0=None,
-       norm=None) -> CGResult:
+       norm=None, callback=None) -> CGResult:
     """Solve A x = b by (preconditioned) conjugate gradients, A Hermitian positive definite.
 
     Stops column j when ``‖b_j − A x_j‖ ≤ max(rtol·‖b_j‖, atol)`` (SciPy's rule), checked on the
@@ -255,6 +255,8 @@ def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = No
         x0: initial guess of the shape of b (not modified).
         norm: optional R (n, k) -> (k,) replacing the Euclidean norm in the stopping test and every
             reported residual, e.g. the norm of the residual of an un-preconditioned system (default None).
+        callback: optional ``callback(iteration, relative_residuals)`` after every iteration (the (k,)
+            recursive residual norms over ‖b‖, NaN for finished columns) — e.g. progress of a long solve.
 
     Returns:
         :class:`CGResult` — ``value``, ``converged``, ``status``, ``message``, ``iterations``,
@@ -266,10 +268,10 @@ def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = No
     >>> res.converged, bool(np.allclose(A @ res.value, [1.0, 2.0]))
     (True, True)
     """
-    return _cg(op, b, rtol=rtol, atol=atol, maxiter=maxiter, precond=precond, x0=x0, norm=norm)
+    return _cg(op, b, rtol=rtol, atol=atol, maxiter=maxiter, precond=precond, x0=x0, norm=norm, callback=callback)
 
 
-def _cg(op, b, *, rtol=1e-8, atol=0.0, maxiter=None, precond=None, x0=None, norm=None) -> CGResult:
+def _cg(op, b, *, rtol=1e-8, atol=0.0, maxiter=None, precond=None, x0=None, norm=None, callback=None) -> CGResult:
     """:func:`cg` with an optional ``norm`` (R (n, k) -> (k,)) used for the stopping test and every
     reported residual, e.g. the norm of the residual of an un-preconditioned system."""
     A = as_operator(op, "op")
@@ -424,6 +426,8 @@ def _cg(op, b, *, rtol=1e-8, atol=0.0, maxiter=None, precond=None, x0=None, norm
                 rz[cont] = rzn
                 active[cont[~okc]] = False
         history.append(row)
+        if callback is not None:
+            callback(it, row / np.where(bnorm == 0, 1.0, bnorm))
 
     # true residual at exit for every column that does not have one yet
     need = np.flatnonzero(np.isnan(true_res))

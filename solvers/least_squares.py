@@ -331,6 +331,13 @@ class DenseSolve:
         return self.compute(self.init(lin, weights, mu, P, theta), lam, D)
 
 
+def _worst(rel) -> float:
+    """The largest finite entry of ``rel`` (NaN when none is finite)."""
+    rel = np.asarray(rel, dtype=np.float64)
+    fin = np.isfinite(rel)
+    return float(rel[fin].max()) if fin.any() else float("nan")
+
+
 @dataclass(frozen=True, repr=False)
 class _NormalOperator(LinearOperator):
     """JᵀWJ/m + λ diag(D) + μP applied by products with J and Jᵀ only (p × p)."""
@@ -413,6 +420,9 @@ class CGSolve:
     preconditioner: str | None = "jacobi"
     rank: int = 64
     seed: int = 0
+    #: optional ``progress(iteration, relative_residual)`` after every CG iteration (:func:`ntkflow.solvers.cg`'s
+    #: callback; not part of the solver's identity)
+    progress: Callable | None = field(default=None, compare=False)
 
     def __post_init__(self):
         positive_float("rtol", self.rtol)
@@ -466,7 +476,8 @@ class CGSolve:
             shift = lam * D if system.pdiag is None else lam * D + np.maximum(system.pdiag, 0.0)
             pre = system.sketch.preconditioner(shift)
             extra = {"precond_seconds": float(system.sketch.seconds), "precond_rank": system.sketch.rank}
-        res = cg(op, system.b, rtol=self.rtol, maxiter=self.maxiter, precond=pre)
+        cb = None if self.progress is None else (lambda i, rel: self.progress(i, _worst(rel)))
+        res = cg(op, system.b, rtol=self.rtol, maxiter=self.maxiter, precond=pre, callback=cb)
         info = {"cg_iterations": int(res.iterations), "cg_status": res.status, "cg_converged": bool(res.converged),
                 **extra}
         delta = np.asarray(res.value, dtype=np.float64)

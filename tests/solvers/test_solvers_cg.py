@@ -13,6 +13,7 @@ import scipy.sparse.linalg as spla
 
 from ntkflow.engine import DenseOperator, Gaussian, Identity, kernel_operator
 from ntkflow.solvers import CGStatus, cg
+from ntkflow.solvers.least_squares import CGSolve, Linearisation
 
 
 @dataclass(frozen=True)
@@ -262,3 +263,27 @@ def test_unreachable_tolerance_reports_stagnation_or_maxiter():
     assert not res.converged
     assert res.status in (CGStatus.STAGNATED, CGStatus.MAXITER)
     assert "rtol" in res.message or "maxiter" in res.message
+
+
+def test_callback_reports_every_iteration_with_the_recorded_relative_residual():
+    """callback(i, rel) runs once per iteration with the recursive residuals over ‖b‖ that CG records in
+    ``history``; CGSolve(progress=...) forwards the worst column's value and does not change the solve."""
+    rng = np.random.default_rng(5)
+    Q = rng.normal(size=(40, 40))
+    A = Q @ Q.T + 40 * np.eye(40)
+    b = rng.normal(size=(40, 2))
+    seen = []
+    res = cg(A, b, rtol=1e-10, callback=lambda i, rel: seen.append((i, rel.copy())))
+    assert [i for i, _ in seen] == list(range(1, len(seen) + 1)) and len(seen) == res.iterations
+    hist = np.asarray(res.history)[1:] / np.linalg.norm(b, axis=0)
+    np.testing.assert_allclose(np.array([r for _, r in seen]), hist, rtol=1e-12)
+    # through the least-squares CG: same δ with and without progress, one call per iteration
+    J = rng.normal(size=(60, 8))
+    lin = Linearisation(r=rng.normal(size=60), J=DenseOperator(J), diag=np.mean(J * J, axis=0))
+    calls = []
+    d1, i1 = CGSolve(rtol=1e-12).solve(lin, np.ones(60), 1e-3, lin.diag, 0.0, None, np.zeros(8))
+    d2, i2 = CGSolve(rtol=1e-12, progress=lambda i, r: calls.append((i, r))).solve(
+        lin, np.ones(60), 1e-3, lin.diag, 0.0, None, np.zeros(8))
+    np.testing.assert_array_equal(d1, d2)
+    assert len(calls) == i2["cg_iterations"] == i1["cg_iterations"] and calls[-1][1] <= 1e-12
+    assert CGSolve(rtol=1e-3, progress=print) == CGSolve(rtol=1e-3)
