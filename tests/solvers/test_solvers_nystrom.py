@@ -204,6 +204,26 @@ def test_float32_blocks_product_and_honest_float64_residual(problem):
         nystrom_krr(k, x, y, centers=C, reg=1e-3, block_dtype="float16")
 
 
+def test_float32_refinement_reaches_the_float64_tolerance_plain_float32_cannot(problem):
+    """refine=True: float64 iterative refinement around float32-block CG reaches a tolerance far below where
+    plain float32 blocks stall, on the dense system's own residual; the history is the float64 residual after
+    each refinement (each a real gain); refine needs float32 blocks."""
+    x, y, k = problem
+    C = x[::10]
+    lam, rtol = 1e-6, 1e-9
+    H, b, _ = _dense_nystrom(k, x, y, C, lam)
+    plain = nystrom_krr(k, x, y, centers=C, reg=lam, block_dtype="float32", rtol=rtol, maxiter=400)
+    ref = nystrom_krr(k, x, y, centers=C, reg=lam, block_dtype="float32", refine=True, rtol=rtol, maxiter=400)
+    rel = lambda beta: np.linalg.norm(H @ beta - b) / np.linalg.norm(b)  # noqa: E731
+    assert not plain.converged and rel(plain.coefficients) > 10 * rtol  # float32 blocks alone stall above rtol
+    assert ref.converged, ref.cg.message
+    assert rel(ref.coefficients) <= 2 * rtol and ref.relative_residual == pytest.approx(rel(ref.coefficients), rel=1e-3)
+    h = np.asarray(ref.cg.history)
+    assert len(h) >= 3 and np.all(np.diff(h) < 0) and h[0] == pytest.approx(np.linalg.norm(b))
+    with pytest.raises(ValueError, match="refine"):
+        nystrom_krr(k, x, y, centers=C, reg=lam, refine=True)
+
+
 @pytest.fixture(scope="module")
 def dask_client():
     distributed = pytest.importorskip("distributed")
