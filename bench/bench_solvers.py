@@ -10,7 +10,8 @@ with ℓ = √d (pairwise distances of standard normal data are ≈ √(2d), so 
 
 Sections (each runs in its own subprocess, so ``ru_maxrss`` is that section's peak memory):
   a) nystrom_krr, n = 10⁶ (full) / 5·10⁴ (quick), m = 10⁴ / 3·10³ uniform centres, fused JAX pass,
-     CG to relative residual rtol_a of (K_nmᵀK_nm + λnK_mm)β = K_nmᵀy; wall time, peak RSS;
+     CG to relative residual rtol_a of (K_nmᵀK_nm + λnK_mm)β = K_nmᵀy; wall time, peak RSS
+     (``--a-precision refine``: float32-block CG inside float64 iterative refinement, same tolerance);
   b) krr_exact with the Nyström preconditioner, n = 10⁵ (full) / 3·10³ (quick), m = 3·10³ / 10³, CG to 1e-8;
      iterations against plain CG (plain CG only in quick mode, where it is affordable);
   c) at n_c (full 10⁴, quick 3·10³; where a dense n×n float64 matrix and a copy fit easily):
@@ -63,7 +64,7 @@ def load_average():
         return None
 
 
-def section_a(n, m, rtol, maxiter, backend):
+def section_a(n, m, rtol, maxiter, backend, precision="float64"):
     import ntkflow  # noqa: F401
     from ntkflow.engine import Gaussian
     from ntkflow.solvers import nystrom_krr
@@ -73,12 +74,13 @@ def section_a(n, m, rtol, maxiter, backend):
     k = Gaussian(np.sqrt(D))
     la0 = load_average()
     t0 = time.perf_counter()
-    res = nystrom_krr(k, x, y, centers=m, reg=LAM, backend=backend, seed=2, rtol=rtol, maxiter=maxiter)
+    mixed = dict(block_dtype="float32", refine=True) if precision == "refine" else {}
+    res = nystrom_krr(k, x, y, centers=m, reg=LAM, backend=backend, seed=2, rtol=rtol, maxiter=maxiter, **mixed)
     wall = time.perf_counter() - t0
     pred = res.predict(xt, backend="jax")
     f_true = np.sin(xt[:, 0]) + 0.5 * np.cos(xt[:, 1] * xt[:, 2])
     return dict(
-        n=n, m=m, d=D, reg=LAM, lengthscale=float(np.sqrt(D)), backend=backend, rtol=rtol,
+        n=n, m=m, d=D, reg=LAM, lengthscale=float(np.sqrt(D)), backend=backend, rtol=rtol, precision=precision,
         wall_s=wall, peak_rss_gib=peak_rss_gb(), timings=res.timings,
         iterations=res.cg.iterations, converged=res.converged, status=res.cg.status,
         relative_residual=float(res.relative_residual),
@@ -336,6 +338,8 @@ def main(argv=None):
     p.add_argument("--a-m", type=int)
     p.add_argument("--a-maxiter", type=int, default=60)
     p.add_argument("--a-rtol", type=float, default=1e-6)
+    p.add_argument("--a-precision", default="float64", choices=("float64", "refine"),
+                   help="section a: float64 blocks, or float32-block CG inside float64 iterative refinement")
     p.add_argument("--b-n", type=int)
     p.add_argument("--b-m", type=int)
     p.add_argument("--b-maxiter", type=int, default=60)
@@ -364,7 +368,7 @@ def main(argv=None):
     )
     plan = {
         "a": dict(n=args.a_n or (1_000_000 if full else 50_000), m=args.a_m or (10_000 if full else 3_000),
-                  rtol=args.a_rtol, maxiter=args.a_maxiter, backend=args.backend),
+                  rtol=args.a_rtol, maxiter=args.a_maxiter, backend=args.backend, precision=args.a_precision),
         "b": dict(n=args.b_n or (100_000 if full else 3_000), m=args.b_m or (3_000 if full else 1_000),
                   rtol=1e-8, plain=not full, backend=args.backend, centers_method="uniform",
                   maxiter=args.b_maxiter),
