@@ -547,8 +547,10 @@ def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None
             return DonaldsonModel(manifold=m, basis=b, info=info)
         return BergmanModel(manifold=m, basis=b, log_kappa=float(theta[-1]), info=info)
 
+    # one try per step, but a step that overshoots is first halved up to 3 times (loss evaluations only,
+    # seconds) before it is rejected (a rejected step costs a whole linearisation + CG: minutes at k ≥ 7)
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
-                  max_tries=1, stop_on_reject=False)
+                  max_tries=1, stop_on_reject=False, backtrack=3)
     info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "backend": backend,
             "product_dtype": getattr(method, "product_dtype", "float64"),
             "devices": dev if backend == "jax" else None}

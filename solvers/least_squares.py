@@ -164,7 +164,12 @@ class LMConfig:
     scaling: "identity" (D = I, whitened parameters) or "marquardt" (D = diag(JᵀWJ)/m);
     mu: weight μ ≥ 0 of the ridge μθᵀPθ (needs ``problem.penalty()``);
     time_budget: seconds (≥ 0) of this call after which the run stops with TIME_BUDGET (checked after
-        each step, so at least one step runs), or None.
+        each step, so at least one step runs), or None;
+    backtrack: when a try does not decrease F, first try θ + δ/2, θ + δ/4, … (this many halvings; each one
+        loss evaluation, no new solve) and accept the first that decreases F, keeping λ (the record gets
+        ``step_scale``); 0 (default) rejects at once. Worth it where a solve costs minutes and a loss
+        evaluation seconds (the matrix-free Gauss–Newton: a full step can leave the positive cone at one
+        of 10⁵ points).
     """
 
     max_iter: int = 30
@@ -179,9 +184,12 @@ class LMConfig:
     scaling: str = "identity"
     mu: float = 0.0
     time_budget: float | None = None
+    backtrack: int = 0
 
     def __post_init__(self):
         positive_int("max_iter", self.max_iter)
+        if isinstance(self.backtrack, bool) or not isinstance(self.backtrack, (int, np.integer)) or self.backtrack < 0:
+            raise ValueError(f"backtrack: expected an integer >= 0 (halvings of a failed step), received {self.backtrack!r}.")
         positive_float("lam0", self.lam0)
         if positive_float("lam_up", self.lam_up) <= 1:
             raise ValueError(f"lam_up: must be > 1 (λ grows on rejection), received {self.lam_up}.")
@@ -556,6 +564,19 @@ def lm_step(problem: LeastSquaresProblem, state: LMState, config: LMConfig = LMC
             new_theta = theta + delta
             rel = (loss - new_loss) / max(loss, 1e-300)
             new_lam = max(lam * config.lam_down, config.min_lam)
+            break
+        scale = 1.0
+        for _ in range(config.backtrack if delta is not None else 0):  # θ + δ/2, θ + δ/4, …: loss evaluations only
+            scale *= 0.5
+            new_loss, new_data = _objective(problem, theta + scale * delta, config.mu, P)
+            if new_loss < loss:
+                break
+        if scale < 1.0 and new_loss < loss:
+            accepted = True
+            new_theta = theta + scale * delta
+            rel = (loss - new_loss) / max(loss, 1e-300)
+            new_lam = lam  # the model overshot: no decrease of λ
+            info = {**info, "step_scale": scale}
             break
         lam = lam * config.lam_up
         if lam > config.max_lam or tries >= config.max_tries:

@@ -4,6 +4,7 @@ numpy.linalg.lstsq / solve on linear problems (with and without a ridge), scipy.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -596,3 +597,27 @@ def test_cg_solve_follows_the_dense_path_on_the_monge_ampere_problem(ma_problem)
     mf = levenberg_marquardt(ma_problem, LMConfig(max_iter=6), solve=CGSolve(rtol=1e-12))
     assert all(h["cg_converged"] for h in mf.history)
     np.testing.assert_allclose([h["loss"] for h in mf.history], [h["loss"] for h in dense.history], rtol=1e-8)
+
+
+def test_backtracking_accepts_the_halved_step_where_the_full_one_overshoots():
+    """r(θ) = atan(θ) from θ = 2: the Gauss–Newton step δ = −atan(2)(1 + 4) lands at −3.5 where |atan| is
+    larger (rejected); θ + δ/2 = −0.77 decreases F. backtrack=2 accepts δ/2 in the same step (same λ,
+    ``step_scale`` 0.5, one solve); backtrack=0 rejects and raises λ — and the non-finite side (a
+    feasibility cut) is backtracked over too."""
+    prob = ResidualProblem(lambda th: np.arctan(th), lambda th: np.array([[1.0 / (1.0 + th[0] ** 2)]]), [2.0], [1.0])
+    cfg = LMConfig(lam0=1e-12, max_tries=1, stop_on_reject=False, max_iter=5)
+    st = initial_state(prob, cfg)
+    rej = lm_step(prob, st, cfg, DenseSolve())
+    assert not rej.history[-1]["accepted"] and rej.lam == pytest.approx(1e-11)
+    bt = lm_step(prob, st, replace(cfg, backtrack=2), DenseSolve())
+    rec = bt.history[-1]
+    delta = -np.arctan(2.0) * 5.0
+    assert rec["accepted"] and rec["step_scale"] == 0.5 and bt.lam == pytest.approx(1e-12)
+    np.testing.assert_allclose(bt.theta, [2.0 + 0.5 * delta], rtol=1e-9)
+    assert bt.loss == pytest.approx(np.arctan(bt.theta[0]) ** 2, rel=1e-12)
+    # the full step leaves the feasible set (loss +inf): backtracking finds the feasible half step too
+    cut = ResidualProblem(prob.fun, prob.jac, [2.0], [1.0], feasible=lambda th: th[0] > -1.0)
+    bt2 = lm_step(cut, initial_state(cut, cfg), replace(cfg, backtrack=3), DenseSolve())
+    assert bt2.history[-1]["accepted"] and bt2.history[-1]["step_scale"] == 0.5
+    with pytest.raises(ValueError, match="backtrack"):
+        LMConfig(backtrack=-1)
