@@ -57,6 +57,7 @@ from .batching import map_batched
 from .curvature import Curvature, chern_einsum, levi_civita
 from .geometry import mean_stderr
 from .hypersurface import Manifold
+from .presets import family_parameter
 
 __all__ = [
     "CompleteIntersection", "CICYPointSet", "cicy_preset", "CICY_PRESETS", "CICY_EULER_CHARACTERISTIC",
@@ -552,12 +553,7 @@ def cicy_preset(name: str, psi=None, seed=None) -> CompleteIntersection:
         amb, q = _CONFIG[key]
         return _random_cicy(amb, q, int(seed), f"{key}-random{int(seed)}")
     if psi is not None:
-        try:
-            psi = complex(psi)
-        except (TypeError, ValueError):
-            raise TypeError(f"psi: expected a (complex) number, received {psi!r}.") from None
-        if not np.isfinite(psi):
-            raise ValueError(f"psi: must be finite, received {psi!r}.")
+        psi = family_parameter(psi)
         if key == "p5-33" and abs(psi) < 1e-12:
             raise ValueError("psi: the Dwork-type P⁵[3,3] is singular at ψ = 0 (a cone over two cubic curves); "
                              "use psi=None for the smooth Fermat-type member or a non-zero psi.")

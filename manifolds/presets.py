@@ -15,7 +15,18 @@ import numpy as np
 
 from .hypersurface import Hypersurface
 
-__all__ = ["preset", "PRESETS", "EULER_CHARACTERISTIC"]
+__all__ = ["preset", "PRESETS", "EULER_CHARACTERISTIC", "family_parameter"]
+
+
+def family_parameter(psi) -> complex:
+    """ψ as a finite complex number (TypeError / ValueError naming ``psi`` otherwise)."""
+    try:
+        psi = complex(psi)
+    except (TypeError, ValueError):
+        raise TypeError(f"psi: expected a (complex) number, received {psi!r}.") from None
+    if not np.isfinite(psi):
+        raise ValueError(f"psi: must be finite, received {psi!r}.")
+    return psi
 
 
 def _fermat(N: int, name: str) -> Hypersurface:
@@ -58,12 +69,7 @@ def preset(name: str, psi=None) -> Hypersurface:
     if key in _NEEDS_PSI:
         if psi is None:
             raise ValueError(f"psi: preset {key!r} needs the family parameter psi (e.g. psi=0.5); received None.")
-        try:
-            psi = complex(psi)
-        except (TypeError, ValueError):
-            raise TypeError(f"psi: expected a (complex) number, received {psi!r}.") from None
-        if not np.isfinite(psi):
-            raise ValueError(f"psi: must be finite, received {psi!r}.")
+        psi = family_parameter(psi)
     elif psi is not None:
         raise ValueError(
             f"psi: preset {key!r} has no parameter; received psi={psi!r}. Use 'dwork-quintic' for the ψ family."
