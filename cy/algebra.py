@@ -22,12 +22,16 @@ with m = dim(dim−1)/2; then tr(A B) = <pack A, TRACE_WEIGHTS ∘ pack B> for H
 """
 from __future__ import annotations
 
+import itertools
+from dataclasses import dataclass
+
 import numpy as np
 
 from ntkflow.cy.basis import PairBasis
-from ntkflow.manifolds import monomial_sections
+from ntkflow.manifolds import monomial_exponents, monomial_sections
 
 __all__ = [
+    "Factors",
     "fs_ambient",
     "fs_pulled",
     "pack",
@@ -38,6 +42,106 @@ __all__ = [
     "metric_from_packed",
     "logdet_and_inverse",
 ]
+
+
+@dataclass(frozen=True)
+class Factors:
+    r"""The factor structure of the ambient P^{n_1} × … × P^{n_m} and a multi-degree k = (k_1, …, k_m).
+
+    ``sizes`` (m,): n_a + 1 homogeneous coordinates per factor, in the order of z (factor by factor);
+    ``degrees`` (m,): k_a ≥ 0.  The sections are s_α = Π_a (monomial of degree k_a in z^{(a)}), the
+    (k,k) functions s_α s̄_β / Π_a |z^{(a)}|^{2k_a} and, with ψ = Σ_a k_a log|z^{(a)}|²,
+
+        ∂_I ∂̄_J (e^{−ψ} s_α s̄_β) = e^{−ψ} [ A_{αI} conj(A_{βJ}) − s_α s̄_β ∂_I∂̄_J ψ ],
+        A_α = ∇s_α − s_α ∇ψ = ∇s_α − Σ_a k_a s_α z̄^{(a)}/|z^{(a)}|²   (the per-factor shift),
+
+    so (1/π)∂∂̄ψ pulled back is Σ_a k_a g_a (g_a the FS metric of factor a, :meth:`fs_sum`).  The
+    hypersurface is the one-factor case ``Factors.one(N, k)`` (sizes (N,), degrees (k,))."""
+
+    sizes: tuple
+    degrees: tuple
+
+    def __post_init__(self):
+        try:
+            sizes = tuple(int(n) for n in self.sizes)
+            degrees = tuple(int(k) for k in self.degrees)
+        except (TypeError, ValueError):
+            raise TypeError(f"sizes, degrees: expected tuples of integers, received {self.sizes!r}, {self.degrees!r}.") from None
+        if not sizes or len(sizes) != len(degrees):
+            raise ValueError(f"sizes, degrees: expected one degree per factor (equal non-zero lengths), received "
+                             f"sizes {sizes} and degrees {degrees}.")
+        if any(n < 2 for n in sizes):
+            raise ValueError(f"sizes: each factor P^n has n + 1 ≥ 2 coordinates, received {sizes}.")
+        if any(k < 0 for k in degrees) or sum(degrees) < 1:
+            raise ValueError(f"degrees: expected k_a ≥ 0 with Σ k_a ≥ 1, received {degrees}.")
+        object.__setattr__(self, "sizes", sizes)
+        object.__setattr__(self, "degrees", degrees)
+
+    @classmethod
+    def one(cls, n_coords: int, k: int) -> "Factors":
+        """The hypersurface case: one factor P^{N−1} of degree k."""
+        return cls((int(n_coords),), (int(k),))
+
+    @property
+    def n_coords(self) -> int:
+        return sum(self.sizes)
+
+    @property
+    def total_degree(self) -> int:
+        """Σ_a k_a (the degree of every s_α as a polynomial in all coordinates)."""
+        return sum(self.degrees)
+
+    @property
+    def blocks(self) -> tuple:
+        """Coordinate slices of the factors."""
+        off = np.cumsum((0,) + self.sizes)
+        return tuple(slice(int(off[a]), int(off[a + 1])) for a in range(len(self.sizes)))
+
+    def exponents(self) -> np.ndarray:
+        """(N_k, N) int64 exponents of the sections: products of the factors' degree-k_a monomials (each
+        factor's in :func:`ntkflow.manifolds.monomial_exponents` order, the first factor outermost); the
+        one-factor case is exactly ``monomial_exponents(N, k)``. N_k = Π_a C(k_a + n_a, n_a)."""
+        per = [monomial_exponents(n, k) for n, k in zip(self.sizes, self.degrees)]
+        return np.array([np.concatenate(c) for c in itertools.product(*per)], dtype=np.int64)
+
+    def check_exponents(self, exponents) -> None:
+        """Refuse exponents whose degrees per factor are not ``degrees``."""
+        e = np.asarray(exponents)
+        if e.ndim != 2 or e.shape[1] != self.n_coords:
+            raise ValueError(f"exponents: expected shape (N_k, {self.n_coords}) for factors {self.sizes}, received {e.shape}.")
+        deg = np.stack([e[:, b].sum(axis=1) for b in self.blocks], axis=1)
+        if np.any(deg != np.asarray(self.degrees)[None, :]):
+            raise ValueError(f"exponents: the sections must have degrees {self.degrees} per factor {self.sizes}; "
+                             f"received rows with degrees {sorted({tuple(r) for r in deg.tolist()})[:3]}.")
+
+    def norms(self, z, xp=np):
+        """(n, m) |z^{(a)}|² per factor."""
+        return xp.stack([xp.sum(xp.real(z[:, b] * xp.conj(z[:, b])), axis=-1) for b in self.blocks], axis=-1)
+
+    def weight(self, z, xp=np):
+        """(n,) Π_a |z^{(a)}|^{−2k_a} (e^{−ψ}: the factor of the (k,k) functions)."""
+        h = self.norms(z, xp)
+        out = 1.0
+        for a, k in enumerate(self.degrees):
+            out = out * h[:, a] ** (-k)
+        return out
+
+    def shift(self, z, xp=np):
+        """(n, N) ∇ψ = Σ_a k_a z̄^{(a)}/|z^{(a)}|² (each factor's block)."""
+        h = self.norms(z, xp)
+        return xp.concatenate([k * xp.conj(z[:, b]) / h[:, a:a + 1] for a, (b, k) in
+                               enumerate(zip(self.blocks, self.degrees))], axis=-1)
+
+    def fs_sum(self, z, jac, coefficients) -> np.ndarray:
+        """(n, d, d) Σ_a c_a P_a g^{FS}_a P_a† (NumPy): the pulled-back FS metric of the class Σ c_a J_a."""
+        c = np.asarray(coefficients, dtype=np.float64)
+        if c.shape != (len(self.sizes),):
+            raise ValueError(f"coefficients: expected {len(self.sizes)} (one per factor), received shape {c.shape}.")
+        out = 0.0
+        for a, b in enumerate(self.blocks):
+            if c[a] != 0:
+                out = out + c[a] * fs_pulled(z[:, b], jac[:, :, b])
+        return out
 
 
 def _triu(dim):
@@ -90,20 +194,27 @@ def fs_pulled(z: np.ndarray, jac: np.ndarray) -> np.ndarray:
     return g / np.pi
 
 
-def section_features(z, jac, exponents, *, shift: bool = True, xp=np, layout: str = "nad"):
+def section_features(z, jac, exponents, *, shift: bool = True, xp=np, layout: str = "nad", factors: Factors | None = None):
     """Monomials and their pulled-back gradients at the points (array module ``xp``: numpy or jax.numpy).
 
     Returns s (n, N_k), X with X_α = P(∇s_α − k s_α z̄/|z|²) (shift=True) or P∇s_α (shift=False), and
     h = |z|² (n,); X is (n, N_k, d) for ``layout="nad"``, (n, d, N_k) for ``layout="nda"``. s and ∇s
     are :func:`ntkflow.manifolds.monomial_sections` (the package's one implementation).
+    ``factors`` (a :class:`Factors`, products of projective spaces): the shift is per factor,
+    X_α = P(∇s_α − Σ_a k_a s_α z̄^{(a)}/|z^{(a)}|²), the gradient of s_α/Π_a|z^{(a)}|^{k_a} times Π_a|z^{(a)}|^{k_a};
+    h stays the total |z|².
     """
     if layout not in ("nad", "nda"):
         raise ValueError(f"layout: expected 'nad' or 'nda', received {layout!r}.")
     exps = np.asarray(exponents)
     k = int(exps[0].sum())
+    if factors is not None:
+        factors.check_exponents(exps)
     s, grad = monomial_sections(z, exps, xp=xp)  # (n, N_k), (n, N_k, N)
     h = xp.sum(xp.real(z * xp.conj(z)), axis=-1)
-    if shift:
+    if shift and factors is not None:
+        grad = grad - s[:, :, None] * factors.shift(z, xp)[:, None, :]
+    elif shift:
         grad = grad - k * s[:, :, None] * (xp.conj(z) / h[:, None])[:, None, :]
     x = xp.einsum(f"nai,ndi->{layout}", grad, jac)
     return s, x, h

@@ -47,23 +47,29 @@ JACOBI_MAX_POINTS = 20_000
 PRODUCT_DTYPES = ("float64", "float32")
 
 
-def section_features(z, jac, exponents, *, xp=np):
+def section_features(z, jac, exponents, *, xp=np, factors=None):
     """s (n, N) degree-k monomials and X (n, d, N), X_α = P(∇s_α − k s_α z̄/|z|²), with the array
-    module ``xp`` (numpy or jax.numpy): :func:`ntkflow.cy.algebra.section_features` in this layout."""
-    s, x, _ = algebra.section_features(z, jac, exponents, xp=xp, layout="nda")  # (n, N), (n, d, N)
+    module ``xp`` (numpy or jax.numpy): :func:`ntkflow.cy.algebra.section_features` in this layout
+    (``factors``: a product of projective spaces, the per-factor shift of :class:`~ntkflow.cy.algebra.Factors`)."""
+    s, x, _ = algebra.section_features(z, jac, exponents, xp=xp, layout="nda", factors=factors)  # (n, N), (n, d, N)
     return s, x
 
 
-def section_gram_sum(z, jac, weights, k: int, *, chunk: int = 4096, xp=np) -> np.ndarray:
+def section_gram_sum(z, jac, weights, k: int, *, chunk: int = 4096, xp=np, factors=None) -> np.ndarray:
     """Σ_x w_x s(x) s(x)† |z_x|^{-2k} (N, N) complex128 over the degree-k monomials s: the unnormalised
     Monte-Carlo Gram of the sections (Donaldson's at H = I), a sum over points — so a sum of the blocks'
-    sums (:mod:`ntkflow.cy.distributed`). ``weights`` (n,) as given (PrimalProblem: normalised to mean 1)."""
-    exps = basis_mod.monomials(z.shape[1], int(k))
-    hk = np.sum(np.abs(z) ** 2, axis=1) ** (-int(k))  # (n,)
+    sums (:mod:`ntkflow.cy.distributed`). ``weights`` (n,) as given (PrimalProblem: normalised to mean 1).
+    ``factors`` (:class:`~ntkflow.cy.algebra.Factors`): the multi-degree sections, |z|^{-2k} → Π_a |z^{(a)}|^{-2k_a}."""
+    if factors is None:
+        exps = basis_mod.monomials(z.shape[1], int(k))
+        hk = np.sum(np.abs(z) ** 2, axis=1) ** (-int(k))  # (n,)
+    else:
+        exps, hk = factors.exponents(), factors.weight(np.asarray(z))
     wh = xp.asarray(np.asarray(weights, dtype=np.float64) * hk)
     G = 0.0
     for lo in range(0, len(z), chunk):
-        s_c = section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]), exps, xp=xp)[0]
+        s_c = section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]), exps, xp=xp,
+                               factors=factors)[0]
         G = G + np.asarray((s_c * wh[lo:lo + chunk][:, None]).T @ xp.conj(s_c))
     return np.asarray(G, dtype=np.complex128)
 
@@ -95,6 +101,14 @@ class PrimalProblem:
     per-point features on JAX's default device (a GPU where there is one), and every product runs
     there (same formulas; the tests compare the two).
 
+    ``factors`` (an :class:`~ntkflow.cy.algebra.Factors`; None: the hypersurface, one factor of degree k):
+    a complete intersection in P^{n_1} × … × P^{n_m}. The sections are then the multi-degree monomials,
+    |z|^{-2k} becomes Π_a |z^{(a)}|^{-2k_a}, the features carry the per-factor shift, and (identity link)
+    g = g_ref + Π_a|z^{(a)}|^{-2k_a} [X H X†/π − (s^T H s̄) Σ_a k_a g_a] with the reference
+    g_ref = Σ_a (k_a/k) g_a, the FS metric of the class Σ_a k_a J_a / k (t = (1, …, 1) when every k_a = k);
+    the log link K = (1/(kπ)) log s†Hs starts (H = I) near the same class.  In the Jacobian q = tr(g⁻¹ Σ_a k_a g_a)
+    replaces k tr(g⁻¹ g_FS).
+
     ``devices`` (None, an int or "all"; ``backend="jax"`` only): the points axis is sharded over a 1-D
     mesh of that many devices (:mod:`ntkflow.engine.devices`): z, the features S, X, the weights, g_FS and
     log|Ω|² are split into equal blocks, one per device, n padded with zero-weight copies of the first
@@ -106,7 +120,8 @@ class PrimalProblem:
 
     def __init__(self, z, jac, weights, log_omega, k: int, *, chunk: int = 4096, whiten: bool | np.ndarray = True,
                  whiten_rtol: float = 1e-10, backend: str = "numpy", link: str = "identity", block: int = 32_768,
-                 weight_mean: float | None = None, devices=None, product_dtype: str = "float64"):
+                 weight_mean: float | None = None, devices=None, product_dtype: str = "float64",
+                 factors: algebra.Factors | None = None):
         if backend not in ("numpy", "jax"):
             raise ValueError(f"backend: expected 'numpy' or 'jax', received {backend!r}.")
         if devices is not None and backend != "jax":
@@ -125,7 +140,14 @@ class PrimalProblem:
         self.link = link
         self.block = int(block)  # host products run over blocks of this many points (bounded temporaries)
         self.k = int(k)
-        self.exps = basis_mod.monomials(z.shape[1], self.k)
+        if factors is not None:
+            if not isinstance(factors, algebra.Factors):
+                raise TypeError(f"factors: expected an ntkflow.cy.algebra.Factors, received {type(factors).__name__}.")
+            if factors.n_coords != z.shape[1]:
+                raise ValueError(f"factors: {factors.sizes} has {factors.n_coords} coordinates but the points have "
+                                 f"{z.shape[1]}; pass Factors(sizes=(n_1+1, …), degrees=(k_1, …)) of this ambient.")
+        self.factors = factors
+        self.exps = basis_mod.monomials(z.shape[1], self.k) if factors is None else factors.exponents()
         n_mono = len(self.exps)
         n = len(z)
         self.dim = jac.shape[1]
@@ -137,13 +159,14 @@ class PrimalProblem:
             xp = np
         self.xp = xp
         h = np.sum(np.abs(z) ** 2, axis=1)
-        hk = xp.asarray(h ** (-self.k))
+        hk_host = h ** (-self.k) if factors is None else factors.weight(np.asarray(z))  # (n,) Π_a |z^(a)|^{-2k_a}
+        hk = xp.asarray(hk_host)
         # weights normalised to mean 1 — over this problem's points, or over a larger set whose mean is given
         # (a block of ntkflow.cy.distributed: every block divides by the same global mean)
         w_mean = np.mean(weights) if weight_mean is None else float(weight_mean)
         w = xp.asarray(np.asarray(weights, dtype=np.float64) / w_mean)
         feats = lambda lo: section_features(xp.asarray(z[lo:lo + chunk]), xp.asarray(jac[lo:lo + chunk]),  # noqa: E731
-                                            self.exps, xp=xp)
+                                            self.exps, xp=xp, factors=factors)
         # Sections s' = Mᵀs orthonormal in the Monte-Carlo inner product mean_w s s† |z|^{-2k}
         # (Donaldson's Gram at H = I): the monomials' norms spread over decades and the multiples of
         # the defining polynomial vanish on X (an exact null space of the Gauss–Newton system).  In this
@@ -160,14 +183,14 @@ class PrimalProblem:
             whiten = True
         elif whiten:  # a first pass for the Gram, so that only the whitened features are ever stored
             G = section_gram_sum(z, jac, np.asarray(weights, dtype=np.float64) / w_mean, self.k, chunk=chunk,
-                                 xp=xp) / n  # (N, N) Hermitian
+                                 xp=xp, factors=factors) / n  # (N, N) Hermitian
             M = whitening_matrix(G, whiten_rtol)
         Md = xp.asarray(M)
         nk = M.shape[1]
         if self.mesh is not None:  # rows padded so that the Jacobi stride subset is one per device
             rows = padded_length(n, self.mesh, multiple=-(-n // JACOBI_MAX_POINTS))
             S, X = self._sharded_features(z, jac, Md if whiten else None, nk, chunk, rows)
-            hk = shard_points(h ** (-self.k), self.mesh, length=rows)
+            hk = shard_points(hk_host, self.mesh, length=rows)
             w = shard_points(np.asarray(weights, dtype=np.float64) / w_mean, self.mesh, length=rows, pad="zeros")
         if xp is np:
             S = np.empty((n, nk), dtype=np.complex128)
@@ -190,7 +213,13 @@ class PrimalProblem:
         put = xp.asarray if self.mesh is None else (lambda a: shard_points(a, self.mesh, length=rows))
         self.S, self.X, self.hk, self.w = S, X, hk, w
         self.S_p = S if product_dtype == "float64" else S.astype(self._cdt)  # S in the product dtype
-        self.gfs = put(algebra.fs_pulled(z, jac))
+        if factors is None:
+            self.gfs = put(algebra.fs_pulled(z, jac))  # (n, d, d) the reference g_FS
+            self.gk = None  # Σ_a k_a g_a = k g_FS
+        else:
+            deg = np.asarray(factors.degrees, dtype=np.float64)
+            self.gfs = put(factors.fs_sum(z, jac, deg / self.k))  # g_ref: the class Σ_a k_a J_a / k
+            self.gk = put(factors.fs_sum(z, jac, deg))  # (1/π)∂∂̄ψ pulled back
         self.log_omega = put(np.asarray(log_omega, dtype=np.float64))
         del S, X
         nk = self.S.shape[1]
@@ -214,7 +243,8 @@ class PrimalProblem:
         for lo in range(0, L, c):
             zc, jc = zb[:, lo:lo + c], jb[:, lo:lo + c]
             m = zc.shape[1]
-            s_c, x_c = section_features(zc.reshape(D * m, -1), jc.reshape(D * m, d, -1), self.exps, xp=jnp)
+            s_c, x_c = section_features(zc.reshape(D * m, -1), jc.reshape(D * m, d, -1), self.exps, xp=jnp,
+                                        factors=self.factors)
             if Md is not None:
                 s_c = s_c @ Md
                 x_c = (x_c.reshape(-1, x_c.shape[-1]) @ Md).reshape(D * m, d, nk)
@@ -287,7 +317,8 @@ class PrimalProblem:
             a = XH @ xp.conj(S)[:, :, None]  # (c, d, 1): X H s̄
             proj = xhx - (a @ xp.conj(xp.swapaxes(a, 1, 2))) / v[:, None, None]
             return proj / (self.k * np.pi * v[:, None, None])
-        return self.gfs[b] + self.hk[b][:, None, None] * (xhx / np.pi - self.k * v[:, None, None] * self.gfs[b])
+        shift = self.k * v[:, None, None] * self.gfs[b] if self.gk is None else v[:, None, None] * self.gk[b]
+        return self.gfs[b] + self.hk[b][:, None, None] * (xhx / np.pi - shift)
 
     def initial(self):
         """Start of the optimisation: identity link H = 0 (Fubini–Study); log link H = I in the whitened
@@ -384,7 +415,9 @@ class PrimalProblem:
                                   for b in self._blocks()])  # (n, d): X H s̄
             pt = _Point(H, ginv, ahs / v[:, None], 1.0 / (self.k * v), xp.full(v.shape, float(self.k * self.dim)), None)
         else:
-            pt = _Point(H, ginv, None, self.hk, self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs)), None)
+            q = (self.k * xp.real(xp.einsum("nab,nba->n", ginv, self.gfs)) if self.gk is None else
+                 xp.real(xp.einsum("nab,nba->n", ginv, self.gk)))  # tr(g⁻¹ Σ_a k_a g_a)
+            pt = _Point(H, ginv, None, self.hk, q, None)
         if xp is np:
             yt = np.empty(self.X.shape, dtype=self._cdt)
             for b in self._blocks():
