@@ -18,11 +18,12 @@ import numpy as np
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, LMSettings,
                                NetworkMethod, OutputConfig, field_default)
 from ntkflow.cy.distributed import ClusterSettings
-from ntkflow.cy.job import default_k, evaluate_model, jsonable, make_manifold, run_cy
-from ntkflow.cy.model import load
+from ntkflow.cy.job import default_k, evaluate_cicy_model, evaluate_model, jsonable, make_manifold, run_cy
+from ntkflow.cy.model import CICYSectionModel, load
 from ntkflow.cy.spectrum import register_cli as register_spectrum
 from ntkflow.cy.sweep import check_psi_list, parse_psi_list, psi_label, run_sweep
 from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
+from ntkflow.manifolds.cicy import load_cicy_points
 
 __all__ = ["register", "config_from_args"]
 
@@ -194,7 +195,8 @@ def config_from_args(args) -> CYConfig:
     if isinstance(psi, tuple):  # --psi a,b,c: the sweep (_run_cy) replaces psi by each value in turn
         psi = psi[0]
     data = DataConfig(manifold=args.manifold, psi=psi, hypersurface=args.hypersurface,
-                      random_quintic=args.random_quintic, n_train=args.n_train, n_test=args.n_test, seed=args.seed)
+                      random_quintic=args.random_quintic, cicy=getattr(args, "cicy", None),
+                      cicy_seed=getattr(args, "cicy_seed", None), n_train=args.n_train, n_test=args.n_test, seed=args.seed)
     kw = {f.name: values[f.name] for f in fields(mcls) if f.name in values}
     if mcls is DualMethod:  # --solver dual with the Bergman kernel: u^k in the dual form
         kw["kernel"] = "power" if args.kernel == "bergman" else args.kernel
@@ -247,6 +249,12 @@ def _run_cy(args) -> int:
 
 def _run_eval(args) -> int:
     model = load(args.model)
+    if isinstance(model, CICYSectionModel):  # points of the model's complete intersection (refused off it)
+        ps = load_cicy_points(args.points, manifold=model.manifold)
+        t = time.perf_counter()
+        res = evaluate_cicy_model(model, ps, n_curvature=args.n_curvature)
+        res["seconds"] = time.perf_counter() - t
+        return _print_eval(args, model, ps, res)
     ps = load_points(args.points)
     if ps.manifold.n_coords != model.manifold.n_coords or not np.array_equal(
             np.sort(ps.manifold.exponents, axis=0), np.sort(model.manifold.exponents, axis=0)):
@@ -256,6 +264,10 @@ def _run_eval(args) -> int:
     t = time.perf_counter()
     res = evaluate_model(model, ps, n_curvature=args.n_curvature)
     res["seconds"] = time.perf_counter() - t
+    return _print_eval(args, model, ps, res)
+
+
+def _print_eval(args, model, ps, res) -> int:
     if args.json:
         print(json.dumps(jsonable(res), indent=2))
         return 0

@@ -62,6 +62,10 @@ class DataConfig:
     psi: complex | None = option(None, "family parameter of the preset (dwork-quintic)", cli=False)
     hypersurface: str | None = option(None, "file of monomials + coefficients (overrides manifold)", cli=False)
     random_quintic: int | None = option(None, "seed of a quintic with random coefficients (no symmetry)", cli=False)
+    cicy: str | None = option(None, "CICY definition file (.json or .npz with the cicy_* keys; overrides manifold)",
+                              cli=False)
+    cicy_seed: int | None = option(None, "seed of random coefficients for a CICY preset (bicubic, tetraquadric, p5-33)",
+                                   cli=False)
     n_train: int = option(10_000, "training points")
     n_test: int = option(10_000, "held-out points (σ, κ, curvature)")
     seed: int = option(0, "sampling seed (held-out points are the tail of the same sample)")
@@ -75,6 +79,14 @@ class DataConfig:
                              f"(received {self.hypersurface!r} and {self.random_quintic!r}).")
         if self.random_quintic is not None:
             _integer("random_quintic", self.random_quintic)
+        if self.cicy is not None and (self.hypersurface is not None or self.random_quintic is not None):
+            raise ValueError(f"cicy: a CICY file defines the manifold; received it with hypersurface="
+                             f"{self.hypersurface!r}, random_quintic={self.random_quintic!r}. Give one of them.")
+        if self.cicy_seed is not None:
+            _integer("cicy_seed", self.cicy_seed)
+            if self.cicy is not None or self.psi is not None:
+                raise ValueError(f"cicy_seed: random coefficients ({self.cicy_seed}) replace the preset's; received them "
+                                 f"with cicy={self.cicy!r}, psi={self.psi!r}. Drop one.")
 
 
 @dataclass(frozen=True)
@@ -288,6 +300,9 @@ class CYConfig:
             d["method"].pop("preconditioner")
             d["method"].pop("precond_rank")
         d.pop("output")
+        for key in ("cicy", "cicy_seed"):  # absent (None) on hypersurfaces: the fingerprints of earlier runs stay
+            if d["data"].get(key) is None:
+                d["data"].pop(key, None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def with_(self, **changes) -> "CYConfig":

@@ -32,6 +32,7 @@ from scipy.sparse import coo_matrix, vstack
 from scipy.sparse.linalg import lsqr
 
 from ntkflow.cy import algebra, basis as basis_mod
+from ntkflow.cy.algebra import Factors
 from ntkflow.cy.config import (BergmanMethod, CYConfig, DataConfig, DonaldsonMethod, DualMethod, NetworkMethod)
 from ntkflow.cy.curvature import holomorphic_curvature
 from ntkflow.cy.distributed import ClusterSettings, DistributedPrimalProblem, heldout_seed, open_client, peak_memory
@@ -40,17 +41,21 @@ from ntkflow.cy.dual import DualKernelModel, DualProblem, choose_form, kernel_sp
 from ntkflow.cy.gauss_newton import (MAProblem, jacobian0_rows, transform_basis, whitened_hessians, whitening,
                                    whitening_qr)
 from ntkflow.cy.matrixfree import PrimalProblem, hermitian_basis, resolve_link
-from ntkflow.cy.model import BergmanModel, DonaldsonModel
+from ntkflow.cy.model import BergmanModel, CICYSectionModel, DonaldsonModel
 from ntkflow.cy.network import train_network
 from ntkflow.cy.problems import fitted_constant
 from ntkflow.engine.devices import describe_mesh, device_mesh
 from ntkflow.io import atomic_json, atomic_write
-from ntkflow.manifolds import (build_manifold, curvature, euler_characteristic, fs_det, kappa, load_hypersurface_file,
-                               monomials, random_quintic, ricci_measure, sample, sigma, sigma_weighted, volume_kahler)
+from ntkflow.manifolds import (PointSet, build_manifold, curvature, euler_characteristic, fs_det, kappa,
+                               load_hypersurface_file, monomials, random_quintic, ricci_measure, sample, sigma,
+                               sigma_weighted, volume_kahler)
+from ntkflow.manifolds.cicy import (CompleteIntersection, cicy_curvature, cicy_euler_characteristic, cicy_fs_det,
+                                    sample_cicy)
+from ntkflow.manifolds.cicy_files import build_cicy, is_cicy_preset
 from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMState, LMStatus,
                                            ProgressHook, levenberg_marquardt, load_checkpoint, time_budget)
 
-__all__ = ["CYResult", "Fit", "run_cy", "make_manifold", "evaluate_model", "load_hypersurface_file",
+__all__ = ["CYResult", "Fit", "run_cy", "make_manifold", "evaluate_model", "evaluate_cicy_model", "cicy_factors", "load_hypersurface_file",
            "random_quintic", "default_k", "choose_basis", "symmetry_of", "choose_solver", "write_outputs",
            "basis_coefficients", "basis_values", "minimal_extension", "symmetry_fingerprint"]
 
@@ -92,7 +97,14 @@ class Fit:
 
 
 def make_manifold(data: DataConfig):
-    """The hypersurface of ``data``: a file, a random quintic, or a preset (ntkflow.manifolds.build_manifold)."""
+    """The manifold of ``data``: a CICY (``cicy`` file, or a CICY preset with ``psi`` or ``cicy_seed``:
+    :func:`ntkflow.manifolds.cicy_files.build_cicy`), else the hypersurface: a file, a random quintic, or a preset
+    (ntkflow.manifolds.build_manifold)."""
+    if data.cicy is not None or is_cicy_preset(data.manifold):
+        return build_cicy(data.manifold, psi=data.psi, seed=data.cicy_seed, path=data.cicy)
+    if data.cicy_seed is not None:
+        raise ValueError(f"cicy_seed: --cicy-seed {data.cicy_seed} draws a random member of a CICY preset; received "
+                         f"manifold {data.manifold!r}. Pass --manifold bicubic|tetraquadric|p5-33.")
     return build_manifold(data.manifold, psi=data.psi, hypersurface=data.hypersurface or None,
                           random_quintic_seed=data.random_quintic)
 
@@ -163,6 +175,15 @@ def default_k(manifold, config: CYConfig) -> tuple[int, str]:
     parameters than that fit the Monte-Carlo noise of the points, and k = 6 is the largest degree
     measured on 2 cores, docs/cy.md). Returns (k, reason or "")."""
     method, n_train = config.method, config.data.n_train
+    if isinstance(manifold, CompleteIntersection):  # no symmetry on the CICY path: the same rule over N_k = Π C(k+n_a, n_a)
+        if not isinstance(method, BergmanMethod):
+            return getattr(method, "k", 0), ""
+        n_k = lambda k: math.prod(math.comb(k + n, n) for n in manifold.ambient)  # noqa: E731
+        k = 1
+        while k < min(method.k, 6) and n_k(k + 1) ** 2 <= n_train / 2:
+            k += 1
+        return k, (f"complete intersection, no symmetry: N_k² = {n_k(k) ** 2} real parameters for {n_train} training "
+                   f"points; the largest k ≤ 6 with N_k² ≤ n_train/2")
     if not isinstance(method, BergmanMethod) or not symmetry_of(manifold, method).trivial:
         return getattr(method, "k", 0), ""
     n = manifold.n_coords
@@ -233,7 +254,42 @@ def evaluate_model(model, ps, *, n_curvature: int = 10_000, det_g=None, log=None
 
 
 def _sigma_or_nan(ps, det):
-    return float("nan") if not np.all(np.isfinite(det)) or np.any(det <= 0) else sigma(ps, det)
+    if not np.all(np.isfinite(det)) or np.any(det <= 0):
+        return float("nan")
+    return sigma(ps, det) if isinstance(ps, PointSet) else sigma_weighted(det / ps.omega_sq, ps.weights)
+
+
+def cicy_factors(manifold: CompleteIntersection, k: int) -> Factors:
+    """The sections of degree k in every factor of the ambient of ``manifold`` (class t = (1, …, 1))."""
+    return Factors(tuple(n + 1 for n in manifold.ambient), (int(k),) * manifold.n_factors)
+
+
+def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, det_g=None, log=None) -> dict:
+    """σ, κ, Vol_K (and with ``n_curvature`` > 0 the Ricci measure and Euler characteristic by autodiff of the
+    model's potential, :func:`ntkflow.manifolds.cicy.cicy_curvature`) on a CICYPointSet: the keys of
+    :func:`evaluate_model`. σ = Σ w |1 − η/⟨η⟩_w| / Σ w with η = det g/|Ω|² (:func:`sigma_weighted`)."""
+    t0 = time.perf_counter()
+    if det_g is None:
+        det_g = np.real(np.linalg.det(model.metric(ps)))
+    eta = np.asarray(det_g) / ps.omega_sq
+    w = ps.weights
+    t_class = np.asarray(model.factors.degrees, dtype=np.float64) / model.k
+    out = {"n_points": len(ps), "sigma": _sigma_or_nan(ps, np.asarray(det_g)), "kappa": float(np.mean(w * eta) / np.mean(w)),
+           "vol_kahler": float(np.mean(w * eta)), "intersection_number": ps.manifold.kahler_volume(t_class)}
+    if n_curvature:
+        sub = ps[: min(n_curvature, len(ps))]
+        t1 = time.perf_counter()
+        curv = cicy_curvature(sub, model.potential_jax(), batch=64)
+        chi, chi_err = cicy_euler_characteristic(sub, curv=curv)
+        out.update({"n_curvature": len(sub), "ricci_measure": ricci_measure(sub, curv=curv),
+                    "euler": chi, "euler_stderr": chi_err, "curvature_seconds": time.perf_counter() - t1})
+        rel = np.abs(curv.det_g - det_g[: len(sub)]) / np.abs(det_g[: len(sub)])
+        out["det_consistency"] = float(rel.max())  # closed form against autodiff of the potential
+        if log:
+            log(f"  curvature on {len(sub)} held-out points: Ricci measure {out['ricci_measure']:.4g}, "
+                f"Euler characteristic {chi:.2f} ± {chi_err:.2f} ({out['curvature_seconds']:.1f} s)")
+    out["seconds"] = time.perf_counter() - t0
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -779,6 +835,9 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
     m = make_manifold(config.data)
+    if isinstance(m, CompleteIntersection):
+        return _run_cicy(config, m, out_dir, resume=resume, log=log, hooks=hooks, t_start=t_start, client=client,
+                         warm_start=warm_start, symmetry=symmetry)
     t = time.perf_counter()
     if client is None:
         ps = sample(m, config.data.n_train + config.data.n_test, seed=config.data.seed, progress=False)
@@ -844,10 +903,91 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
     return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample, client=client)
 
 
+def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log, hooks, t_start, client=None,
+              warm_start=None, symmetry=None) -> CYResult:
+    """The job on a complete intersection: exact points (:func:`sample_cicy`), the matrix-free primal problem over
+    the multi-degree sections (:class:`PrimalProblem` with ``factors``, no symmetry), the same LM, hooks,
+    checkpoints and epilogue."""
+    method = config.method
+    if not isinstance(method, BergmanMethod):
+        raise ValueError(f"method: complete intersections ({m.name}) run the matrix-free primal Bergman method; received "
+                         f"--method {method.name}{' (dual form)' if isinstance(method, DualMethod) else ''}. Use --method "
+                         f"bergman (the default) with --solver auto or matrix-free.")
+    if method.solver == "dense":
+        raise ValueError(f"solver: --solver dense needs the symmetric basis of a hypersurface; {m.name} runs the "
+                         f"matrix-free path. Pass --solver matrix-free (or auto).")
+    for what, bad in (("devices", getattr(method, "devices", None) is not None), ("workers", client is not None),
+                      ("warm_start", warm_start is not None), ("symmetry", symmetry is not None)):
+        if bad:
+            raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, cold "
+                             f"start, no symmetry); drop it for {m.name}.")
+    link = resolve_link(method.link)
+    factors = cicy_factors(m, method.k)
+    t = time.perf_counter()
+    ps = sample_cicy(m, config.data.n_train + config.data.n_test, seed=config.data.seed)
+    train, test = ps.split(config.data.n_train)
+    t_sample = time.perf_counter() - t
+    log(f"ntkflow cy: {m.name} (complete intersection in {' x '.join(f'P{n}' for n in m.ambient)}, configuration "
+        f"{np.asarray(m.configuration).T.tolist()}, dim={m.dim}), method bergman (frozen multi-degree kernel "
+        f"Π_a u_a^k), k={method.k} in every factor")
+    log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
+        f"{t_sample:.1f} s")
+    setup = _setup_cicy(config, method, m, factors, link, train, test, log)
+    fs = {"sigma_train": sigma_weighted(cicy_fs_det(train) / train.omega_sq, train.weights),
+          "sigma_test": sigma_weighted(cicy_fs_det(test) / test.omega_sq, test.weights)}
+    log(f"  Fubini–Study (t = 1): σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")
+    fit = _fit_least_squares(setup, config, test, out_dir, resume=resume, log=log, hooks=hooks, t_start=t_start)
+    return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample)
+
+
+def _setup_cicy(config, method, m, factors: Factors, link, train, test, log) -> _Setup:
+    timings = {}
+    t = time.perf_counter()
+    backend = "numpy" if jax.default_backend() == "cpu" else "jax"
+    dtype = getattr(method, "product_dtype", "float64")
+    prob = PrimalProblem(train.points, train.jacobian, train.weights, np.log(train.omega_sq), method.k, backend=backend,
+                         link=link, product_dtype=dtype, factors=factors, whiten_rtol=method.whiten_rtol)
+    timings["features"] = time.perf_counter() - t
+    n_sec = len(prob.exps)
+    log(f"  matrix-free primal Gauss–Newton: sections of degrees {factors.degrees} ({n_sec} monomials, {prob.nk} kept "
+        f"by the whitening at rtol {method.whiten_rtol:g}: the others vanish on X), {prob.n_params - 1} real parameters, "
+        f"features {timings['features']:.1f} s")
+    log("  link: " + ("log — K = (1/(kπ)) log sᵀHs̄" if link == "log" else
+                      "identity — K = (1/π)[Σ_a log|z^(a)|² + sᵀHs̄ Π_a|z^(a)|^{-2k}]"))
+    if prob.n_params - 1 > prob.n // 2:
+        log(f"  warning: {prob.n_params - 1} parameters for {prob.n} training points — Gauss–Newton will fit the "
+            f"points' Monte-Carlo noise; use more --n-train or a smaller -k.")
+    tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), method.k, whiten=False,
+                          backend=backend, link=link, factors=factors)
+
+    def sigma_train(theta):
+        r, _ = prob.residual(theta)
+        return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
+
+    def det_test(theta):
+        Hm = prob.monomial_H(prob.unvec(theta)[0])
+        return np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
+
+    def model(theta):
+        return CICYSectionModel(manifold=m, factors=factors, k=method.k, H=prob.monomial_H(prob.unvec(theta)[0]),
+                                link=link, log_kappa=float(theta[-1]),
+                                info={"k": method.k, "degrees": list(factors.degrees), "solver": "matrix-free",
+                                      "link": link, "n_kept": prob.nk, "fingerprint": config.fingerprint()})
+
+    lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="marquardt",
+                  max_tries=1, stop_on_reject=False, backtrack=3)
+    info = {"link": link, "n_parameters": prob.n_params - 1, "n_sections": prob.nk, "n_monomials": n_sec,
+            "degrees": list(factors.degrees), "backend": backend, "product_dtype": dtype, "symmetry": "none"}
+    solve = CGSolve(rtol=method.cg_rtol, maxiter=method.cg_maxiter, preconditioner=method.preconditioner,
+                    rank=method.precond_rank, seed=0, progress=_cg_progress(log))
+    return _Setup(prob, solve, lm, sigma_train, det_test, model, "matrix-free", info, timings)
+
+
 def _finish(config, m, test, fit: Fit, fs, out_dir, *, log, t_start, t_sample, client=None) -> CYResult:
     """The epilogue of every method: evaluate on the held-out points, one metrics schema, write."""
     t = time.perf_counter()
-    ev = evaluate_model(fit.model, test, n_curvature=config.output.n_curvature, det_g=fit.det_test, log=log)
+    evaluate = evaluate_cicy_model if isinstance(m, CompleteIntersection) else evaluate_model
+    ev = evaluate(fit.model, test, n_curvature=config.output.n_curvature, det_g=fit.det_test, log=log)
     timings = {"sample": t_sample, **fit.timings, "evaluation": time.perf_counter() - t,
                "total": time.perf_counter() - t_start}
     method = config.method

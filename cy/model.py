@@ -11,6 +11,9 @@ Kinds
 - ``"donaldson"``: K = (1/(kπ)) log(s†Gs) (G Hermitian positive), Donaldson's algebraic metrics.
 - ``"network"``: K = (1/π)[log|z|² + φ_θ] with φ_θ a finite MLP on z z̄ᵀ/|z|² (see network.py).
 - ``"dual-kernel"``: K = (1/π)[log|z|² + φ], φ = Σ_b α_b k(z, c_b) over stored centres (see dual.py).
+- ``"cicy-sections"``: a complete intersection in P^{n_1} × … × P^{n_m} (:class:`CICYSectionModel`): the
+  multi-degree sections s of :class:`ntkflow.cy.algebra.Factors`, H Hermitian over them, and the identity link
+  K = (1/π)[Σ_a (k_a/k) log|z^{(a)}|² + sᵀHs̄ Π_a|z^{(a)}|^{-2k_a}] or the log link K = (1/(kπ)) log sᵀHs̄.
 
 Each model class registers its kind with ``@register("kind")``; :func:`load` is a lookup in that
 registry (importing :mod:`ntkflow.cy` registers every built-in kind).
@@ -28,9 +31,10 @@ from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
 from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
 from ntkflow.io import NtkflowFileError, atomic_json, atomic_savez, read_json, read_npz, sha256_file
-from ntkflow.manifolds import Hypersurface, PointSet, check_on_manifold, monomial_sections, pointset_from_points
+from ntkflow.manifolds import Hypersurface, PointSet, check_on_manifold, monomial_sections, monomials, pointset_from_points
+from ntkflow.manifolds.cicy import CICYPointSet, CompleteIntersection, cicy_pointset_from_points
 
-__all__ = ["Model", "BergmanModel", "DonaldsonModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT",
+__all__ = ["Model", "BergmanModel", "DonaldsonModel", "CICYSectionModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT",
            "check_pair_arrays"]
 
 MODEL_FORMAT = "ntkflow-model"
@@ -41,7 +45,10 @@ def as_pointset(manifold, points):
     """PointSet from a PointSet or an (n, N) array of points on ``manifold``, refused (ValueError) unless
     every point lies on it: |Q(z)| ≤ ON_MANIFOLD_RTOL (1e-8) · Σ|c_m z^{e_m}| and z ≠ 0
     (:func:`ntkflow.manifolds.check_on_manifold`) — points of another manifold or another member of the
-    family would otherwise give a silently wrong metric."""
+    family would otherwise give a silently wrong metric. On a :class:`CompleteIntersection` the same for a
+    :class:`~ntkflow.manifolds.cicy.CICYPointSet` (|Q_j| ≤ 1e-8 Σ_m |c_jm z^{e_jm}| for every equation)."""
+    if isinstance(manifold, CompleteIntersection):
+        return _as_cicy_pointset(manifold, points)
     if isinstance(points, PointSet):
         if points.manifold.n_coords != manifold.n_coords:
             raise ValueError(f"points: a PointSet of {points.manifold.name} does not match the model's manifold {manifold.name}.")
@@ -54,6 +61,28 @@ def as_pointset(manifold, points):
         raise ValueError(f"points: expected an array (n, {manifold.n_coords}) or a PointSet, received shape {arr.shape}.")
     check_on_manifold(manifold, arr, name="points")
     return pointset_from_points(manifold, arr)
+
+
+def _as_cicy_pointset(manifold: CompleteIntersection, points) -> CICYPointSet:
+    if isinstance(points, CICYPointSet):
+        if points.manifold.n_coords != manifold.n_coords or points.manifold.ambient != manifold.ambient:
+            raise ValueError(f"points: a CICYPointSet of {points.manifold.name} does not match the model's manifold "
+                             f"{manifold.name}.")
+        arr = points.points
+    else:
+        arr = np.asarray(points)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[1] != manifold.n_coords:
+            raise ValueError(f"points: expected an array (n, {manifold.n_coords}) or a CICYPointSet, received shape "
+                             f"{arr.shape}.")
+    zn, _ = manifold.normalise(arr)
+    res = np.max(np.abs(manifold.Q(zn)) / manifold.term_scale(zn), axis=1)
+    if not np.all(res <= 1e-8):
+        i = int(np.argmax(res))
+        raise ValueError(f"points: {int(np.sum(~(res <= 1e-8)))} of {len(arr)} points are not on {manifold.name} "
+                         f"(largest relative |Q| = {res[i]:.2e} at row {i}); points of another manifold or member?")
+    return points if isinstance(points, CICYPointSet) else cicy_pointset_from_points(manifold, arr)
 
 
 def _basis_jax(b):
@@ -273,6 +302,103 @@ class DonaldsonModel(Model):
         return cls(manifold=manifold, basis=pair_basis_from_payload(meta, arrays, "G"), info=meta.get("info", {}))
 
 
+@register("cicy-sections")
+@dataclass(frozen=True, eq=False)
+class CICYSectionModel(Model):
+    r"""A Kähler potential from the multi-degree sections s of ``factors`` on a complete intersection.
+
+    identity link: K = (1/π)[Σ_a (k_a/k) log|z^{(a)}|² + sᵀHs̄ Π_a |z^{(a)}|^{−2k_a}],
+    log link:      K = (1/(kπ)) log sᵀHs̄;
+    H (N_k, N_k) Hermitian over the sections ``factors.exponents()`` (monomial basis); ``log_kappa`` the fitted
+    constant c with det g ≈ e^c |Ω|² (identity link). The metric in closed form (``algebra.section_features``
+    with the per-factor shift) is the one :class:`ntkflow.cy.matrixfree.PrimalProblem` fits; the tests compare
+    it with autodiff of :meth:`potential_jax` (``cicy_metric_jax``)."""
+
+    manifold: CompleteIntersection
+    factors: algebra.Factors
+    k: int
+    H: np.ndarray = field(repr=False)
+    link: str = "log"
+    log_kappa: float = 0.0
+    info: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        if not isinstance(self.manifold, CompleteIntersection):
+            raise TypeError(f"manifold: expected a CompleteIntersection, received {type(self.manifold).__name__}.")
+        if not isinstance(self.factors, algebra.Factors) or self.factors.sizes != tuple(n + 1 for n in self.manifold.ambient):
+            raise ValueError(f"factors: expected Factors with sizes {tuple(n + 1 for n in self.manifold.ambient)} (the "
+                             f"ambient of {self.manifold.name}), received {self.factors!r}.")
+        if self.link not in ("identity", "log"):
+            raise ValueError(f"link: expected 'identity' or 'log', received {self.link!r}.")
+        nk = len(self.factors.exponents())
+        H = np.asarray(self.H, dtype=np.complex128)
+        if H.shape != (nk, nk) or not np.allclose(H, H.conj().T, rtol=0, atol=1e-12 * max(1.0, float(np.abs(H).max()))):
+            raise ValueError(f"H: expected a Hermitian ({nk}, {nk}) matrix over the sections of degrees "
+                             f"{self.factors.degrees}, received shape {H.shape}.")
+        H = 0.5 * (H + H.conj().T)
+        H.setflags(write=False)
+        object.__setattr__(self, "H", H)
+        object.__setattr__(self, "k", int(self.k))
+
+    def _metric_ps(self, ps, chunk: int = 2048):
+        f, k, H = self.factors, self.k, self.H
+        exps = f.exponents()
+        deg = np.asarray(f.degrees, dtype=np.float64)
+        out = np.empty((len(ps), ps.dim, ps.dim), dtype=np.complex128)
+        for lo in range(0, len(ps), chunk):
+            z, jac = ps.points[lo:lo + chunk], ps.jacobian[lo:lo + chunk]
+            s, x, _ = algebra.section_features(z, jac, exps, layout="nda", factors=f)  # (c, N_k), (c, d, N_k)
+            xh = x @ H  # (c, d, N_k)
+            xhx = xh @ np.conj(np.swapaxes(x, 1, 2))  # X H X†
+            v = np.real(np.sum((s @ H) * np.conj(s), axis=1))  # sᵀHs̄
+            if self.link == "log":
+                a = (xh @ np.conj(s)[:, :, None])[:, :, 0]  # X H s̄ (c, d)
+                g = (xhx - a[:, :, None] * np.conj(a)[:, None, :] / v[:, None, None]) / (k * np.pi * v[:, None, None])
+            else:
+                hk = f.weight(z)
+                g = f.fs_sum(z, jac, deg / k) + hk[:, None, None] * (xhx / np.pi - v[:, None, None] * f.fs_sum(z, jac, deg))
+            out[lo:lo + chunk] = g
+        return out
+
+    def potential_jax(self):
+        """Real JAX K(z) of one point's homogeneous coordinates (N,) (for ``cicy_metric_jax``, ``cicy_curvature``)."""
+        import jax.numpy as jnp
+
+        exps, Hj, k, f = self.factors.exponents(), jnp.asarray(self.H), self.k, self.factors
+
+        def K(z):
+            s = monomials(z, exps, xp=jnp)
+            v = jnp.real(s @ Hj @ jnp.conj(s))
+            if self.link == "log":
+                return jnp.log(v) / (k * jnp.pi)
+            logs = [jnp.log(jnp.sum(jnp.real(z[b]) ** 2 + jnp.imag(z[b]) ** 2)) for b in f.blocks]
+            psi = sum(ka * lg for ka, lg in zip(f.degrees, logs))
+            return (psi / k + v * jnp.exp(-psi)) / jnp.pi
+
+        return K
+
+    def _potential_z(self, z):
+        import jax
+
+        K = jax.jit(jax.vmap(self.potential_jax()))
+        return np.asarray(K(np.asarray(z, dtype=np.complex128)))
+
+    def metric_jax(self):
+        raise NotImplementedError("metric_jax: a CICY model's curvature runs from its potential: "
+                                  "ntkflow.manifolds.cicy.cicy_curvature(ps, model.potential_jax()).")
+
+    def _payload(self):
+        meta = {"k": self.k, "link": self.link, "sizes": list(self.factors.sizes), "degrees": list(self.factors.degrees),
+                "log_kappa": float(self.log_kappa), "info": self.info}
+        return meta, {"H": np.asarray(self.H)}
+
+    @classmethod
+    def _from_payload(cls, manifold, meta, arrays):
+        return cls(manifold=manifold, factors=algebra.Factors(tuple(meta["sizes"]), tuple(meta["degrees"])),
+                   k=int(meta["k"]), H=arrays["H"], link=meta.get("link", "log"),
+                   log_kappa=float(meta.get("log_kappa", 0.0)), info=meta.get("info", {}))
+
+
 def load(directory):
     """Load a model saved by ``ntkflow cy`` (any registered kind) from ``directory``."""
     d = os.fspath(directory)
@@ -294,10 +420,14 @@ def load(directory):
         raise NtkflowFileError(npath, f"model: {npath} does not match {jpath} (its SHA-256 differs from the json's "
                                       f"npz_sha256): the two files come from different saves or a save was "
                                       f"interrupted; save the model again (rerun ntkflow cy).")
-    arrays = read_npz(npath, what="model", required=("manifold_exponents", "manifold_coefficients", "manifold_name"))
+    cicy = kind in MODELS and issubclass(MODELS[kind], CICYSectionModel)
+    required = (("manifold_cicy_exponents", "manifold_cicy_coefficients", "manifold_cicy_equation",
+                 "manifold_cicy_ambient", "manifold_cicy_configuration", "manifold_name") if cicy else
+                ("manifold_exponents", "manifold_coefficients", "manifold_name"))
+    arrays = read_npz(npath, what="model", required=required)
     spec = {k[len("manifold_"):]: v for k, v in arrays.items() if k.startswith("manifold_")}
     try:
-        manifold = Hypersurface.from_spec(spec)
+        manifold = CompleteIntersection.from_spec(spec) if cicy else Hypersurface.from_spec(spec)
     except (ValueError, TypeError) as exc:
         raise NtkflowFileError(npath, f"model: the manifold stored in {npath} is invalid: {exc}") from None
     for key, v in arrays.items():
