@@ -190,6 +190,17 @@ def as_operator(a, name: str = "op", *, n: int | None = None, allow_callable: bo
 # ------------------------------------------------------------------------------------------
 
 
+def _atol(v, k: int) -> np.ndarray:
+    """atol as (k,): a number for every column, or one tolerance per column of b."""
+    a = np.asarray(v) if not isinstance(v, (int, float, np.number)) else None
+    if a is None or a.ndim == 0:
+        return np.full(k, _tol("atol", v))
+    if a.shape != (k,):
+        raise ValueError(f"atol: expected a number or one tolerance per column of b, shape ({k},), "
+                         f"received shape {a.shape}.")
+    return np.array([_tol(f"atol[{j}]", t) for j, t in enumerate(a.tolist())])
+
+
 def _tol(name, v) -> float:
     try:
         f = float(v)
@@ -236,7 +247,7 @@ def _dot(U, V):
     return np.real(np.sum(np.conj(U) * V, axis=0))
 
 
-def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = None, precond=None, x0=None,
+def cg(op, b, *, rtol: float = 1e-8, atol=0.0, maxiter: int | None = None, precond=None, x0=None,
        norm=None, callback=None) -> CGResult:
     """Solve A x = b by (preconditioned) conjugate gradients, A Hermitian positive definite.
 
@@ -248,7 +259,8 @@ def cg(op, b, *, rtol: float = 1e-8, atol: float = 0.0, maxiter: int | None = No
             array or a ``scipy.sparse.linalg.LinearOperator`` / sparse matrix.
         b: (n,) or (n, k) right-hand side(s); k columns are solved together with one ``op.mm`` per
             iteration.
-        rtol, atol: tolerances (≥ 0).
+        rtol, atol: tolerances (≥ 0); ``atol`` may also be (k,), one per column of b (e.g. when b is the
+            residual of a warm start and the stop is relative to the original right-hand side).
         maxiter: iterations (≥ 0); default 10·n.
         precond: M ≈ A⁻¹ (Hermitian positive definite), as an operator/array/scipy operator or a
             callable mapping an (n, k) array to (n, k).
@@ -279,8 +291,8 @@ def _cg(op, b, *, rtol=1e-8, atol=0.0, maxiter=None, precond=None, x0=None, norm
         raise ValueError(f"op: CG needs a square operator, received shape {A.shape}.")
     n = A.shape[0]
     rtol = _tol("rtol", rtol)
-    atol = _tol("atol", atol)
     b = _rhs("b", b, n)
+    atol = _atol(atol, 1 if b.ndim == 1 else b.shape[1])
     if maxiter is None:
         maxiter = 10 * n
     if isinstance(maxiter, bool) or not isinstance(maxiter, (int, np.integer)) or maxiter < 0:

@@ -399,7 +399,23 @@ def _fused_fns(kernel, tile: int, block_dtype: str = "float64"):
         out, _ = jax.lax.scan(body, jnp.zeros((c.shape[0], Y.shape[1]), jnp.float64), (xt, yt))
         return out
 
-    return jax.jit(gram), jax.jit(rmat)
+    def both(xc, mask, c, V, Y):  # (Kᵀ(K V), Kᵀ Y) from ONE evaluation of each block; Y (nt·tile, k') zero-padded
+        xt = xc.reshape(-1, tile, xc.shape[1])
+        mt = mask.reshape(-1, tile)
+        yt = Y.reshape(-1, tile, Y.shape[1])
+        cb, Vb = c.astype(bd), V.astype(bd)
+        kv = V.shape[1]
+
+        def body(acc, xmy):
+            xb, mb, yb = xmy
+            Kb = kernel.jax_block(xb.astype(bd), cb)  # (tile, m)
+            u = (Kb @ Vb) * mb[:, None].astype(bd)  # (tile, k)
+            return acc + (Kb.T @ jnp.concatenate([u, yb.astype(bd)], axis=1)).astype(acc.dtype), None
+
+        out, _ = jax.lax.scan(body, jnp.zeros((c.shape[0], kv + Y.shape[1]), jnp.float64), (xt, mt, yt))
+        return out[:, :kv], out[:, kv:]
+
+    return jax.jit(gram), jax.jit(rmat), jax.jit(both)
 
 
 @functools.lru_cache(maxsize=32)
@@ -410,11 +426,17 @@ def _sharded_fns(kernel, tile: int, block_dtype: str = "float64"):
     partitioner turns into one all-reduce. Nothing n-sized moves between devices."""
     import jax
 
-    gram, rmat = _fused_fns(kernel, tile, block_dtype)
+    gram, rmat, both = _fused_fns(kernel, tile, block_dtype)
     g = jax.vmap(gram, in_axes=(0, 0, None, None))
     r = jax.vmap(rmat, in_axes=(0, 0, None))
+    gr = jax.vmap(both, in_axes=(0, 0, None, None, 0))
+
+    def gr_sum(xs, ms, c, V, Ys):
+        a, b = gr(xs, ms, c, V, Ys)
+        return a.sum(axis=0), b.sum(axis=0)
+
     return (jax.jit(lambda xs, ms, c, V: g(xs, ms, c, V).sum(axis=0)),
-            jax.jit(lambda xs, Ys, c: r(xs, Ys, c).sum(axis=0)))
+            jax.jit(lambda xs, Ys, c: r(xs, Ys, c).sum(axis=0)), jax.jit(gr_sum))
 
 
 def _pad_rows(x, tile):
@@ -650,21 +672,46 @@ class NystromGram(LinearOperator):
                     for xf, (s, e) in zip(st["xf"], st["bounds"])]
             return self._dask_reduce(futs, "a block of K_nmᵀ y")
         if "mesh" in st:
-            L = st["rows"]
-            Ys = np.zeros((len(st["bounds"]), L, Y.shape[1]))
-            for i, (s, e) in enumerate(st["bounds"]):
-                Ys[i, : e - s] = Y[s:e]
-            Ys = jax_device_put(Ys, points_sharding(st["mesh"]))
-            return np.asarray(_sharded_fns(self.kernel, st["tile"], "float64")[1](st["xs"], Ys, st["c"]))
+            return np.asarray(_sharded_fns(self.kernel, st["tile"], "float64")[1](st["xs"], self._sharded_rows(Y), st["c"]))
         rmat = _fused_fns(self.kernel, st["tile"], "float64")[1]
+        return np.sum(self._map(lambda ch: np.asarray(rmat(ch[3], jnp.asarray(self._chunk_rows(ch, Y)), st["c"]))), axis=0)
 
-        def one(ch):
-            s, e, L = ch[0], ch[1], ch[2]
-            Yp = np.zeros((L, Y.shape[1]))
-            Yp[: e - s] = Y[s:e]
-            return np.asarray(rmat(ch[3], jnp.asarray(Yp), st["c"]))
+    def mm_and_rmatmat(self, V, Y):
+        """(G V, K_nmᵀ Y) for V (m, k), Y (n, k'), float64. Backend "jax": ONE fused pass — each kernel block
+        is evaluated once and multiplies [K_b V ⊙ mask, Y_b] — at the cost of about one product; other
+        backends (and float32 blocks): the two products one after the other."""
+        st = self._state
+        if self.backend != "jax" or self.block_dtype != "float64":
+            return self._mm(V), self.rmatmat(Y)
+        import jax.numpy as jnp
 
-        return np.sum(self._map(one), axis=0)
+        V = np.ascontiguousarray(V, dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64)
+        if "mesh" in st:
+            GV, KY = _sharded_fns(self.kernel, st["tile"], "float64")[2](st["xs"], st["masks"], st["c"], V,
+                                                                         self._sharded_rows(Y))
+            return np.asarray(GV), np.asarray(KY)
+        both = _fused_fns(self.kernel, st["tile"], "float64")[2]
+        Vj = jnp.asarray(V)
+        parts = self._map(lambda ch: [np.asarray(a) for a in both(ch[3], ch[4], st["c"], Vj,
+                                                                   jnp.asarray(self._chunk_rows(ch, Y)))])
+        return np.sum([p[0] for p in parts], axis=0), np.sum([p[1] for p in parts], axis=0)
+
+    @staticmethod
+    def _chunk_rows(ch, Y):
+        """Y's rows of thread chunk ch = (start, end, padded length, ...), zero-padded: (L, k)."""
+        s, e, L = ch[0], ch[1], ch[2]
+        Yp = np.zeros((L, Y.shape[1]))
+        Yp[: e - s] = Y[s:e]
+        return Yp
+
+    def _sharded_rows(self, Y):
+        """Y (n, k) as (D, L, k), each device's rows zero-padded, placed on the mesh."""
+        st = self._state
+        Ys = np.zeros((len(st["bounds"]), st["rows"], Y.shape[1]))
+        for i, (s, e) in enumerate(st["bounds"]):
+            Ys[i, : e - s] = Y[s:e]
+        return jax_device_put(Ys, points_sharding(st["mesh"]))
 
 
 def _even_bounds(n, parts):
@@ -716,7 +763,9 @@ class NystromKRRResult:
     relative_residual: Any  # ‖(K_nmᵀK_nm + λnK_mm)β − K_nmᵀy‖ / ‖K_nmᵀy‖ (true residual at exit)
     converged: bool
     backend: str
-    timings: dict  # seconds: centres, preconditioner, rhs, cg
+    timings: dict  # seconds: centres, preconditioner, (warm_start,) rhs, cg
+    #: ‖K_nmᵀy − Hβ₀‖/‖K_nmᵀy‖ of the warm start β₀ (1.0 for a column that started from 0), None without one
+    warm_start_residual: Any = None
 
     def predict(self, x_new, *, backend: str | None = None) -> np.ndarray:
         """f(x_new) = k(x_new, C) β, shape (n_new,) or (n_new, k); in process ("jax") after a dask solve."""
@@ -749,6 +798,7 @@ def nystrom_krr(
     block_dtype: str = "float64",
     refine: bool = False,
     pre_sample="auto",
+    warm_start: bool = True,
     devices=None,
     client=None,
     scheduler: str | None = None,
@@ -786,6 +836,13 @@ def nystrom_krr(
             preconditioner's estimate of K_nmᵀK_nm (:meth:`FalkonPreconditioner.build`, O(s m²) flops,
             no extra memory beyond a block): 0 = Falkon's preconditioner; "auto" = m when n ≥ 20 m (where
             the ≈ halved CG iterations outweigh the build), else 0.
+        warm_start: start CG from β₀, the Nyström KRR solution on the preconditioner's own rows (the
+            centres and the ``pre_sample`` rows, whose normal matrix T ᵀAᵀA T the two Cholesky factors
+            already are: β₀ = B Bᵀ (K_mm y_C + K_smᵀ y_s)/(m + s), four triangular solves), and fuse the
+            pass for K_nmᵀy with the one for H β₀ (:meth:`NystromGram.mm_and_rmatmat`), so the warm start
+            costs no pass; CG then solves H δ = K_nmᵀy − Hβ₀ to ‖·‖ ≤ rtol‖K_nmᵀy‖. Used when the centres
+            are rows of x (an int ``centers``), with float64 blocks and backend "jax"; a column whose β₀ is
+            worse than 0 starts from 0. False: Falkon's zero start.
         devices: None (one device, rows split over ``n_threads`` threads) or an int / "all": the points
             sharded over a JAX device mesh (backend "jax").
         client, scheduler, n_blocks, timeout: backend "dask" — a ``distributed.Client`` or a scheduler
@@ -830,7 +887,10 @@ def nystrom_krr(
     if pre_sample > rest.size:
         raise ValueError(f"pre_sample: at most {rest.size} rows of x are not centres, received {pre_sample}; "
                          f"pass pre_sample <= {rest.size}.")
-    sample = x[np.sort(rng.choice(rest, size=int(pre_sample), replace=False))] if pre_sample else None
+    if not isinstance(warm_start, bool):
+        raise TypeError(f"warm_start: expected True or False, received {warm_start!r}.")
+    sample_idx = np.sort(rng.choice(rest, size=int(pre_sample), replace=False)) if pre_sample else np.zeros(0, int)
+    sample = x[sample_idx] if pre_sample else None
     t["centers"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     pre = FalkonPreconditioner.build(kernel, C, reg, eps=eps, sample=sample)
@@ -841,11 +901,27 @@ def nystrom_krr(
     try:
         t0 = time.perf_counter()
         Y2 = y.reshape(n, -1)
-        b = gram.rmatmat(Y2)  # (m, k) K_nmᵀ y
+        warm = warm_start and idx is not None and not refine and block_dtype == "float64" and backend == "jax"
+        warm_rel = None
+        if warm:
+            beta0 = _rows_solution(kernel, pre, C, Y2[idx], x[sample_idx], Y2[sample_idx])  # (m, k)
+            t["warm_start"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            G0, b = gram.mm_and_rmatmat(beta0, Y2)  # one pass: G β₀ and K_nmᵀ y, both (m, k)
+            r = b - (G0 + (reg * n) * pre.kmm(beta0))
+            bn0, rn0 = np.linalg.norm(b, axis=0), np.linalg.norm(r, axis=0)
+            worse = rn0 > bn0  # never start further away than from 0
+            beta0[:, worse], r[:, worse] = 0.0, b[:, worse]
+            warm_rel = np.where(worse, 1.0, rn0 / np.where(bn0 == 0, 1, bn0))
+        else:
+            b = gram.rmatmat(Y2)  # (m, k) K_nmᵀ y
         t["rhs"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         if refine:
             beta, res = _refined_cg(gram, pre, n, reg, b, rtol, maxiter)
+        elif warm:
+            res = _falkon_cg(gram, pre, n, reg, r, 0.0, maxiter, lowp=False, atol=rtol * np.linalg.norm(b, axis=0))
+            beta = beta0 + pre.apply(np.asarray(res.value).reshape(-1, Y2.shape[1]))
         else:
             res = _falkon_cg(gram, pre, n, reg, b, rtol, maxiter, lowp=block_dtype == "float32")
             beta = pre.apply(res.value.reshape(-1, Y2.shape[1]))  # (m, k)
@@ -877,6 +953,7 @@ def nystrom_krr(
         converged=res.converged,
         backend=backend,
         timings=t,
+        warm_start_residual=None if warm_rel is None else (float(warm_rel[0]) if y.ndim == 1 else warm_rel),
     )
 
 
@@ -930,15 +1007,38 @@ def _refined_cg(gram, pre, n, reg, b, rtol, maxiter) -> tuple[np.ndarray, CGResu
     return beta, res
 
 
-def _falkon_cg(gram, pre, n, reg, b, rtol, maxiter, *, lowp) -> CGResult:
-    """CG on Bᵀ(G/n + λK_mm)B γ = Bᵀ b/n (b (m, k)); residuals measured in the original system."""
+def _rows_solution(kernel, pre: FalkonPreconditioner, C, y_c, xs, y_s) -> np.ndarray:
+    """β₀ (m, k): Nyström KRR on the preconditioner's rows R = centres ∪ sample (r = m + s rows),
+
+        (K_rmᵀK_rm/r + λK_mm) β₀ = K_rmᵀ y_R / r,   K_rmᵀK_rm/r + λK_mm = TᵀAᵀA T  (FalkonPreconditioner.build),
+
+    so β₀ = T⁻¹A⁻¹A⁻ᵀT⁻ᵀ (K_mm y_C + K_smᵀ y_s)/r. K_smᵀ y_s is one fused JAX pass over the s sample rows
+    (s·m kernel values: 1 % of a CG pass at n = 100 s); nothing s×m is kept."""
+    import jax.numpy as jnp
+
+    rhs = pre.kmm(y_c)  # (m, k) K_mm y_C
+    if xs.shape[0]:
+        tile = int(np.clip(250_000 // max(C.shape[0], 1), 16, 1024))
+        xp, _ = _pad_rows(xs, tile)
+        yp = np.zeros((xp.shape[0], y_s.shape[1]))
+        yp[: y_s.shape[0]] = y_s
+        rhs += np.asarray(_fused_fns(kernel, tile, "float64")[1](jnp.asarray(xp), jnp.asarray(yp), jnp.asarray(C)))
+    rhs /= C.shape[0] + xs.shape[0]
+    return pre.apply(pre.apply_T(rhs))
+
+
+def _falkon_cg(gram, pre, n, reg, b, rtol, maxiter, *, lowp, atol=0.0) -> CGResult:
+    """CG on Bᵀ(G/n + λK_mm)B γ = Bᵀ b/n (b (m, k)); residuals measured in the original system
+    (``atol``: a number or (k,), in those units)."""
     W = _PreconditionedNystrom(gram, pre, n, reg, lowp=lowp)
     bw = pre.apply_T(b / n)  # (m, k)
 
     def orig_norm(R):  # residual of the original system: r_H = n Tᵀ Aᵀ r_W
         return np.linalg.norm(n * pre.inv_T(R), axis=0)
 
-    return cg(W, bw if b.shape[1] > 1 else bw[:, 0], rtol=rtol, maxiter=maxiter, norm=orig_norm)
+    atol = np.asarray(atol, dtype=float)
+    return cg(W, bw if b.shape[1] > 1 else bw[:, 0], rtol=rtol, atol=atol if atol.ndim == 0 or b.shape[1] > 1 else atol[0],
+              maxiter=maxiter, norm=orig_norm)
 
 
 # ------------------------------------------------------------------------------------------

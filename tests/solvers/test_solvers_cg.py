@@ -287,3 +287,22 @@ def test_callback_reports_every_iteration_with_the_recorded_relative_residual():
     np.testing.assert_array_equal(d1, d2)
     assert len(calls) == i2["cg_iterations"] == i1["cg_iterations"] and calls[-1][1] <= 1e-12
     assert CGSolve(rtol=1e-3, progress=print) == CGSolve(rtol=1e-3)
+
+
+def test_per_column_atol_stops_each_column_at_its_own_tolerance():
+    rng = np.random.default_rng(12)
+    A = _spd(150, 1e3, rng)
+    B = rng.normal(size=(150, 3))
+    atol = np.array([1e-2, 1e-6, 1e-10]) * np.linalg.norm(B, axis=0)
+    res = cg(A, B, rtol=0.0, atol=atol)
+    assert res.converged
+    np.testing.assert_allclose(res.tolerance, atol)
+    for j in range(3):
+        assert np.linalg.norm(B[:, j] - A @ res.value[:, j]) <= atol[j]
+        one = cg(A, B[:, j], rtol=0.0, atol=float(atol[j]))  # the same stop as one column with a scalar atol
+        assert abs(res.column_iterations[j] - one.iterations) <= 1
+    assert res.column_iterations[0] < res.column_iterations[1] < res.column_iterations[2]
+    with pytest.raises(ValueError, match=r"atol: expected a number or one tolerance per column of b, shape \(3,\)"):
+        cg(A, B, atol=np.ones(2))
+    with pytest.raises(ValueError, match=r"atol\[1\]: must be finite and >= 0"):
+        cg(A, B, atol=np.array([1.0, -1.0, 1.0]))

@@ -295,6 +295,12 @@ one = nystrom_krr(k, x, y, centers=C, reg=1e-3, rtol=1e-11, maxiter=300, n_threa
 four = nystrom_krr(k, x, y, centers=C, reg=1e-3, rtol=1e-11, maxiter=300, devices=4)
 out["coef"] = float(np.abs(four.coefficients - one.coefficients).max() / np.abs(one.coefficients).max())
 out["iterations"] = [one.cg.iterations, four.cg.iterations]
+GV, KY = g.mm_and_rmatmat(V, y[:, None])
+out["both"] = max(float(np.abs(GV - ref).max() / np.abs(ref).max()), float(np.abs(KY - Knm.T @ y[:, None]).max() / np.abs(Knm.T @ y).max()))
+one_w = nystrom_krr(k, x, y, centers=56, seed=2, reg=1e-3, rtol=1e-11, maxiter=300, n_threads=1)
+four_w = nystrom_krr(k, x, y, centers=56, seed=2, reg=1e-3, rtol=1e-11, maxiter=300, devices=4)
+out["warm"] = [one_w.warm_start_residual, four_w.warm_start_residual]
+out["coef_warm"] = float(np.abs(four_w.coefficients - one_w.coefficients).max() / np.abs(one_w.coefficients).max())
 out["jax"] = jax.__version__
 print(json.dumps(out))
 """
@@ -310,6 +316,8 @@ def test_fused_pass_sharded_over_four_forced_host_devices_equals_one_device(tmp_
     assert out["devices"] == 4
     assert out["gram"] < 1e-12 and out["rhs"] < 1e-12, out
     assert out["coef"] < 1e-10 and abs(out["iterations"][0] - out["iterations"][1]) <= 1, out  # stop at rtol: ±1
+    assert out["both"] < 1e-12 and out["coef_warm"] < 1e-10, out  # the fused first pass, sharded; warm start
+    assert out["warm"][0] == pytest.approx(out["warm"][1], rel=1e-8) and out["warm"][0] < 1.0, out
 
 
 def test_device_and_cluster_arguments_are_checked(problem):
@@ -352,3 +360,64 @@ def test_preconditioner_sample_is_the_dense_formula_and_cuts_iterations():
     assert runs[600].cg.iterations < 0.8 * runs[0].cg.iterations, (runs[600].cg.iterations, runs[0].cg.iterations)
     with pytest.raises(ValueError, match="pre_sample"):
         nystrom_krr(k, x, y, centers=150, reg=lam, pre_sample=-1)
+
+
+def test_fused_first_pass_equals_the_two_dense_products(problem):
+    """mm_and_rmatmat(V, Y) = (K_nmᵀK_nm V, K_nmᵀ Y) from one pass; threads with padded tiles, and the
+    two-call fallback of the dense backend."""
+    x, y, k = problem
+    rng = np.random.default_rng(4)
+    C = x[::7]
+    V, Y = rng.normal(size=(len(C), 2)), np.column_stack([y, rng.normal(size=len(x))])
+    Knm = k.dense(x, C)
+    for kw in ({"backend": "jax", "n_threads": 2, "tile": 16}, {"backend": "dense"}):
+        GV, KY = NystromGram(k, x, C, **kw).mm_and_rmatmat(V, Y)
+        np.testing.assert_allclose(GV, Knm.T @ (Knm @ V), rtol=1e-12, atol=1e-12 * np.abs(Knm.T @ Knm @ V).max())
+        np.testing.assert_allclose(KY, Knm.T @ Y, rtol=1e-12, atol=1e-12 * np.abs(Knm.T @ Y).max())
+
+
+def test_warm_start_is_the_rows_krr_solution_and_cuts_iterations():
+    """β₀ = (((K_mm + jI)² + K_smᵀK_sm)/r + λ(K_mm + jI))⁻¹ (K_mm y_C + K_smᵀ y_s)/r by dense NumPy; from β₀
+    CG solves the same full system to the same tolerance in fewer iterations, and a column whose β₀ is
+    worse than 0 starts from 0."""
+    from ntkflow.solvers.nystrom import _rows_solution
+
+    rng = np.random.default_rng(11)
+    n, m, lam = 4000, 150, 1e-6
+    x = rng.normal(size=(n, 4))
+    y = np.sin(x[:, 0]) + x[:, 1] * x[:, 2] + 0.1 * rng.normal(size=n)
+    k = Gaussian(2.0)
+    C, S = x[:m], x[m:m + 600]
+    pre = FalkonPreconditioner.build(k, C, lam, sample=S)
+    Kmm, Ksm = k.dense(C, C) + pre.jitter * np.eye(m), k.dense(S, C)
+    r = m + len(S)
+    M = (Kmm @ Kmm + Ksm.T @ Ksm) / r + lam * Kmm
+    rhs = (k.dense(C, C) @ y[:m] + Ksm.T @ y[m:m + 600]) / r
+    got = _rows_solution(k, pre, C, y[:m, None], S, y[m:m + 600, None])[:, 0]
+    # cond(K_mm) ≈ 1e9, cond(M) far larger: the normwise backward error is the stable measure (a wrong
+    # formula — β₀ scaled by r/m, the sample left out of the rhs or of A — gives 3e-8 … 5e-7; this 4e-17)
+    backward = np.linalg.norm(M @ got - rhs) / (np.linalg.norm(M, 2) * np.linalg.norm(got) + np.linalg.norm(rhs))
+    assert backward < 1e-12, backward
+
+    runs = {w: nystrom_krr(k, x, y, centers=m, reg=lam, pre_sample=600, seed=2, rtol=1e-8, maxiter=500, warm_start=w)
+            for w in (False, True)}
+    H, b, _ = _dense_nystrom(k, x, y, runs[True].centers, lam)
+    for res in runs.values():
+        assert res.converged and np.linalg.norm(H @ res.coefficients - b) <= 1.01e-8 * np.linalg.norm(b)
+        assert res.relative_residual == pytest.approx(np.linalg.norm(H @ res.coefficients - b) / np.linalg.norm(b), rel=1e-2)
+    assert runs[False].warm_start_residual is None and "warm_start" not in runs[False].timings
+    assert runs[True].warm_start_residual < 0.2, runs[True].warm_start_residual  # measured ≈ 0.03
+    assert runs[True].cg.iterations < runs[False].cg.iterations, (runs[True].cg.iterations, runs[False].cg.iterations)
+
+    # y = 1 on the preconditioner's rows only: β₀ fits r rows as if they were all n, H β₀ ≈ (n/r) b -> worse than 0
+    idx = runs[True].center_indices
+    Y = np.column_stack([y, np.zeros(n)])
+    Y[idx, 1] = 1.0
+    res = nystrom_krr(k, x, Y, centers=m, reg=lam, pre_sample=0, seed=2, rtol=1e-8, maxiter=500)
+    assert np.array_equal(res.center_indices, idx)
+    assert res.warm_start_residual[0] < 1.0 and res.warm_start_residual[1] == 1.0, res.warm_start_residual
+    for j in range(2):
+        H, b, _ = _dense_nystrom(k, x, Y[:, j], res.centers, lam)
+        assert np.linalg.norm(H @ res.coefficients[:, j] - b) <= 1.01e-8 * np.linalg.norm(b)
+    with pytest.raises(TypeError, match="warm_start: expected True or False"):
+        nystrom_krr(k, x, y, centers=m, reg=lam, warm_start="yes")
