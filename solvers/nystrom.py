@@ -470,6 +470,18 @@ def _dask_rmat_block(kernel, tile, xm, c, Y):
     return np.asarray(rmat(jnp.asarray(xc), jnp.asarray(Yp), jnp.asarray(c)))
 
 
+def _dask_both_block(kernel, tile, xm, c, V, Y):
+    """Runs on a dask worker: [K_bᵀ(K_b V), K_bᵀ Y_b] (m, k + k') from one evaluation of its block."""
+    import jax.numpy as jnp
+
+    both = _fused_fns(kernel, tile, "float64")[2]
+    xc, mask = xm
+    Yp = np.zeros((xc.shape[0], Y.shape[1]))
+    Yp[: Y.shape[0]] = Y
+    GV, KY = both(jnp.asarray(xc), jnp.asarray(mask), jnp.asarray(c), jnp.asarray(V), jnp.asarray(Yp))
+    return np.concatenate([np.asarray(GV), np.asarray(KY)], axis=1)
+
+
 def _sum_blocks(*parts):
     """Runs on a dask worker: the sum of the blocks' (m, k) partial products, in block order."""
     out = np.array(parts[0], dtype=np.float64, copy=True)
@@ -677,16 +689,22 @@ class NystromGram(LinearOperator):
         return np.sum(self._map(lambda ch: np.asarray(rmat(ch[3], jnp.asarray(self._chunk_rows(ch, Y)), st["c"]))), axis=0)
 
     def mm_and_rmatmat(self, V, Y):
-        """(G V, K_nmᵀ Y) for V (m, k), Y (n, k'), float64. Backend "jax": ONE fused pass — each kernel block
-        is evaluated once and multiplies [K_b V ⊙ mask, Y_b] — at the cost of about one product; other
-        backends (and float32 blocks): the two products one after the other."""
+        """(G V, K_nmᵀ Y) for V (m, k), Y (n, k'), float64. Backends "jax" and "dask": ONE fused pass — each
+        kernel block is evaluated once and multiplies [K_b V ⊙ mask, Y_b] — at the cost of about one
+        product; "keops", "dense" (and float32 blocks): the two products one after the other."""
         st = self._state
-        if self.backend != "jax" or self.block_dtype != "float64":
+        if self.backend not in ("jax", "dask") or self.block_dtype != "float64":
             return self._mm(V), self.rmatmat(Y)
         import jax.numpy as jnp
 
         V = np.ascontiguousarray(V, dtype=np.float64)
         Y = np.asarray(Y, dtype=np.float64)
+        if self.backend == "dask":
+            client = st["client"]
+            futs = [client.submit(_dask_both_block, self.kernel, st["tile"], xf, st["cf"], V, Y[s:e], pure=False)
+                    for xf, (s, e) in zip(st["xf"], st["bounds"])]
+            out = self._dask_reduce(futs, "a block of the fused first pass")
+            return out[:, : V.shape[1]], out[:, V.shape[1]:]
         if "mesh" in st:
             GV, KY = _sharded_fns(self.kernel, st["tile"], "float64")[2](st["xs"], st["masks"], st["c"], V,
                                                                          self._sharded_rows(Y))
@@ -841,8 +859,8 @@ def nystrom_krr(
             already are: β₀ = B Bᵀ (K_mm y_C + K_smᵀ y_s)/(m + s), four triangular solves), and fuse the
             pass for K_nmᵀy with the one for H β₀ (:meth:`NystromGram.mm_and_rmatmat`), so the warm start
             costs no pass; CG then solves H δ = K_nmᵀy − Hβ₀ to ‖·‖ ≤ rtol‖K_nmᵀy‖. Used when the centres
-            are rows of x (an int ``centers``), with float64 blocks and backend "jax"; a column whose β₀ is
-            worse than 0 starts from 0. False: Falkon's zero start.
+            are rows of x (an int ``centers``) and with float64 blocks (backends "keops"/"dense" pay one
+            extra pass for Hβ₀); a column whose β₀ is worse than 0 starts from 0. False: Falkon's zero start.
         devices: None (one device, rows split over ``n_threads`` threads) or an int / "all": the points
             sharded over a JAX device mesh (backend "jax").
         client, scheduler, n_blocks, timeout: backend "dask" — a ``distributed.Client`` or a scheduler
@@ -901,7 +919,7 @@ def nystrom_krr(
     try:
         t0 = time.perf_counter()
         Y2 = y.reshape(n, -1)
-        warm = warm_start and idx is not None and not refine and block_dtype == "float64" and backend == "jax"
+        warm = warm_start and idx is not None and not refine and block_dtype == "float64"
         warm_rel = None
         if warm:
             beta0 = _rows_solution(kernel, pre, C, Y2[idx], x[sample_idx], Y2[sample_idx])  # (m, k)

@@ -246,6 +246,9 @@ def test_nystrom_on_dask_workers_equals_in_process_and_scatters_once(problem, da
         np.testing.assert_allclose(g.mm(V), Knm.T @ (Knm @ V), rtol=1e-12)
     assert [f.key for f in g._state["xf"]] == keys
     np.testing.assert_allclose(g.rmatmat(y[:, None]), Knm.T @ y[:, None], rtol=1e-12)
+    GV, KY = g.mm_and_rmatmat(V, y[:, None])  # the fused first pass on the workers
+    np.testing.assert_allclose(GV, Knm.T @ (Knm @ V), rtol=1e-12)
+    np.testing.assert_allclose(KY, Knm.T @ y[:, None], rtol=1e-12)
     g.close()
     kw = dict(centers=C, reg=1e-3, rtol=1e-11, maxiter=300, tile=16)
     local = nystrom_krr(k, x, y, backend="jax", n_threads=2, **kw)
@@ -256,6 +259,15 @@ def test_nystrom_on_dask_workers_equals_in_process_and_scatters_once(problem, da
     dist3 = nystrom_krr(k, x, y, backend="dask", client=dask_client, n_blocks=3, **kw)
     np.testing.assert_allclose(Knm @ dist3.coefficients, Knm @ local.coefficients, rtol=1e-10,
                                atol=1e-10 * np.abs(Knm @ local.coefficients).max())
+    # the warm start (int centres) on the workers equals the in-process one
+    kw_w = dict(centers=50, seed=4, reg=1e-3, rtol=1e-11, maxiter=300, tile=16)
+    local_w = nystrom_krr(k, x, y, backend="jax", n_threads=2, **kw_w)
+    dist_w = nystrom_krr(k, x, y, backend="dask", client=dask_client, **kw_w)
+    assert dist_w.warm_start_residual == pytest.approx(local_w.warm_start_residual, rel=1e-9)
+    assert dist_w.converged and abs(dist_w.cg.iterations - local_w.cg.iterations) <= 1
+    Kw = k.dense(x, local_w.centers)
+    np.testing.assert_allclose(Kw @ dist_w.coefficients, Kw @ local_w.coefficients, rtol=0,
+                               atol=1e-9 * np.abs(Kw @ local_w.coefficients).max())
     assert dask_client.status == "running"  # a client passed in is not closed
     ref = Knm[:5] @ dist.coefficients  # predictions are sums with cancellation: tolerance on their scale
     np.testing.assert_allclose(dist.predict(x[:5]), ref, rtol=1e-12, atol=1e-12 * np.abs(ref).max())  # in process
