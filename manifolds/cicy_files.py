@@ -3,7 +3,7 @@
 A CICY definition file sits beside the hypersurface file (``--hypersurface``) and says the same things for a
 complete intersection in P^{n_1} × … × P^{n_m}:
 
-.. code-block:: json
+.. code-block:: text
 
     {"format": "ntkflow-cicy", "version": 1, "name": "bicubic",
      "ambient": [2, 2],                      // n_r of each factor P^{n_r}
