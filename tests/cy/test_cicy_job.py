@@ -129,3 +129,19 @@ def test_cli_refuses_what_cicys_do_not_run(tmp_path, capsys):
                        (["--cicy", str(tmp_path / "none.json")], "none.json")):
         assert main(["cy", *args, "-q", "-o", str(tmp_path / "o")]) != 0
         assert word in capsys.readouterr().err
+
+
+def test_cli_sample_and_cy_from_a_definition_file(tmp_path, capsys):
+    """``--cicy FILE`` (JSON) runs the same job as the preset it was written from: equal held-out σ."""
+    m = cicy_preset("p5-33", psi=0.5)
+    path = save_cicy_file(tmp_path / "p533.json", m)
+    assert main(["sample", "--cicy", path, "-n", "300", "--seed", "2", "-o", str(tmp_path / "pts.npz")]) == 0
+    ps = load_cicy_points(tmp_path / "pts.npz")
+    assert len(ps) == 300 and ps.manifold.psi == 0.5
+    runs = {}
+    for name, opts in (("file", ["--cicy", path]), ("preset", ["--manifold", "p5-33", "--psi", "0.5"])):
+        assert main(["cy", *opts, "-k", "1", "--n-train", "800", "--n-test", "300", "--max-iter", "2",
+                     "--n-curvature", "0", "-q", "-o", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
+    assert runs["file"]["sigma_test"] == runs["preset"]["sigma_test"]
+    assert runs["file"]["method_info"]["n_sections"] == 6
