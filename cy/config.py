@@ -125,9 +125,19 @@ class BergmanMethod:
                                              "on CPU the devices are forced with XLA_FLAGS="
                                              "--xla_force_host_platform_device_count=N (a correctness check)",
                                        metavar="N|all")
+    kahler_class: tuple = option((), "complete intersections: the Kaehler class t, one entry per projective factor; the "
+                                     "sections have degree k*t_a in factor a (k*t_a must be integers) and the metric is "
+                                     "in the class sum_a t_a J_a (empty: t = 1 in every factor)", metavar="T1,T2,...")
 
     def __post_init__(self):
         positive_int("k", self.k)
+        t = tuple(self.kahler_class)
+        for i, ta in enumerate(t):
+            positive_float(f"kahler_class[{i}]", ta)
+            if abs(self.k * float(ta) - round(self.k * float(ta))) > 1e-9:
+                raise ValueError(f"kahler_class: k·t_a must be an integer degree, received k = {self.k}, t[{i}] = {ta} "
+                                 f"(k·t = {self.k * float(ta):g}); choose t with k·t integer (e.g. -k 2 --kahler-class 1,1.5).")
+        object.__setattr__(self, "kahler_class", tuple(float(ta) for ta in t))
         _choice("symmetry", self.symmetry, ("auto", "none"))
         _choice("solver", self.solver, ("auto", "dense", "matrix-free"))
         object.__setattr__(self, "devices", parse_devices(self.devices))
@@ -281,8 +291,9 @@ class CYConfig:
         data = asdict(self.data)
         data["psi"] = None if self.data.psi is None else [complex(self.data.psi).real, complex(self.data.psi).imag]
         method = {"name": self.method.name, **asdict(self.method)}
-        if "mixture_coeffs" in method:
-            method["mixture_coeffs"] = list(method["mixture_coeffs"])
+        for key in ("mixture_coeffs", "kahler_class"):
+            if key in method:
+                method[key] = list(method[key])
         return {"data": data, "method": method, "lm": asdict(self.lm), "output": asdict(self.output)}
 
     def fingerprint(self) -> str:
@@ -294,6 +305,8 @@ class CYConfig:
         d["method"].pop("devices", None)  # where the products run, not what they compute (equal to 1e-10)
         if d["method"].get("dense_chunk") == 0:  # the default keeps the fingerprints of earlier runs
             d["method"].pop("dense_chunk")
+        if d["method"].get("kahler_class") == []:  # the default (t = 1) keeps the fingerprints of earlier runs
+            d["method"].pop("kahler_class")
         if d["method"].get("product_dtype") == "float64":  # the default keeps the fingerprints of earlier runs
             d["method"].pop("product_dtype")
         if d["method"].get("preconditioner") == "jacobi":  # the default keeps the fingerprints of earlier runs
@@ -323,8 +336,9 @@ def config_from_json(d: dict) -> CYConfig:
         data["psi"] = complex(*data["psi"])
     method = dict(d["method"])
     cls = METHODS[method.pop("name")]
-    if "mixture_coeffs" in method:
-        method["mixture_coeffs"] = tuple(method["mixture_coeffs"])
+    for key in ("mixture_coeffs", "kahler_class"):
+        if key in method:
+            method[key] = tuple(method[key])
     return CYConfig(DataConfig(**data), cls(**method), LMSettings(**d["lm"]), OutputConfig(**d["output"]))
 
 

@@ -259,9 +259,14 @@ def _sigma_or_nan(ps, det):
     return sigma(ps, det) if isinstance(ps, PointSet) else sigma_weighted(det / ps.omega_sq, ps.weights)
 
 
-def cicy_factors(manifold: CompleteIntersection, k: int) -> Factors:
-    """The sections of degree k in every factor of the ambient of ``manifold`` (class t = (1, …, 1))."""
-    return Factors(tuple(n + 1 for n in manifold.ambient), (int(k),) * manifold.n_factors)
+def cicy_factors(manifold: CompleteIntersection, k: int, kahler_class=()) -> Factors:
+    """The sections of degree k·t_a in factor a of the ambient of ``manifold`` (``kahler_class`` t, one entry per
+    factor; empty: t = (1, …, 1)): the metrics of :class:`PrimalProblem` are then in the class Σ_a t_a J_a."""
+    t = tuple(kahler_class) or (1.0,) * manifold.n_factors
+    if len(t) != manifold.n_factors:
+        raise ValueError(f"kahler_class: expected {manifold.n_factors} entries (one per factor of {manifold.name}, "
+                         f"ambient {manifold.ambient}), received {list(t)}.")
+    return Factors(tuple(n + 1 for n in manifold.ambient), tuple(int(round(k * float(ta))) for ta in t))
 
 
 def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, det_g=None, log=None) -> dict:
@@ -850,6 +855,9 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
     if client is not None:
         points = (f"  points: {config.data.n_train} train, sampled on the dask workers in blocks of {cluster.block_size} "
                   f"(seed {config.data.seed}, block b), + {config.data.n_test} held-out on the driver, {t_sample:.1f} s")
+    if isinstance(method, BergmanMethod) and method.kahler_class:
+        raise ValueError(f"kahler_class: --kahler-class {','.join(f'{t:g}' for t in method.kahler_class)} sets the class "
+                         f"on a product of projective spaces; {m.name} is a hypersurface (one class). Drop it.")
     if isinstance(method, BergmanMethod):
         b, sym = choose_basis(m, method, symmetry)
         log(f"ntkflow cy: {m.name} (N={m.n_coords}, dim={m.dim}), method bergman (frozen u^k kernel), k={method.k}")
@@ -922,20 +930,21 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
             raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, cold "
                              f"start, no symmetry); drop it for {m.name}.")
     link = resolve_link(method.link)
-    factors = cicy_factors(m, method.k)
+    factors = cicy_factors(m, method.k, method.kahler_class)
+    t_class = np.asarray(factors.degrees, dtype=np.float64) / method.k
     t = time.perf_counter()
     ps = sample_cicy(m, config.data.n_train + config.data.n_test, seed=config.data.seed)
     train, test = ps.split(config.data.n_train)
     t_sample = time.perf_counter() - t
     log(f"ntkflow cy: {m.name} (complete intersection in {' x '.join(f'P{n}' for n in m.ambient)}, configuration "
         f"{np.asarray(m.configuration).T.tolist()}, dim={m.dim}), method bergman (frozen multi-degree kernel "
-        f"Π_a u_a^k), k={method.k} in every factor")
+        f"Π_a u_a^(k t_a)), k={method.k}, Kähler class t = {t_class.tolist()}: degrees {list(factors.degrees)}")
     log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
         f"{t_sample:.1f} s")
     setup = _setup_cicy(config, method, m, factors, link, train, test, log)
-    fs = {"sigma_train": sigma_weighted(cicy_fs_det(train) / train.omega_sq, train.weights),
-          "sigma_test": sigma_weighted(cicy_fs_det(test) / test.omega_sq, test.weights)}
-    log(f"  Fubini–Study (t = 1): σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")
+    fs = {"sigma_train": sigma_weighted(cicy_fs_det(train, t_class) / train.omega_sq, train.weights),
+          "sigma_test": sigma_weighted(cicy_fs_det(test, t_class) / test.omega_sq, test.weights)}
+    log(f"  Fubini–Study (class t): σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")
     fit = _fit_least_squares(setup, config, test, out_dir, resume=resume, log=log, hooks=hooks, t_start=t_start)
     return _finish(config, m, test, fit, fs, out_dir, log=log, t_start=t_start, t_sample=t_sample)
 

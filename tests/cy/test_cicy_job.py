@@ -145,3 +145,24 @@ def test_cli_sample_and_cy_from_a_definition_file(tmp_path, capsys):
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert runs["file"]["sigma_test"] == runs["preset"]["sigma_test"]
     assert runs["file"]["method_info"]["n_sections"] == 6
+
+
+def test_kahler_class_sets_the_degrees_and_the_volume(tmp_path, capsys):
+    """--kahler-class t: sections of degree k·t_a, the metric in the class Σ t_a J_a, so the Monte-Carlo
+    Vol_K = mean(w det g/|Ω|²) is ∫_X J_t³ (exact: kahler_volume(t)) within its error, and the start
+    (FS of class t) is the fitted constant's reference."""
+    m = cicy_preset("bicubic", seed=0)
+    out = tmp_path / "t12"
+    assert main(["cy", "--manifold", "bicubic", "--cicy-seed", "0", "-k", "1", "--kahler-class", "1,2", "--n-train",
+                 "3000", "--n-test", "3000", "--max-iter", "2", "--n-curvature", "0", "-q", "-o", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method_info"]["degrees"] == [1, 2] and metrics["method_info"]["n_sections"] == 3 * 6
+    exact = m.kahler_volume([1.0, 2.0])  # ∫J_t³ from the intersection numbers d_{J1²J2} = d_{J1J2²} = 3: 3·3·(2 + 4) = 54
+    assert metrics["intersection_number"] == pytest.approx(exact, rel=1e-12)
+    assert metrics["vol_kahler_test"] == pytest.approx(exact, rel=0.03)
+    assert ntkflow.load(out).factors.degrees == (1, 2)
+    for args, word in ((["--manifold", "bicubic", "-k", "2", "--kahler-class", "1,1.25"], "integer"),
+                       (["--manifold", "bicubic", "-k", "1", "--kahler-class", "1,1,1"], "one per factor"),
+                       (["--manifold", "fermat-quintic", "-k", "2", "--kahler-class", "1"], "hypersurface")):
+        assert main(["cy", *args, "--n-train", "200", "--n-test", "100", "-q", "-o", str(tmp_path / "x")]) != 0
+        assert word in capsys.readouterr().err
