@@ -48,7 +48,7 @@ def add_manifold_options(parser, *, positional: bool = False):
     one.add_argument("--cicy", default=None, metavar="FILE",
                      help="a complete intersection in a product of projective spaces from a definition file: .json "
                           "{ambient, configuration, equations: [{exponents, coefficients}]} or an .npz with the cicy_* "
-                          "keys (docs/cy.md, Complete intersections) (default: none)")
+                          "keys (docs/manifolds.md, Definition files) (default: none)")
     group.add_argument("--cicy-seed", dest="cicy_seed", type=int, default=None, metavar="SEED",
                        help="with a CICY preset (--manifold bicubic|tetraquadric|p5-33): every monomial of the "
                             "configuration with random complex Gaussian coefficients, no symmetry (default: none)")

@@ -126,7 +126,8 @@ def test_cli_refuses_what_cicys_do_not_run(tmp_path, capsys):
     for args, word in ((["--manifold", "tetraquadric", "-k", "1", "--solver", "dense"], "solver"),
                        (["--manifold", "tetraquadric", "-k", "1", "--method", "donaldson"], "method"),
                        (["--manifold", "fermat-quintic", "--cicy-seed", "2"], "cicy_seed"),
-                       (["--cicy", str(tmp_path / "none.json")], "none.json")):
+                       (["--cicy", str(tmp_path / "none.json")], "none.json"),
+                       (["--manifold", "p5-33", "--psi", "0.3,0.5", "-k", "1"], "sweep")):
         assert main(["cy", *args, "-q", "-o", str(tmp_path / "o")]) != 0
         assert word in capsys.readouterr().err
 
