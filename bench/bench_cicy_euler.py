@@ -242,6 +242,18 @@ def weights_recomputed(ps) -> np.ndarray:
     return sum(d[c] for c in splits) * other.omega_sq / rho
 
 
+def _hill(x) -> dict:
+    """Hill estimates α of the tail P(|x| > u) ~ u^{-α} from the top 0.1 % and 1 % of |x| (α ≤ 2: infinite
+    variance at the scales sampled, so the batch-means standard error is not a reliable error bar)."""
+    a = np.sort(np.abs(np.asarray(x)))[::-1]
+    out = {}
+    for frac in (0.001, 0.01):
+        k = max(int(frac * len(a)), 10)
+        if k < len(a):
+            out[f"top_{frac:g}"] = float(1.0 / np.mean(np.log(a[:k] / a[k])))
+    return out
+
+
 def _batch_sigma(eta, w, n_batches: int = 50) -> tuple[float, float]:
     from ntkflow.manifolds import sigma_weighted
 
@@ -296,6 +308,32 @@ def run_preset(spec: str, args) -> dict:
     t_start = time.perf_counter()
     weight_check = None
     i = 0
+
+    def summary(final: bool) -> dict:
+        e1, wa = np.concatenate(eta1), np.concatenate(w_all)
+        sig, sig_se = _batch_sigma(e1, wa)
+        res = {"preset": spec, "label": label, "manifold": repr(m), "euler_topological": truth, "n_points": done,
+               "seeds": list(range(args.seed, args.seed + i)), "residual_max": residual, "rejected_subspaces": rejected,
+               "weight_check": weight_check, "sigma_fs": sig, "sigma_fs_stderr": sig_se, "by_t": [], "convergence": chunks}
+        for t in ts:
+            x = np.concatenate(chi_int[t])
+            mu, se = mean_stderr(x)
+            vol, vol_se = mean_stderr(np.concatenate(vol_int[t]))
+            entry = {"t": list(t), "euler": mu, "euler_stderr": se, "euler_stderr_iid": float(x.std(ddof=1) / math.sqrt(len(x))),
+                     "relative_error": (mu - truth) / abs(truth), "relative_stderr": se / abs(truth),
+                     "volume": vol, "volume_stderr": vol_se, "volume_exact": m.kahler_volume(t),
+                     "tail_index_hill": _hill(x),
+                     "batch_means_1000": [float(v) for v in x[: len(x) // 1000 * 1000].reshape(1000, -1).mean(axis=1)] if len(x) >= 1000 else None}
+            if t != ts[0]:
+                d, d_se = mean_stderr(x - np.concatenate(chi_int[ts[0]]))
+                entry["difference_to_t1"], entry["difference_to_t1_stderr"] = d, d_se
+            res["by_t"].append(entry)
+        res["seconds"] = {"sample": t_sample, "curvature": t_curv, "total": time.perf_counter() - t_start,
+                          "cpu": time.process_time() - cpu0}
+        res["points_per_second_curvature"] = done * len(ts) / max(t_curv, 1e-9)
+
+        res["complete"] = final
+        return res
     cpu0 = time.process_time()
     while done < args.n and time.process_time() - cpu0 < args.budget and not _past(args.stop_at):
         n_i = min(args.chunk, args.n - done)
@@ -323,27 +361,11 @@ def run_preset(spec: str, args) -> dict:
         mu, se = mean_stderr(x)
         chunks.append({"n": done, "euler": mu, "euler_stderr": se, "seconds": time.perf_counter() - t_start})
         print(f"  {label}: {done:>9} points  χ = {mu:9.3f} ± {se:.3f}  ({time.perf_counter() - t_start:7.1f} s)", flush=True)
-    eta1, w_all = np.concatenate(eta1), np.concatenate(w_all)
-    sig, sig_se = _batch_sigma(eta1, w_all)
-    res = {"preset": spec, "label": label, "manifold": repr(m), "euler_topological": truth, "n_points": done,
-           "seeds": list(range(args.seed, args.seed + i)), "residual_max": residual, "rejected_subspaces": rejected,
-           "weight_check": weight_check, "sigma_fs": sig, "sigma_fs_stderr": sig_se, "by_t": [], "convergence": chunks}
-    for t in ts:
-        x = np.concatenate(chi_int[t])
-        mu, se = mean_stderr(x)
-        vol, vol_se = mean_stderr(np.concatenate(vol_int[t]))
-        entry = {"t": list(t), "euler": mu, "euler_stderr": se, "euler_stderr_iid": float(x.std(ddof=1) / math.sqrt(len(x))),
-                 "relative_error": (mu - truth) / abs(truth), "relative_stderr": se / abs(truth),
-                 "volume": vol, "volume_stderr": vol_se, "volume_exact": m.kahler_volume(t),
-                 "batch_means_1000": [float(v) for v in x[: len(x) // 1000 * 1000].reshape(1000, -1).mean(axis=1)] if len(x) >= 1000 else None}
-        if t != ts[0]:
-            d, d_se = mean_stderr(x - np.concatenate(chi_int[ts[0]]))
-            entry["difference_to_t1"], entry["difference_to_t1_stderr"] = d, d_se
-        res["by_t"].append(entry)
-    res["seconds"] = {"sample": t_sample, "curvature": t_curv, "total": time.perf_counter() - t_start,
-                      "cpu": time.process_time() - cpu0}
-    res["points_per_second_curvature"] = done * len(ts) / max(t_curv, 1e-9)
-    return res
+        if args.out:  # partial results survive an interrupted run ("complete": false)
+            part = summary(False)
+            part.update({"command": args.command, "machine": machine()})
+            (Path(args.out) / f"cicy_euler_{label}.json").write_text(json.dumps(part, indent=1))
+    return summary(True)
 
 
 def plot(out: Path, results: list) -> None:
@@ -398,6 +420,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     command = " ".join(["python", "bench/bench_cicy_euler.py"] + list(argv if argv is not None else sys.argv[1:]))
+    args.command = command
     for spec in args.preset:
         name, kw, label = parse_preset(spec)
         res = run_preset(spec, args)
