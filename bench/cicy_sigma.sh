@@ -8,37 +8,40 @@ FILTER=${2:-.}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RES="$HERE/results/cicy"
 mkdir -p "$OUT" "$RES"
-# name | options (always with --n-curvature 0 --max-iter 6 --seed 0)
+# name | options (always with --n-curvature 0 --seed 0; the later, larger runs stop after 4 iterations: the
+# loss of the first ones had stopped moving after 3-4)
 RUNS=(
-  "bicubic_fermat_k1|--manifold bicubic -k 1 --n-train 20000 --n-test 10000"
-  "bicubic_random0_k1|--manifold bicubic --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000"
-  "tetraquadric_fermat_k1|--manifold tetraquadric -k 1 --n-train 20000 --n-test 10000"
-  "tetraquadric_random0_k1|--manifold tetraquadric --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000"
-  "p5-33_fermat_k1|--manifold p5-33 -k 1 --n-train 20000 --n-test 10000"
-  "p5-33_random0_k1|--manifold p5-33 --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000"
-  "p5-33_psi0.5_k1|--manifold p5-33 --psi 0.5 -k 1 --n-train 20000 --n-test 10000"
-  "p5-33_psi0.5_k2|--manifold p5-33 --psi 0.5 -k 2 --n-train 20000 --n-test 10000"
-  "p5-33_random0_k2|--manifold p5-33 --cicy-seed 0 -k 2 --n-train 20000 --n-test 10000"
-  "p5-33_fermat_k2|--manifold p5-33 -k 2 --n-train 20000 --n-test 10000"
-  "bicubic_random0_k2|--manifold bicubic --cicy-seed 0 -k 2 --n-train 20000 --n-test 10000"
-  "bicubic_fermat_k2|--manifold bicubic -k 2 --n-train 20000 --n-test 10000"
-  "p5-33_psi0.5_k3|--manifold p5-33 --psi 0.5 -k 3 --n-train 20000 --n-test 10000"
-  "p5-33_random0_k3|--manifold p5-33 --cicy-seed 0 -k 3 --n-train 20000 --n-test 10000"
-  "tetraquadric_random0_k2|--manifold tetraquadric --cicy-seed 0 -k 2 --n-train 30000 --n-test 10000"
-  "bicubic_random0_k3|--manifold bicubic --cicy-seed 0 -k 3 --n-train 30000 --n-test 10000"
-  "p5-33_psi0.5_k4|--manifold p5-33 --psi 0.5 -k 4 --n-train 40000 --n-test 10000"
-  "p5-33_fermat_k3|--manifold p5-33 -k 3 --n-train 20000 --n-test 10000"
-  "tetraquadric_fermat_k2|--manifold tetraquadric -k 2 --n-train 30000 --n-test 10000"
-  "bicubic_fermat_k3|--manifold bicubic -k 3 --n-train 30000 --n-test 10000"
-  "p5-33_random0_k4|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 40000 --n-test 10000"
+  "bicubic_fermat_k1|--manifold bicubic -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "bicubic_random0_k1|--manifold bicubic --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "tetraquadric_fermat_k1|--manifold tetraquadric -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "tetraquadric_random0_k1|--manifold tetraquadric --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_fermat_k1|--manifold p5-33 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_random0_k1|--manifold p5-33 --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_psi0.5_k1|--manifold p5-33 --psi 0.5 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_psi0.5_k2|--manifold p5-33 --psi 0.5 -k 2 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_random0_k2|--manifold p5-33 --cicy-seed 0 -k 2 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_fermat_k2|--manifold p5-33 -k 2 --n-train 20000 --n-test 10000 --max-iter 6"
+  "bicubic_random0_k2|--manifold bicubic --cicy-seed 0 -k 2 --n-train 20000 --n-test 10000 --max-iter 6"
+  "bicubic_fermat_k2|--manifold bicubic -k 2 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_psi0.5_k3|--manifold p5-33 --psi 0.5 -k 3 --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_random0_k3|--manifold p5-33 --cicy-seed 0 -k 3 --n-train 20000 --n-test 10000 --max-iter 6"
+  "tetraquadric_random0_k2|--manifold tetraquadric --cicy-seed 0 -k 2 --n-train 30000 --n-test 10000 --max-iter 6"
+  "p5-33_psi0.5_k4|--manifold p5-33 --psi 0.5 -k 4 --n-train 40000 --n-test 10000 --max-iter 4"
+  "bicubic_random0_k3|--manifold bicubic --cicy-seed 0 -k 3 --n-train 30000 --n-test 10000 --max-iter 4"
+  "p5-33_fermat_k3|--manifold p5-33 -k 3 --n-train 20000 --n-test 10000 --max-iter 4"
+  "tetraquadric_fermat_k2|--manifold tetraquadric -k 2 --n-train 30000 --n-test 10000 --max-iter 4"
+  "bicubic_fermat_k3|--manifold bicubic -k 3 --n-train 30000 --n-test 10000 --max-iter 4"
+  "p5-33_random0_k4|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 40000 --n-test 10000 --max-iter 4"
+  "p5-33_psi0.5_k2_identity|--manifold p5-33 --psi 0.5 -k 2 --link identity --n-train 20000 --n-test 10000 --max-iter 6"
+  "p5-33_psi0.5_k3_identity|--manifold p5-33 --psi 0.5 -k 3 --link identity --n-train 20000 --n-test 10000 --max-iter 6"
 )
 for line in "${RUNS[@]}"; do
   name=${line%%|*}; opts=${line#*|}
   [[ "$name" =~ $FILTER ]] || continue
   [ -f "$RES/$name.json" ] && { echo "skip $name (have $RES/$name.json)"; continue; }
-  echo "=== $name: ntkflow cy $opts --max-iter 6 --n-curvature 0 --seed 0 -o $OUT/$name  ($(date -u +%H:%M:%S))"
+  echo "=== $name: ntkflow cy $opts --n-curvature 0 --seed 0 -o $OUT/$name  ($(date -u +%H:%M:%S))"
   # shellcheck disable=SC2086
-  nice -n 19 ntkflow cy $opts --max-iter 6 --n-curvature 0 --seed 0 -o "$OUT/$name" > "$OUT/$name.log" 2>&1
+  nice -n 19 ntkflow cy $opts --n-curvature 0 --seed 0 -o "$OUT/$name" > "$OUT/$name.log" 2>&1
   rc=$?
   tail -n 2 "$OUT/$name.log"
   [ $rc -eq 0 ] && cp "$OUT/$name/metrics.json" "$RES/$name.json"

@@ -14,6 +14,8 @@ def rows(directory: pathlib.Path):
         info, data = m["method_info"], m["settings"]["data"]
         member = ("random (seed %d)" % data["cicy_seed"] if data.get("cicy_seed") is not None else
                   "ψ = %g" % data["psi"][0] if data.get("psi") else "Fermat type")
+        if info.get("link", "log") != "log":
+            member += f", {info['link']} link"
         out.append((data["manifold"], member, m["k"], info["n_sections"], info["n_monomials"], info["n_parameters"],
                     data["n_train"], m["fs_baseline"]["sigma_test"], m["sigma_test"], m["sigma_train"], m["iterations"],
                     m["timings"]["total"], path.stem))
