@@ -937,7 +937,7 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
     train, test = ps.split(config.data.n_train)
     t_sample = time.perf_counter() - t
     log(f"ntkflow cy: {m.name} (complete intersection in {' x '.join(f'P{n}' for n in m.ambient)}, configuration "
-        f"{np.asarray(m.configuration).T.tolist()}, dim={m.dim}), method bergman (frozen multi-degree kernel "
+        f"{np.asarray(m.configuration).tolist()}, dim={m.dim}), method bergman (frozen multi-degree kernel "
         f"Π_a u_a^(k t_a)), k={method.k}, Kähler class t = {t_class.tolist()}: degrees {list(factors.degrees)}")
     log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
         f"{t_sample:.1f} s")
