@@ -14,12 +14,17 @@ For each preset (``NAME``, ``NAME:psi=0.5``, ``NAME:seed=0``) it samples ``--n``
   with the batch-means standard error (``ntkflow.manifolds.mean_stderr``).
 
 c_3 comes from :func:`fs_curvature_closed_form` below: the curvature of the pulled-back FS metric in
-closed form from the first and second derivatives of the embedding (NumPy, no autodiff), ≈ 30–100×
-faster than the 4th-order JAX autodiff of ``make_cicy_curvature_fn``; ``--check-autodiff N`` compares
-the two per point on N points (the JSON records the largest relative difference). The integrand
-c_3/(FS volume) is heavy-tailed on the bicubic and the tetraquadric (the curvature concentrates near
-the nearly degenerate fibres), so those need 10⁶–10⁷ plain Monte-Carlo points; the JSON keeps the
-standard error against n (``convergence``) so that a variance that does not fall as 1/n shows.
+closed form from the first and second derivatives of the embedding (no autodiff; jitted), ≈ 10× the
+points/s of the 4th-order JAX autodiff of ``make_cicy_curvature_fn`` and without its minutes of compilation
+on the dense random equations; ``--check-autodiff N`` compares the two per point on N points (the JSON
+records the largest relative difference; skipped for random coefficients). The integrand c_3/(FS volume)
+is heavy-tailed on the bicubic, the tetraquadric and the random P⁵[3,3] (Hill tail index ≈ 1, recorded as
+``tail_index_hill``; the largest values sit where the normalised gradient of Q is smallest), so the
+batch-means error understates the error there; the JSON keeps the estimate against n (``convergence``)
+and 1000 batch means per class.
+
+Set ``XLA_FLAGS=--xla_cpu_multi_thread_eigen=false`` on a shared CPU: two multi-threaded runs hung in
+XLA's CPU runtime (main thread waiting on a result, every pool thread idle) under heavy load.
 
 Writes OUT/cicy_euler_<label>.json per preset and OUT/cicy_euler.json + OUT/cicy_euler.png (all
 presets found in OUT).
