@@ -26,7 +26,7 @@ RUNS=(
   "p5-33_psi0.5_k3|--manifold p5-33 --psi 0.5 -k 3 --n-train 20000 --n-test 10000 --max-iter 6"
   "p5-33_random0_k3|--manifold p5-33 --cicy-seed 0 -k 3 --n-train 20000 --n-test 10000 --max-iter 6"
   "tetraquadric_random0_k2|--manifold tetraquadric --cicy-seed 0 -k 2 --n-train 30000 --n-test 10000 --max-iter 6"
-  "p5-33_psi0.5_k4|--manifold p5-33 --psi 0.5 -k 4 --n-train 40000 --n-test 10000 --max-iter 4"
+  "p5-33_psi0.5_k4|--manifold p5-33 --psi 0.5 -k 4 --n-train 40000 --n-test 10000 --max-iter 3"
   "bicubic_random0_k3|--manifold bicubic --cicy-seed 0 -k 3 --n-train 30000 --n-test 10000 --max-iter 4"
   "p5-33_fermat_k3|--manifold p5-33 -k 3 --n-train 20000 --n-test 10000 --max-iter 4"
   "tetraquadric_fermat_k2|--manifold tetraquadric -k 2 --n-train 30000 --n-test 10000 --max-iter 4"

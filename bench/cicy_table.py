@@ -1,5 +1,6 @@
 """Markdown table of the CICY runs of bench/cicy_sigma.sh: reads bench/results/cicy/*.json (metrics.json of
-``ntkflow cy``) and prints one row per run, sorted by manifold and k. Usage: python bench/cicy_table.py [DIR]"""
+``ntkflow cy``) and prints one row per run, sorted by manifold and k (wall: ``timings.total``, or
+``wall_to_last_iteration_s`` where a run was finished by ``--resume``, see its ``note``). Usage: python bench/cicy_table.py [DIR]"""
 from __future__ import annotations
 
 import json
@@ -18,7 +19,7 @@ def rows(directory: pathlib.Path):
             member += f", {info['link']} link"
         out.append((data["manifold"], member, m["k"], info["n_sections"], info["n_monomials"], info["n_parameters"],
                     data["n_train"], m["fs_baseline"]["sigma_test"], m["sigma_test"], m["sigma_train"], m["iterations"],
-                    m["timings"]["total"], path.stem))
+                    m.get("wall_to_last_iteration_s", m["timings"]["total"]), path.stem))
     return sorted(out, key=lambda r: (r[0], r[1], r[2]))
 
 
