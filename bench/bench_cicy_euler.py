@@ -14,9 +14,9 @@ For each preset (``NAME``, ``NAME:psi=0.5``, ``NAME:seed=0``) it samples ``--n``
   with the batch-means standard error (``ntkflow.manifolds.mean_stderr``).
 
 c_3 comes from :func:`fs_curvature_closed_form` below: the curvature of the pulled-back FS metric in
-closed form from the first and second derivatives of the embedding (no autodiff; jitted), ≈ 10× the
-points/s of the 4th-order JAX autodiff of ``make_cicy_curvature_fn`` and without its minutes of compilation
-on the dense random equations; ``--check-autodiff N`` compares the two per point on N points (the JSON
+closed form from the first and second derivatives of the embedding (no autodiff; jitted), 22–34× faster
+than the 4th-order JAX autodiff of ``make_cicy_curvature_fn`` (same points, docs/manifolds.md) and
+without its minutes of compilation on the dense random equations; ``--check-autodiff N`` compares the two per point on N points (the JSON
 records the largest relative difference; skipped for random coefficients). The integrand c_3/(FS volume)
 is heavy-tailed on the bicubic, the tetraquadric and the random P⁵[3,3] (Hill tail index ≈ 1, recorded as
 ``tail_index_hill``; the largest values sit where the normalised gradient of Q is smallest), so the
