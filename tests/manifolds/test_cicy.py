@@ -281,30 +281,35 @@ def _closed_form():
     return fs_curvature_closed_form, make_fs_curvature_closed_form
 
 
-def test_fs_curvature_autodiff_equals_closed_form_gauss_formula():
-    """make_cicy_curvature_fn (4th-order JAX autodiff through the implicit embedding) against the closed form
-    (G, ∂G, ∂̄∂G from the first and second derivatives of the embedding, by hand; NumPy backend) per point,
-    on the two-factor bicubic in a non-diagonal class t = (1, 2): metric, Ricci scalar and c_3."""
+@pytest.fixture(scope="module")
+def p533_curvature():
+    """3000 points on the Fermat P⁵[3,3] and the library's autodiff curvature of FS there (one compile)."""
     from ntkflow.manifolds.cicy import make_cicy_curvature_fn
 
-    fs_curvature_closed_form, _ = _closed_form()
-    ps = sample_cicy(cicy_preset("bicubic"), 40, seed=21)
-    t = (1.0, 2.0)
-    ad = make_cicy_curvature_fn(ps.manifold, t=t, batch=40)(ps)
-    cf = fs_curvature_closed_form(ps, t, backend="numpy")
-    assert np.allclose(cf["det_g"], ad.det_g, rtol=1e-11, atol=0)
-    assert np.allclose(cf["ricci_scalar"], ad.ricci_scalar, rtol=1e-8, atol=0)
-    assert np.allclose(cf["chern_top"], ad.chern_top, rtol=1e-9, atol=1e-12 * np.abs(ad.chern_top).max())
-    # the class matters pointwise (so the comparison above sees t)
-    cf1 = fs_curvature_closed_form(ps, None, backend="numpy")
-    assert np.max(np.abs(cf1["chern_top"] / cf1["det_g"] - cf["chern_top"] / cf["det_g"])) > 1e-2 * np.median(np.abs(cf["chern_top"] / cf["det_g"]))
-
-
-def test_euler_characteristic_of_fs_p5_33_within_errors():
-    """χ(P⁵[3,3]) = −144 from the library's cicy_euler_characteristic (autodiff) on 3000 points: within 5
-    standard errors, and the standard error below 4 % (measured: std of the integrand ≈ 1.6 |χ|, so ≈ 2.9 %)."""
     ps = sample_cicy(cicy_preset("p5-33"), 3000, seed=7)
-    chi, se = cicy_euler_characteristic(ps, batch=500)
+    return ps, make_cicy_curvature_fn(ps.manifold, batch=1000)(ps)
+
+
+def test_fs_curvature_autodiff_equals_closed_form_gauss_formula(p533_curvature):
+    """make_cicy_curvature_fn (4th-order JAX autodiff through the implicit embedding, K = 2 equations) against
+    the closed form (G, ∂G, ∂̄∂G from the first and second derivatives of the embedding, by hand; NumPy
+    backend) per point: metric determinant, Ricci scalar and c_3. (The same comparison on the bicubic at
+    t = (1, 2) and the tetraquadric at t = (1, 2, 0.5, 1.5) gave 1e-12: docs/manifolds.md.)"""
+    fs_curvature_closed_form, _ = _closed_form()
+    ps, ad = p533_curvature
+    sub = ps[:60]
+    cf = fs_curvature_closed_form(sub, backend="numpy")
+    assert np.allclose(cf["det_g"], ad.det_g[:60], rtol=1e-11, atol=0)
+    assert np.allclose(cf["ricci_scalar"], ad.ricci_scalar[:60], rtol=1e-8, atol=0)
+    assert np.allclose(cf["chern_top"], ad.chern_top[:60], rtol=1e-9, atol=1e-12 * np.abs(ad.chern_top).max())
+    assert np.std(cf["chern_top"] / cf["det_g"]) > 0.05 * np.mean(np.abs(cf["chern_top"] / cf["det_g"]))  # not constant
+
+
+def test_euler_characteristic_of_fs_p5_33_within_errors(p533_curvature):
+    """χ(P⁵[3,3]) = −144 from the library's cicy_euler_characteristic on 3000 points: within 5 standard
+    errors, and the standard error below 4 % (measured: std of the integrand ≈ 1.6 |χ|, so ≈ 2.9 %)."""
+    ps, curv = p533_curvature
+    chi, se = cicy_euler_characteristic(ps, curv=curv)
     assert 0 < se < 0.04 * 144
     assert abs(chi + 144) <= 5 * se
 
