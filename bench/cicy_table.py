@@ -1,6 +1,7 @@
 """Markdown table of the CICY runs of bench/cicy_sigma.sh: reads bench/results/cicy/*.json (metrics.json of
 ``ntkflow cy``) and prints one row per run, sorted by manifold and k (wall: ``timings.total``, or
-``wall_to_last_iteration_s`` where a run was finished by ``--resume``, see its ``note``). Usage: python bench/cicy_table.py [DIR]"""
+``wall_to_last_iteration_s`` where a run was finished by ``--resume`` or ran across a pause of the machine, see
+its ``note``; null: no clean timing). Usage: python bench/cicy_table.py [DIR]"""
 from __future__ import annotations
 
 import json
@@ -19,7 +20,8 @@ def rows(directory: pathlib.Path):
             member += f", {info['link']} link"
         out.append((data["manifold"], member, m["k"], info["n_sections"], info["n_monomials"], info["n_parameters"],
                     data["n_train"], m["fs_baseline"]["sigma_test"], m["sigma_test"], m["sigma_train"], m["iterations"],
-                    m.get("wall_to_last_iteration_s", m["timings"]["total"]), path.stem))
+                    m["wall_to_last_iteration_s"] if "wall_to_last_iteration_s" in m else m["timings"]["total"],
+                    path.stem))
     return sorted(out, key=lambda r: (r[0], r[1], r[2]))
 
 
@@ -31,7 +33,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows(here):
         print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} ({r[4]}) | {r[5]} | {r[6]} | {r[7]:.3f} | **{r[8]:.4f}** | {r[9]:.4f} | "
-              f"{r[10]} | {r[11]:.0f} |")
+              f"{r[10]} | {'— (see note)' if r[11] is None else f'{r[11]:.0f}'} |")
     return 0
 
 
