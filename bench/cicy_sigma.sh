@@ -9,7 +9,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 RES="$HERE/results/cicy"
 mkdir -p "$OUT" "$RES"
 # name | options (always with --n-curvature 0 --seed 0; the later, larger runs stop after 4 iterations: the
-# loss of the first ones had stopped moving after 3-4)
+# loss of the first ones had stopped moving after 3-4). bicubic_fermat_k3 and p5-33_random0_k4 were not run yet
+# (≈ 25 min each on the loaded 2-core machine).
 RUNS=(
   "bicubic_fermat_k1|--manifold bicubic -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
   "bicubic_random0_k1|--manifold bicubic --cicy-seed 0 -k 1 --n-train 20000 --n-test 10000 --max-iter 6"
