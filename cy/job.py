@@ -18,6 +18,7 @@ own way. All methods end in one epilogue: σ held-out/train, κ, Ricci measure a
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import math
 import os
@@ -554,6 +555,18 @@ def _cg_progress(log, every: float = 30.0):
     return report
 
 
+def _primal_sigma_train(prob, theta) -> float:
+    """σ on the training points of a matrix-free primal problem (NaN where g is not positive definite)."""
+    r, _ = prob.residual(theta)
+    return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
+
+
+def _primal_det_test(prob, tprob, theta) -> np.ndarray:
+    """det g (n_test,) on the held-out problem ``tprob`` of the monomial H that θ encodes in ``prob``."""
+    Hm = prob.monomial_H(prob.unvec(theta)[0])
+    return np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
+
+
 def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None, cluster=None) -> _Setup:
     """The matrix-free primal problem in this process, or (``client``: a ``distributed.Client``) its blocks on
     the dask workers (:class:`ntkflow.cy.distributed.DistributedPrimalProblem`; ``train`` is then None)."""
@@ -594,12 +607,9 @@ def _setup_matrix_free(config, method, m, link, train, test, log, *, client=None
     def sigma_train(theta):
         if client is not None:
             return prob.sigma_train(theta)  # two map-reduces over the blocks
-        r, _ = prob.residual(theta)
-        return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
+        return _primal_sigma_train(prob, theta)
 
-    def det_test(theta):
-        Hm = prob.monomial_H(prob.unvec(theta)[0])
-        return np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
+    det_test = functools.partial(_primal_det_test, prob, tprob)
 
     def model(theta):
         b = hermitian_basis(prob.monomial_H(prob.unvec(theta)[0]), prob.exps, method.k)
@@ -969,13 +979,8 @@ def _setup_cicy(config, method, m, factors: Factors, link, train, test, log) -> 
     tprob = PrimalProblem(test.points, test.jacobian, test.weights, np.log(test.omega_sq), method.k, whiten=False,
                           backend=backend, link=link, factors=factors)
 
-    def sigma_train(theta):
-        r, _ = prob.residual(theta)
-        return float("nan") if r is None else sigma_weighted(np.exp(np.asarray(r) + theta[-1]), prob.weights)
-
-    def det_test(theta):
-        Hm = prob.monomial_H(prob.unvec(theta)[0])
-        return np.real(np.asarray(tprob.xp.linalg.det(tprob.metric(tprob.xp.asarray(Hm)))))
+    sigma_train = functools.partial(_primal_sigma_train, prob)
+    det_test = functools.partial(_primal_det_test, prob, tprob)
 
     def model(theta):
         return CICYSectionModel(manifold=m, factors=factors, k=method.k, H=prob.monomial_H(prob.unvec(theta)[0]),
