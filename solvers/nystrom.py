@@ -439,6 +439,11 @@ def _sharded_fns(kernel, tile: int, block_dtype: str = "float64"):
             jax.jit(lambda xs, Ys, c: r(xs, Ys, c).sum(axis=0)), jax.jit(gr_sum))
 
 
+def _cpu_tile(m: int) -> int:
+    """Rows per (tile × m) kernel block on CPU: ~2 MB blocks that stay in L2 (24 rows at m = 10⁴)."""
+    return int(np.clip(250_000 // max(m, 1), 16, 1024))
+
+
 def _pad_rows(x, tile):
     """x (r, d) -> (x zero-padded to a multiple of tile rows, mask (L,) of 1 for real rows, 0 for padding)."""
     r = x.shape[0]
@@ -548,7 +553,7 @@ class NystromGram(LinearOperator):
             # CPU: (tile × m) blocks of ~2 MB that stay in L2 (24 rows at m = 10⁴: 1.2-1.3× less CPU per
             # pass than 50 rows, bench_solvers.py section p), rows split over threads;
             # GPU: ~0.5 GB blocks in one stream (kernel launches, not cache, are what to amortise).
-            tile = self.tile or (int(np.clip(250_000 // max(m, 1), 16, 1024)) if on_cpu
+            tile = self.tile or (_cpu_tile(m) if on_cpu
                                  else int(np.clip(60_000_000 // max(m, 1), 256, 65_536)))
             st["c"] = jnp.asarray(self.centers)
         if self.backend == "dask":
@@ -1036,7 +1041,7 @@ def _rows_solution(kernel, pre: FalkonPreconditioner, C, y_c, xs, y_s) -> np.nda
 
     rhs = pre.kmm(y_c)  # (m, k) K_mm y_C
     if xs.shape[0]:
-        tile = int(np.clip(250_000 // max(C.shape[0], 1), 16, 1024))
+        tile = _cpu_tile(C.shape[0])
         xp, _ = _pad_rows(xs, tile)
         yp = np.zeros((xp.shape[0], y_s.shape[1]))
         yp[: y_s.shape[0]] = y_s
