@@ -42,6 +42,9 @@ __all__ = ["PrimalProblem", "LINKS", "PRODUCT_DTYPES", "resolve_link", "hermitia
 LINKS = ("identity", "log")
 #: above this many points the Jacobi diagonal is estimated on an evenly strided subset
 JACOBI_MAX_POINTS = 20_000
+#: entries (chunk · R(R+1)/2 · N_k) of the factor matrices of one chunk of the Jacobi diagonal: bounds its
+#: temporaries (≈ 6 real arrays of this many float64) whatever N_k
+JACOBI_CHUNK_ENTRIES = 4_000_000
 #: dtypes of the Gauss–Newton products (float32: J V and Jᵀ U in complex64 — measured ≈ 2× faster GEMMs,
 #: products with relative error ≈ 1e-6; the residual, the loss and the CG vectors stay float64)
 PRODUCT_DTYPES = ("float64", "float32")
@@ -594,11 +597,11 @@ class PrimalProblem:
         xp = self.xp
         nk = self.nk
         R = self.dim + 1
-        chunk = chunk or max(64, int(4e7 // (R * (R + 1) // 2 * nk)))  # (chunk · R(R+1)/2, N_k) factors
+        chunk = chunk or max(64, int(JACOBI_CHUNK_ENTRIES // (R * (R + 1) // 2 * nk)))  # (chunk · R(R+1)/2, N_k) factors
         strided = idx is not None
         idx = np.arange(self.n) if idx is None else np.asarray(idx, dtype=np.int64)
         acc_abs = xp.zeros((nk, nk))
-        acc_sq = xp.zeros((nk, nk), dtype=np.complex128)
+        acc_sq = xp.zeros((nk, nk))
         for lo in range(0, len(idx), chunk):
             sl = idx[lo:lo + chunk] if strided else slice(lo, lo + chunk)
             da, ds = _jacobi_sums(self._ytilde(pt, sl).astype(np.complex128), self.S[sl], pt.a[sl], pt.q[sl],
@@ -606,8 +609,8 @@ class PrimalProblem:
             acc_abs, acc_sq = acc_abs + da, acc_sq + ds
         acc_abs, acc_sq = self._host(acc_abs), self._host(acc_sq)
         # Σ w (Re A)², Σ w (Im A)² (clipped at 0: the two sums cancel to round-off where a part vanishes)
-        acc_re = np.maximum(0.5 * (acc_abs + np.real(acc_sq)), 0.0)
-        acc_im = np.maximum(0.5 * (acc_abs - np.real(acc_sq)), 0.0)
+        acc_re = np.maximum(0.5 * (acc_abs + acc_sq), 0.0)
+        acc_im = np.maximum(0.5 * (acc_abs - acc_sq), 0.0)
         return np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w[idx]))]])
 
 
@@ -617,21 +620,27 @@ def _real_inner(a, b, *, axes, xp=np):
 
 
 def _jacobi_sums(yt, s, a, q, w, *, xp=np):
-    """(Σ_x w_x |A_x|², Σ_x w_x A_x²) elementwise (N_k, N_k) over c points, A_x = a_x (Ỹ_xᵀ conj(Ỹ_x)/π − q_x s_x s̄_xᵀ).
+    """(Σ_x w_x |A_x|², Re Σ_x w_x A_x²) elementwise (N_k, N_k) real over c points,
+    A_x = a_x (Ỹ_xᵀ conj(Ỹ_x)/π − q_x s_x s̄_xᵀ).
 
     A_x = Σ_r c_r u_r ū_rᵀ over R = d + 1 vectors (the rows of Ỹ_x with c = a/π, and s_x with c = −a q), so
     |A_{αβ}|² = Re Σ_{r≤r'} f c_r c_r' P_{rr'}[α] conj(P_{rr'}[β]) with P_{rr'} = u_r ū_r' and
-    A²_{αβ} = Σ_{r≤r'} f c_r c_r' Q_{rr'}[α] conj(Q_{rr'}[β]) with Q_{rr'} = u_r u_r' (f = 1 on r = r', else 2):
-    two GEMMs of inner size c·R(R+1)/2 instead of c dense N_k × N_k matrices."""
+    Re A²_{αβ} = Re Σ_{r≤r'} f c_r c_r' Q_{rr'}[α] conj(Q_{rr'}[β]) with Q_{rr'} = u_r u_r' (f = 1 on r = r', else 2).
+    Only real parts are needed, and Re(p p̄'ᵀ) = Re p Re p'ᵀ + Im p Im p'ᵀ: each sum is one real GEMM
+    Bᵀ(cf·B) with B = [Re P; Im P] (2·c·R(R+1)/2, N_k) — half the flops of the complex GEMM (cf·P)ᵀ conj(P),
+    and no conjugated copies."""
     c, d, nk = yt.shape
     U = xp.concatenate([yt, s[:, None, :]], axis=1)  # (c, R, N_k)
     cr = xp.concatenate([xp.broadcast_to((a / np.pi)[:, None], (c, d)), (-a * q)[:, None]], axis=1)  # (c, R)
     i, j = np.triu_indices(d + 1)
     coef = w[:, None] * cr[:, i] * cr[:, j] * xp.asarray(np.where(i == j, 1.0, 2.0))[None, :]  # (c, m)
-    P = (U[:, i, :] * xp.conj(U[:, j, :])).reshape(-1, nk)  # (c·m, N_k)
-    Q = (U[:, i, :] * U[:, j, :]).reshape(-1, nk)
-    cf = coef.reshape(-1)[:, None]
-    return xp.real((cf * P).T @ xp.conj(P)), (cf * Q).T @ xp.conj(Q)
+    cf = xp.concatenate([coef.reshape(-1), coef.reshape(-1)])[:, None]  # (2·c·m, 1): the Re and Im rows
+    Ui, Uj = U[:, i, :], U[:, j, :]  # (c, m, N_k)
+    out = []
+    for F in (Ui * xp.conj(Uj), Ui * Uj):  # P, Q (c, m, N_k)
+        B = xp.concatenate([xp.real(F).reshape(-1, nk), xp.imag(F).reshape(-1, nk)])  # (2·c·m, N_k) real
+        out.append(B.T @ (cf * B))
+    return out[0], out[1]
 
 
 def resolve_link(link: str) -> str:
