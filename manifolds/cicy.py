@@ -65,6 +65,7 @@ __all__ = [
     "cicy_fs_pullback", "cicy_fs_det", "mixed_coefficients", "intersection_numbers", "kahler_volume",
     "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "make_cicy_curvature_fn",
     "save_cicy_points", "load_cicy_points", "CICY_FORMAT_TAG", "cicy_euler_characteristic",
+    "crofton_frame_map", "cicy_sampling_density", "cicy_mixture_weights", "sample_cicy_mixture",
 ]
 
 _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 1e-10)
@@ -668,10 +669,69 @@ def _sampling_density(manifold: CompleteIntersection, g_factors) -> np.ndarray:
     return rho
 
 
-def _weights(manifold, points, jacobian, omega_sq) -> np.ndarray:
+def _weights(manifold, points, jacobian, omega_sq, frame_maps=None) -> np.ndarray:
     total = sum(dc for _, _, dc in _splits(manifold))
-    rho = _sampling_density(manifold, cicy_fs_factor_pullbacks(manifold, points, jacobian))
-    return total * omega_sq / rho
+    return total * omega_sq / cicy_sampling_density(manifold, points, jacobian, frame_maps)
+
+
+def crofton_frame_map(p, lam: float) -> np.ndarray:
+    r"""M = I + (√(1+λ) − 1) p p†/|p|² ((n+1, n+1) complex128) for a point p ∈ C^{n+1} \ 0 and λ > −1.
+
+    Vectors M u with u ~ CN(0, I) are CN(0, I + λ p p†/|p|²); random subspaces spanned by them
+    concentrate near [p] at the scale 1/√(1+λ) (λ > 0), and the Crofton density of their intersection
+    points is that of the hermitian metric h = (M M†)^{-1} = I − λ/(1+λ) p p†/|p|² (see
+    :func:`cicy_sampling_density`). λ = 0 gives the identity (the unitary-invariant sampler)."""
+    p = np.asarray(p, dtype=np.complex128)
+    if p.ndim != 1 or p.size < 2 or not np.all(np.isfinite(p)) or np.linalg.norm(p) == 0:
+        raise ValueError(f"p: expected a non-zero finite vector of one factor's coordinates, received {p!r}.")
+    lam = float(lam)
+    if not np.isfinite(lam) or lam <= -1:
+        raise ValueError(f"lam: expected a finite number > -1 (the extra variance along p), received {lam!r}.")
+    u = p / np.linalg.norm(p)
+    return np.eye(p.size, dtype=np.complex128) + (math.sqrt(1.0 + lam) - 1.0) * np.outer(u, np.conj(u))
+
+
+def _check_frame_maps(manifold: CompleteIntersection, frame_maps):
+    """None, or a tuple of m invertible complex matrices (n_r+1, n_r+1)."""
+    if frame_maps is None:
+        return None
+    maps = list(frame_maps)
+    if len(maps) != manifold.n_factors:
+        raise ValueError(f"frame_maps: expected one matrix per factor ({manifold.n_factors}), received {len(maps)}.")
+    out = []
+    for r, (M, nr) in enumerate(zip(maps, manifold.ambient)):
+        M = np.asarray(M, dtype=np.complex128)
+        if M.shape != (nr + 1, nr + 1) or not np.all(np.isfinite(M)):
+            raise ValueError(f"frame_maps[{r}]: expected a finite ({nr + 1}, {nr + 1}) matrix, received shape {M.shape}.")
+        if np.linalg.cond(M) > 1e12:
+            raise ValueError(f"frame_maps[{r}]: the matrix must be invertible, received condition number {np.linalg.cond(M):.3g}; "
+                             "use e.g. crofton_frame_map(p, lam) with a moderate lam.")
+        out.append(M)
+    return tuple(out)
+
+
+def cicy_sampling_density(manifold: CompleteIntersection, points, jacobian, frame_maps=None) -> np.ndarray:
+    r"""ρ_h = Σ_c (c!/dim!) D_c(g^h) (M,): the density (× Σ_c d_c, per chart measure d^{2dim}x) of the
+    points drawn by ``sample_cicy(manifold, n, frame_maps=frame_maps)``.
+
+    Subspaces spanned by v = M_r u (u ~ CN(0, I)) are M_r L₀ with L₀ unitary-invariant, so their
+    intersection points with X are M (M^{-1}X ∩ L₀): by the Crofton formula on M^{-1}X their density on X
+    is Π_r (ω^{h_r})^{c_r} with ω^{h_r} = (i/2π) ∂∂̄ log(z_r† h_r z_r), h_r = (M_r M_r†)^{-1}, i.e. the FS form
+    of w_r = M_r^{-1} z_r. Hence g^h_r = the FS pullback of (w, ∂w/∂x) = (M^{-1} z, M^{-1} P), and since
+    ω^{h_r} is cohomologous to ω_r, ∫_X Π_r (ω^{h_r})^{c_r} = d_c exactly: the weights
+    w = (Σ_c d_c)|Ω|²/ρ_h satisfy E[w f/|Ω|²] = ∫_X f for every top form f. points (M, N), jacobian (M, dim, N);
+    ``frame_maps=None`` is the unitary-invariant sampler (h = I)."""
+    maps = _check_frame_maps(manifold, frame_maps)
+    z = np.asarray(points, dtype=np.complex128)
+    P = np.asarray(jacobian, dtype=np.complex128)
+    if maps is not None:
+        N = manifold.n_coords
+        Minv = np.zeros((N, N), dtype=np.complex128)
+        for b, M in zip(manifold.blocks, maps):
+            Minv[np.ix_(b, b)] = np.linalg.inv(M)
+        z = z @ Minv.T  # w = M^{-1} z   (M, N)
+        P = P @ Minv.T  # ∂w/∂x_a = M^{-1} ∂z/∂x_a   (M, dim, N)
+    return _sampling_density(manifold, cicy_fs_factor_pullbacks(manifold, z, P))
 
 
 @dataclass(frozen=True, eq=False)
@@ -785,14 +845,17 @@ def _roots_from_values(vals: np.ndarray) -> np.ndarray:
     return _roots_from_coefficients(np.fft.fft(vals, axis=1) / vals.shape[1])
 
 
-def _frames(g, manifold, k):
-    """Gaussian frames from normals g (R, Σ_r (k_r+1)(n_r+1), 2): list over factors of (R, k_r+1, n_r+1)."""
+def _frames(g, manifold, k, maps=None):
+    """Gaussian frames from normals g (R, Σ_r (k_r+1)(n_r+1), 2): list over factors of (R, k_r+1, n_r+1).
+
+    ``maps`` (one (n_r+1, n_r+1) matrix M_r per factor, or None): each spanning vector u becomes M_r u."""
     c = g[..., 0] + 1j * g[..., 1]
     R = c.shape[0]
     out, s = [], 0
-    for kr, nr in zip(k, manifold.ambient):
+    for r, (kr, nr) in enumerate(zip(k, manifold.ambient)):
         sz = (kr + 1) * (nr + 1)
-        out.append(c[:, s:s + sz].reshape(R, kr + 1, nr + 1))
+        F = c[:, s:s + sz].reshape(R, kr + 1, nr + 1)
+        out.append(F if maps is None else F @ maps[r].T)  # rows u ↦ M_r u
         s += sz
     return out
 
@@ -906,15 +969,16 @@ def _polish_full(manifold, z, patch, steps: int = 2):
     return z
 
 
-def _process_rounds(manifold, rng, R: int, splits):
+def _process_rounds(manifold, rng, R: int, splits, maps=None):
     """One chunk of R rounds: every split once per round. Returns points (M, N), round ids (M,), rejected.
-    The Gaussians of a round are drawn together (round-major), so results do not depend on the chunk."""
+    The Gaussians of a round are drawn together (round-major), so results do not depend on the chunk.
+    ``maps``: per-factor frame maps M_r (subspaces spanned by M_r u, u standard; see :func:`sample_cicy`)."""
     pts, rid, rejected = [], [], 0
     sizes = [sum((kr + 1) * (nr + 1) for kr, nr in zip(k, manifold.ambient)) for k, _, _ in splits]
     g = rng.standard_normal((R, sum(sizes), 2))
     offs = np.cumsum([0] + sizes)
     for (k, c, dc), o0, o1 in zip(splits, offs[:-1], offs[1:]):
-        frames = _frames(g[:, o0:o1], manifold, k)
+        frames = _frames(g[:, o0:o1], manifold, k, maps)
         K = manifold.n_equations
         if K == 1:
             u = _solve_k1(manifold, frames, k, dc)
@@ -950,12 +1014,16 @@ def _process_rounds(manifold, rng, R: int, splits):
 
 
 def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk: int = 4096,
-                progress: bool | None = None) -> CICYPointSet:
+                progress: bool | None = None, frame_maps=None) -> CICYPointSet:
     r"""Sample exactly ``n`` points of the CICY X with weights w = (Σ_c d_c)|Ω|²/Σ_c (c!/dim!) D_c.
 
     Algorithm in the module docstring. ``seed`` feeds ``SeedSequence(seed).spawn(2)`` (subspaces; the
     choice among the points of the last round); ``chunk`` = rounds per batch (the stream is drawn
     round-major, so results do not depend on it).
+    ``frame_maps`` (importance sampling): one invertible (n_r+1, n_r+1) matrix M_r per factor (e.g.
+    :func:`crofton_frame_map`); the subspaces are spanned by M_r u, the points have the density of the
+    metrics h_r = (M_r M_r†)^{-1} (:func:`cicy_sampling_density`) and the weights are
+    (Σ_c d_c)|Ω|²/ρ_h, so mean(w f/|Ω|²) is still unbiased for ∫_X f. None: the standard sampler.
     Raises NotImplementedError for K ≥ 3 equations."""
     if not isinstance(manifold, CompleteIntersection):
         raise TypeError(f"manifold: expected a CompleteIntersection (e.g. cicy_preset('bicubic')), received {type(manifold).__name__}.")
@@ -965,6 +1033,7 @@ def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk:
     chunk = positive_int("chunk", chunk)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise TypeError(f"seed: expected a non-negative integer, received {seed!r}.")
+    maps = _check_frame_maps(manifold, frame_maps)
     splits = _splits(manifold)
     per_round = sum(dc for _, _, dc in splits)
     ss_sub, ss_pick = np.random.SeedSequence(int(seed)).spawn(2)
@@ -979,7 +1048,7 @@ def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk:
     try:
         while filled < n:
             R = min(chunk, -(-(n - filled) // per_round))
-            z, rid, rej = _process_rounds(manifold, rng, R, splits)
+            z, rid, rej = _process_rounds(manifold, rng, R, splits, maps)
             rejected += rej
             take = min(len(z), n - filled)
             if take < len(z):
@@ -996,8 +1065,62 @@ def sample_cicy(manifold: CompleteIntersection, n: int, seed: int = 0, *, chunk:
         if bar is not None:
             bar.close()
     pts = np.concatenate(out)
-    ps = cicy_pointset_from_points(manifold, pts)
-    return CICYPointSet(ps.points, ps.weights, ps.omega_sq, ps.patch, ps.elim, ps.jacobian, manifold, rejected)
+    if maps is None:
+        ps = cicy_pointset_from_points(manifold, pts)
+        return CICYPointSet(ps.points, ps.weights, ps.omega_sq, ps.patch, ps.elim, ps.jacobian, manifold, rejected)
+    cd = cicy_chart_data(manifold, pts)
+    w = _weights(manifold, cd["points"], cd["jacobian"], cd["omega_sq"], maps)
+    return CICYPointSet(cd["points"], w, cd["omega_sq"], cd["patch"], cd["elim"], cd["jacobian"], manifold, rejected)
+
+
+def cicy_mixture_weights(ps: CICYPointSet, components, fractions, *, chunk: int = 20000) -> np.ndarray:
+    r"""Weights (n,) of points drawn from the mixture q = Σ_j f_j q_j of :func:`sample_cicy` samplers:
+    w = (Σ_c d_c)|Ω|² / Σ_j f_j ρ_{h_j} (ρ_h: :func:`cicy_sampling_density`; every point under every component).
+
+    ``components``: a list of ``frame_maps`` (None: the standard sampler); ``fractions`` (J,) positive, sum 1.
+    With a fixed allocation n_j = f_j n (as :func:`sample_cicy_mixture` draws) the estimator
+    mean(w f/|Ω|²) is unbiased for ∫_X f (the balance heuristic of multiple importance sampling)."""
+    comps = [_check_frame_maps(ps.manifold, c) for c in components]
+    f = np.asarray(fractions, dtype=np.float64)
+    if f.shape != (len(comps),) or np.any(~np.isfinite(f)) or np.any(f <= 0) or abs(f.sum() - 1) > 1e-12:
+        raise ValueError(f"fractions: expected {len(comps)} positive numbers summing to 1, received {f.tolist()}.")
+    chunk = positive_int("chunk", chunk)
+    m = ps.manifold
+    rho = np.zeros(len(ps))
+    for lo in range(0, len(ps), chunk):
+        sl = slice(lo, lo + chunk)
+        for fj, c in zip(f, comps):
+            rho[sl] += fj * cicy_sampling_density(m, ps.points[sl], ps.jacobian[sl], c)
+    return sum(dc for _, _, dc in _splits(m)) * ps.omega_sq / rho
+
+
+def sample_cicy_mixture(manifold: CompleteIntersection, counts, components, seed: int = 0, *,
+                        chunk: int = 4096) -> tuple[CICYPointSet, np.ndarray]:
+    r"""Importance sampling: ``counts[j]`` points from ``sample_cicy(manifold, ·, frame_maps=components[j])``
+    (seeds from ``SeedSequence(seed)``), concatenated, with the mixture weights of
+    :func:`cicy_mixture_weights` at the fractions f_j = counts[j]/n (deterministic allocation, so
+    mean(w f/|Ω|²) is unbiased for ∫_X f and its variance is Σ_j f_j² Var_j/n_j).
+
+    Returns (points with the mixture weights, component (n,) int64: which component drew each point).
+    Keep a standard component (None) with a positive count: the mixture density is then positive wherever
+    the standard one is (defensive importance sampling)."""
+    counts = [int(c) for c in counts]
+    if len(counts) != len(components) or any(c < 0 for c in counts) or sum(counts) == 0:
+        raise ValueError(f"counts: expected {len(components)} non-negative integers (one per component, not all 0), received {counts}.")
+    seeds = np.random.SeedSequence(int(seed)).generate_state(len(counts), dtype=np.uint32)
+    parts, comp = [], []
+    for j, (c, maps) in enumerate(zip(counts, components)):
+        if c:
+            parts.append(sample_cicy(manifold, c, seed=int(seeds[j]), chunk=chunk, progress=False, frame_maps=maps))
+            comp.append(np.full(c, j, dtype=np.int64))
+    keys = ("points", "omega_sq", "patch", "elim", "jacobian")
+    cat = {k: np.concatenate([getattr(p, k) for p in parts]) for k in keys}
+    n = sum(counts)
+    used = [j for j, c in enumerate(counts) if c]
+    tmp = CICYPointSet(cat["points"], np.ones(n), cat["omega_sq"], cat["patch"], cat["elim"], cat["jacobian"], manifold)
+    w = cicy_mixture_weights(tmp, [components[j] for j in used], [counts[j] / n for j in used])
+    return (CICYPointSet(cat["points"], w, cat["omega_sq"], cat["patch"], cat["elim"], cat["jacobian"], manifold,
+                         sum(p.rejected_subspaces for p in parts)), np.concatenate(comp))
 
 
 # ---- JAX: metrics from potentials, curvature, Euler characteristic --------------------------
