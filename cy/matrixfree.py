@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from scipy.linalg import blas as scipy_blas
 
 from ntkflow.cy import algebra, basis as basis_mod
 from ntkflow.cy.basis import PairBasis
@@ -499,8 +500,14 @@ class PrimalProblem:
         for b in self._product_blocks(k):
             y, s = self._ytilde(pt, b), self.S_p[b]  # (c, d, N_k), (c, N_k)
             yh = (y.reshape(-1, nk) @ Hc).reshape(y.shape[0], y.shape[1], k, nk)
+            sh = (s @ Hc).reshape(-1, k, nk)
+            if xp is np:  # Re Σ a conj(b) as one real contraction of the float views (no conjugated copies)
+                yf, sf = y.view(self._rdt), s.view(self._rdt)  # (c, d, 2N_k), (c, 2N_k)
+                tr.append(np.einsum("cajb,cab->cj", yh.view(self._rdt), yf))  # tr(Ỹ H_j Ỹ†)
+                val.append(np.einsum("cjb,cb->cj", sh.view(self._rdt), sf))  # s^T H_j s̄
+                continue
             tr.append(_real_inner(yh, y[:, :, None, :], axes=(1, 3), xp=xp))  # tr(Ỹ H_j Ỹ†)
-            val.append(_real_inner((s @ Hc).reshape(-1, k, nk), s[:, None, :], axes=(2,), xp=xp))  # s^T H_j s̄
+            val.append(_real_inner(sh, s[:, None, :], axes=(2,), xp=xp))  # s^T H_j s̄
         tr, val = xp.concatenate(tr).astype(np.float64), xp.concatenate(val).astype(np.float64)  # (n, k)
         return pt.a[:, None] * (tr / np.pi - pt.q[:, None] * val) - xp.asarray(c)[None, :]
 
@@ -511,6 +518,11 @@ class PrimalProblem:
         k, nk = U.shape[1], self.nk
         cx = (U * pt.a[:, None]).astype(self._rdt)  # (n, k)
         cq = (U * (pt.a * pt.q)[:, None]).astype(self._rdt)
+        if xp is np:
+            G = self._vjp_gram_host(pt, cx, cq)  # (k, N_k, N_k)
+            G = 0.5 * (G + np.conj(np.transpose(G, (0, 2, 1))))
+            csum = np.sum(U, axis=0)
+            return np.stack([self.grad_vec(G[j], -float(csum[j])) for j in range(k)], axis=1)
         G = 0.0
         for b in self._product_blocks(k):
             y, s = self._ytilde(pt, b), self.S_p[b]
@@ -521,6 +533,23 @@ class PrimalProblem:
         G = 0.5 * (G + xp.conj(xp.transpose(G, (0, 2, 1))))
         csum = self._host(xp.sum(U, axis=0))
         return np.stack([self.grad_vec(G[j], -float(csum[j])) for j in range(k)], axis=1)
+
+    def _vjp_gram_host(self, pt: _Point, cx, cq):
+        """G_j = Σ_x cx_xj Ỹ_xᵀ conj(Ỹ_x)/π − cq_xj s_x s̄_xᵀ (k, N_k, N_k) complex128 on the host: per block one
+        BLAS gemm (cx·Ỹ)ᵀ (Ỹᵀ)ᴴ with the conjugate-transpose flag on the row-major arrays read as column-major
+        (no conjugated copy of Ỹ), and the s-part accumulated into the same output."""
+        k, nk = cx.shape[1], self.nk
+        gemm = _blas_gemm(self._cdt)
+        pi = self._rdt(np.pi)
+        G = np.zeros((k, nk, nk), dtype=np.complex128)
+        for b in self._product_blocks(k):
+            y, s = self._ytilde(pt, b), self.S_p[b]  # (c, d, N_k), (c, N_k)
+            Z = ((cx[b] / pi)[:, None, :, None] * y[:, :, None, :]).reshape(-1, k * nk)  # (c·d, k·N_k)
+            Sq = (cq[b][:, :, None] * s[:, None, :]).reshape(-1, k * nk)  # (c, k·N_k)
+            Gb = gemm(1.0, Z.T, y.reshape(-1, nk).T, trans_b=2)  # (k·N_k, N_k): Σ cx Ỹ_α conj(Ỹ_β)
+            Gb = gemm(-1.0, Sq.T, s.T, beta=1.0, c=Gb, trans_b=2, overwrite_c=True)
+            G += np.asarray(Gb).reshape(k, nk, nk)
+        return G
 
     def _jacobi_diag(self, pt: _Point, chunk: int | None = None, max_points: int | None = JACOBI_MAX_POINTS):
         """diag(JᵀWJ)/n in θ-coordinates, computed point-chunkwise; on more than ``max_points`` points it
@@ -612,6 +641,11 @@ class PrimalProblem:
         acc_re = np.maximum(0.5 * (acc_abs + acc_sq), 0.0)
         acc_im = np.maximum(0.5 * (acc_abs - acc_sq), 0.0)
         return np.concatenate([np.diag(acc_re), 4 * acc_re[self.iu], 4 * acc_im[self.iu], [float(xp.sum(self.w[idx]))]])
+
+
+def _blas_gemm(dtype):
+    """BLAS ?gemm of ``dtype`` (scipy.linalg.blas: zgemm for complex128, cgemm for complex64)."""
+    return scipy_blas.get_blas_funcs("gemm", dtype=np.dtype(dtype))
 
 
 def _real_inner(a, b, *, axes, xp=np):
