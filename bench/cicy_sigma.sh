@@ -8,6 +8,10 @@ FILTER=${2:-.}
 HERE=$(cd "$(dirname "$0")" && pwd)
 RES="$HERE/results/cicy"
 mkdir -p "$OUT" "$RES"
+# One BLAS thread per run: on the shared 2-core machine OpenBLAS's two threads spin against the other processes —
+# measured side by side under load, the (90000, 99) complex GEMM of a CG product took 0.13 s with one thread and
+# 0.39–1.36 s with two (the runs before the *_n<points> ones used the default, two).
+export OPENBLAS_NUM_THREADS=${OPENBLAS_NUM_THREADS:-1}
 # name | options (always with --n-curvature 0 --seed 0; the later, larger runs stop after 4 iterations: the
 # loss of the first ones had stopped moving after 3-4). bicubic_fermat_k3 and p5-33_random0_k4 were not run yet
 # (≈ 25 min each on the loaded 2-core machine).
@@ -35,6 +39,10 @@ RUNS=(
   "p5-33_random0_k4|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 40000 --n-test 10000 --max-iter 4"
   "p5-33_psi0.5_k2_identity|--manifold p5-33 --psi 0.5 -k 2 --link identity --n-train 20000 --n-test 10000 --max-iter 6"
   "p5-33_psi0.5_k3_identity|--manifold p5-33 --psi 0.5 -k 3 --link identity --n-train 20000 --n-test 10000 --max-iter 6"
+  # the random members at more points (held-out σ ≤ 0.02 in 30 min, issue #14): one BLAS thread per process
+  # (OPENBLAS_NUM_THREADS below) and float32 products; the loss stops moving after 2–3 iterations
+  "p5-33_random0_k4_n80000|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 80000 --n-test 10000 --max-iter 4 --product-dtype float32"
+  "bicubic_random0_k3_n90000|--manifold bicubic --cicy-seed 0 -k 3 --n-train 90000 --n-test 10000 --max-iter 4 --product-dtype float32"
 )
 for line in "${RUNS[@]}"; do
   name=${line%%|*}; opts=${line#*|}

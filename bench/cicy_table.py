@@ -18,6 +18,8 @@ def rows(directory: pathlib.Path):
                   "ψ = %g" % data["psi"][0] if data.get("psi") else "Fermat type")
         if info.get("link", "log") != "log":
             member += f", {info['link']} link"
+        if info.get("product_dtype", "float64") != "float64":
+            member += f", {info['product_dtype']} products"
         out.append((data["manifold"], member, m["k"], info["n_sections"], info["n_monomials"], info["n_parameters"],
                     data["n_train"], m["fs_baseline"]["sigma_test"], m["sigma_test"], m["sigma_train"], m["iterations"],
                     m["wall_to_last_iteration_s"] if "wall_to_last_iteration_s" in m else m["timings"]["total"],
