@@ -221,8 +221,12 @@ def section_features(z, jac, exponents, *, shift: bool = True, xp=np, layout: st
 
 
 def pair_hessians(basis: PairBasis, z: np.ndarray, jac: np.ndarray, *, chunk: int = 256,
-                  values: bool = False, backend: str = "jax", extended: bool = False):
+                  values: bool = False, backend: str = "jax", extended: bool = False, factors: Factors | None = None):
     """Pulled-back (1/π)∂∂̄ f_a at every point, packed: (n, n_functions, d²) float64.
+
+    ``factors`` (a :class:`Factors` whose ``exponents()`` are ``basis.exponents``): the functions of a product of
+    projective spaces, f_a = s†H_a s / Π_b |z^{(b)}|^{2k_b}, whose Hessian is e^{−ψ}[X H_a X†/π − f_a e^{ψ} Σ_b k_b g_b]
+    (:class:`Factors`); None: one factor, f_a = s†H_a s/|z|^{2k}.
 
     With values=True also returns f_a(z) (n, n_functions).  backend="jax" is the fast jitted path
     (:func:`pair_hessians_jax`); backend="numpy" is the plain reference implementation below.
@@ -230,10 +234,12 @@ def pair_hessians(basis: PairBasis, z: np.ndarray, jac: np.ndarray, *, chunk: in
     float128 (n, n_functions, d²): the round-off floor of the sums over pairs drops ~10³× (measurements of the
     whitening at high k; slow: no BLAS/SIMD).
     """
+    if factors is not None:
+        factors.check_exponents(basis.exponents)
     if backend == "jax":
         if extended:
             raise ValueError("extended: extended precision runs on backend='numpy' only; pass backend='numpy'.")
-        return pair_hessians_jax(basis, z, jac, values=values)
+        return pair_hessians_jax(basis, z, jac, values=values, factors=factors)
     if backend != "numpy":
         raise ValueError(f"backend: expected 'jax' or 'numpy', received {backend!r}.")
     cdt, rdt = (np.clongdouble, np.longdouble) if extended else (np.complex128, np.float64)
@@ -251,17 +257,19 @@ def pair_hessians(basis: PairBasis, z: np.ndarray, jac: np.ndarray, *, chunk: in
     # functions with no pairs cannot occur (every function owns its orbit)
     for lo in range(0, n, chunk):
         hi = min(n, lo + chunk)
-        s, x, h = section_features(z[lo:hi], jac[lo:hi], basis.exponents)
-        gfs = fs_pulled(z[lo:hi], jac[lo:hi])
+        s, x, h = section_features(z[lo:hi], jac[lo:hi], basis.exponents, factors=factors)
+        if factors is None:
+            gfs, hk, kg = fs_pulled(z[lo:hi], jac[lo:hi]), h ** (-k), k
+        else:  # Σ_b k_b g_b and Π_b |z^(b)|^{-2k_b}
+            gfs, hk, kg = factors.fs_sum(z[lo:hi], jac[lo:hi], factors.degrees), factors.weight(z[lo:hi]), 1
         xa = x[:, a_idx, :] * w[None, :, None]  # (c, P, d)
         xb = np.conj(x[:, b_idx, :])
         t = xa[:, :, :, None] * xb[:, :, None, :]  # (c, P, d, d)
         tsum = np.add.reduceat(t, starts, axis=1)  # (c, nf, d, d) = Σ ω X_α X_β†
         sv = s[:, a_idx] * np.conj(s[:, b_idx]) * w[None, :]
         fsum = 2.0 * np.real(np.add.reduceat(sv, starts, axis=1))  # (c, nf) = s^T H s̄
-        hk = h ** (-k)
         herm = tsum + np.conj(np.swapaxes(tsum, -1, -2))
-        m = herm / np.pi - k * fsum[:, :, None, None] * gfs[:, None, :, :]
+        m = herm / np.pi - kg * fsum[:, :, None, None] * gfs[:, None, :, :]
         m = m * hk[:, None, None, None]
         diag = np.real(np.diagonal(m, axis1=-2, axis2=-1))
         up = m[..., iu[0], iu[1]]
@@ -313,26 +321,43 @@ def _sub_points(n_pairs: int, dim: int) -> int:
     return sub
 
 
-def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool, sub: int = _SUB):
+def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool, sub: int = _SUB, factors: Factors | None = None):
     import jax
     import jax.numpy as jnp
+
+    kmax = k if factors is None else max(factors.degrees)
 
     def one(z, jac, exps, alpha, beta, w, func):
         # z (c, N), jac (c, d, N)
         c, nc = z.shape
         pw = [jnp.ones_like(z)]
-        for _ in range(k):
+        for _ in range(kmax):
             pw.append(pw[-1] * z)
-        pw = jnp.stack(pw, -1)  # (c, N, k+1)
+        pw = jnp.stack(pw, -1)  # (c, N, kmax+1)
         fac = pw[:, jnp.arange(nc)[None, :], exps]  # (c, N_k, N)
         s = jnp.prod(fac, axis=-1)
-        h = jnp.sum(jnp.abs(z) ** 2, -1)
-        # X_α = P(∇s_α − k s_α z̄/h) = s_α (P diag(1/z) I_α − k P z̄ / h)   (z_i ≠ 0 required)
         m = jac / z[:, None, :]  # (c, d, N)
-        pz = jnp.einsum("cdi,ci->cd", jac, jnp.conj(z)) / h[:, None]
-        x = s[:, :, None] * (jnp.einsum("cdi,ai->cad", m, exps.astype(z.dtype)) - k * pz[:, None, :])
-        g = (jnp.einsum("cai,cbi->cab", jac, jnp.conj(jac)) / h[:, None, None]
-             - pz[:, :, None] * jnp.conj(pz)[:, None, :]) / jnp.pi
+        if factors is None:
+            h = jnp.sum(jnp.abs(z) ** 2, -1)
+            # X_α = P(∇s_α − k s_α z̄/h) = s_α (P diag(1/z) I_α − k P z̄ / h)   (z_i ≠ 0 required)
+            pz = jnp.einsum("cdi,ci->cd", jac, jnp.conj(z)) / h[:, None]
+            x = s[:, :, None] * (jnp.einsum("cdi,ai->cad", m, exps.astype(z.dtype)) - k * pz[:, None, :])
+            g = (jnp.einsum("cai,cbi->cab", jac, jnp.conj(jac)) / h[:, None, None]
+                 - pz[:, :, None] * jnp.conj(pz)[:, None, :]) / jnp.pi
+            hk, kg = h ** (-k), k  # the Hessian's second term is k f g_FS
+        else:  # per-factor shift Σ_b k_b P z̄^(b)/|z^(b)|², g = Σ_b k_b g_b, e^{-ψ} = Π_b |z^(b)|^{-2k_b}
+            shift, g, hk, kg = 0.0, 0.0, 1.0, 1  # g already carries the k_b
+            for b, kb in zip(factors.blocks, factors.degrees):
+                if kb == 0:
+                    continue
+                zb, jb = z[:, b], jac[:, :, b]
+                hb = jnp.sum(jnp.abs(zb) ** 2, -1)
+                pzb = jnp.einsum("cdi,ci->cd", jb, jnp.conj(zb)) / hb[:, None]
+                shift = shift + kb * pzb
+                g = g + kb * (jnp.einsum("cai,cbi->cab", jb, jnp.conj(jb)) / hb[:, None, None]
+                              - pzb[:, :, None] * jnp.conj(pzb)[:, None, :]) / jnp.pi
+                hk = hk * hb ** (-kb)
+            x = s[:, :, None] * (jnp.einsum("cdi,ai->cad", m, exps.astype(z.dtype)) - shift[:, None, :])
         xa = x[:, alpha] * w[None, :, None]
         xb = jnp.conj(x[:, beta])
         t = xa[:, :, :, None] * xb[:, :, None, :]  # (c, P, d, d)
@@ -341,8 +366,7 @@ def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool, sub: int = _SUB
         sv = s[:, alpha] * jnp.conj(s[:, beta]) * w[None, :]
         fs = 2.0 * jnp.real(jax.ops.segment_sum(sv.T, func, num_segments=nf, indices_are_sorted=True))
         herm = ts + jnp.conj(jnp.swapaxes(ts, -1, -2))
-        hk = h ** (-k)
-        mm = (herm / jnp.pi - k * fs[:, :, None, None] * g[None]) * hk[None, :, None, None]
+        mm = (herm / jnp.pi - kg * fs[:, :, None, None] * g[None]) * hk[None, :, None, None]
         iu = np.triu_indices(dim, 1)
         di = np.arange(dim)
         diag = jnp.real(mm[..., di, di])
@@ -365,9 +389,9 @@ def _make_chunk_fn(k: int, nf: int, dim: int, want_values: bool, sub: int = _SUB
 _FN_CACHE: dict = {}
 
 
-def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False):
-    """Fast jitted :func:`pair_hessians` (same output).  Points with a coordinate exactly 0 are
-    routed to the NumPy reference (the fast path divides by z_i)."""
+def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False, factors: Factors | None = None):
+    """Fast jitted :func:`pair_hessians` (same output, ``factors`` as there).  Points with a coordinate exactly 0
+    are routed to the NumPy reference (the fast path divides by z_i)."""
     import jax.numpy as jnp
 
     z = np.asarray(z, dtype=np.complex128)
@@ -376,10 +400,10 @@ def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False):
     dim = jac.shape[1]
     nf = basis.n_functions
     sub = _sub_points(basis.n_pairs, dim)
-    key = (basis.k, nf, dim, bool(values), sub)
+    key = (basis.k, nf, dim, bool(values), sub, factors)
     fn = _FN_CACHE.get(key)
     if fn is None:
-        fn = _FN_CACHE[key] = _make_chunk_fn(basis.k, nf, dim, bool(values), sub)
+        fn = _FN_CACHE[key] = _make_chunk_fn(basis.k, nf, dim, bool(values), sub, factors)
     args = (jnp.asarray(basis.exponents), jnp.asarray(basis.alpha), jnp.asarray(basis.beta),
             jnp.asarray(basis.weight), jnp.asarray(basis.func))
     out = np.empty((n, nf, dim * dim))
@@ -398,7 +422,7 @@ def pair_hessians_jax(basis: PairBasis, z, jac, *, values: bool = False):
     zero = np.any(np.abs(z) == 0, axis=1)
     if np.any(zero):
         idx = np.flatnonzero(zero)
-        ref = pair_hessians(basis, z[idx], jac[idx], values=values, backend="numpy")
+        ref = pair_hessians(basis, z[idx], jac[idx], values=values, backend="numpy", factors=factors)
         if values:
             out[idx], vals[idx] = ref
         else:

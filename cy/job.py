@@ -57,7 +57,7 @@ from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, 
                                            ProgressHook, levenberg_marquardt, load_checkpoint, time_budget)
 
 __all__ = ["CYResult", "Fit", "run_cy", "make_manifold", "evaluate_model", "evaluate_cicy_model", "cicy_factors", "load_hypersurface_file",
-           "random_quintic", "default_k", "choose_basis", "symmetry_of", "choose_solver", "write_outputs",
+           "random_quintic", "default_k", "choose_basis", "symmetry_of", "cicy_symmetry", "choose_solver", "write_outputs",
            "basis_coefficients", "basis_values", "minimal_extension", "symmetry_fingerprint"]
 
 #: the dense path stores the basis Hessians of all points; above this many GB it goes matrix-free
@@ -270,6 +270,11 @@ def cicy_factors(manifold: CompleteIntersection, k: int, kahler_class=()) -> Fac
     return Factors(tuple(n + 1 for n in manifold.ambient), tuple(int(round(k * float(ta))) for ta in t))
 
 
+def cicy_symmetry(manifold: CompleteIntersection):
+    """The symmetry group of a complete intersection (:func:`ntkflow.cy.basis.detect_symmetry_products`)."""
+    return basis_mod.detect_symmetry_products(manifold.polynomials, tuple(n + 1 for n in manifold.ambient))
+
+
 def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, det_g=None, log=None) -> dict:
     """σ, κ, Vol_K (and with ``n_curvature`` > 0 the Ricci measure and Euler characteristic by autodiff of the
     model's potential, :func:`ntkflow.manifolds.cicy.cicy_curvature`) on a CICYPointSet: the keys of
@@ -388,21 +393,29 @@ class _Setup:
     initial: np.ndarray | None = None  # θ₀ of a warm start (None: the problem's own initial point)
 
 
-def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -> _Setup:
+def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None, factors: Factors | None = None) -> _Setup:
+    """The dense path: LM on the whitened symmetric basis ``b``. ``factors``: a complete intersection, whose
+    basis functions are the multi-degree ones of ``factors`` and whose reference metric is FS of the class
+    Σ_a (k_a/k) J_a (the identity link of :class:`CICYSectionModel`); no streaming, no warm start there."""
     timings = {}
     chunk = method.dense_chunk or None  # --dense-chunk N: the raw Hessians streamed over N points, never all held
     t = time.perf_counter()
     if chunk is None:
-        h_train = algebra.pair_hessians(b, train.points, train.jacobian)
-        h_test = algebra.pair_hessians(b, test.points, test.jacobian)
+        h_train = algebra.pair_hessians(b, train.points, train.jacobian, factors=factors)
+        h_test = algebra.pair_hessians(b, test.points, test.jacobian, factors=factors)
         timings["hessians"] = time.perf_counter() - t
         log(f"  pulled-back Hessians of the basis: {timings['hessians']:.1f} s")
     else:
         j0 = jacobian0_rows(b, train.points, train.jacobian, chunk=chunk)  # (n, p): tr(g_FS⁻¹ G_a) at every point
         timings["jacobian0"] = time.perf_counter() - t
         log(f"  Laplacians of the basis, streamed over {chunk}-point chunks: {timings['jacobian0']:.1f} s")
-    g0_tr = algebra.pack(algebra.fs_pulled(train.points, train.jacobian))
-    g0_te = algebra.pack(algebra.fs_pulled(test.points, test.jacobian))
+    if factors is None:
+        g0_tr = algebra.pack(algebra.fs_pulled(train.points, train.jacobian))
+        g0_te = algebra.pack(algebra.fs_pulled(test.points, test.jacobian))
+    else:
+        t_class = np.asarray(factors.degrees, dtype=np.float64) / method.k
+        g0_tr = algebra.pack(factors.fs_sum(train.points, train.jacobian, t_class))
+        g0_te = algebra.pack(factors.fs_sum(test.points, test.jacobian, t_class))
     lo_tr, lo_te = np.log(train.omega_sq), np.log(test.omega_sq)
     t = time.perf_counter()
     if chunk is None:
@@ -441,9 +454,13 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None) -
         return np.exp(ld) if ok else np.full(len(test), np.nan)
 
     def model(theta):
-        return BergmanModel(manifold=m, basis=b.combined(tmat @ theta[:-1]), log_kappa=float(theta[-1]),
-                            info={"k": method.k, "n_functions": b.n_functions, "n_kept": int(tmat.shape[1]),
-                                  "symmetry": sym.describe(), "fingerprint": config.fingerprint()})
+        info = {"k": method.k, "n_functions": b.n_functions, "n_kept": int(tmat.shape[1]),
+                "symmetry": sym.describe(), "fingerprint": config.fingerprint()}
+        if factors is not None:
+            return CICYSectionModel(manifold=m, factors=factors, k=method.k, H=b.hermitian(tmat @ theta[:-1]),
+                                    link="identity", log_kappa=float(theta[-1]),
+                                    info={**info, "degrees": list(factors.degrees), "solver": "dense", "link": "identity"})
+        return BergmanModel(manifold=m, basis=b.combined(tmat @ theta[:-1]), log_kappa=float(theta[-1]), info=info)
 
     lm = LMConfig(max_iter=config.lm.max_iter, lam0=config.lm.lam0, gtol=config.lm.gtol, scaling="identity")
     info = {"n_functions": b.n_functions, "n_kept": int(tmat.shape[1]), "n_pairs": b.n_pairs,
@@ -931,16 +948,22 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         raise ValueError(f"method: complete intersections ({m.name}) run the matrix-free primal Bergman method; received "
                          f"--method {method.name}{' (dual form)' if isinstance(method, DualMethod) else ''}. Use --method "
                          f"bergman (the default) with --solver auto or matrix-free.")
-    if method.solver == "dense":
-        raise ValueError(f"solver: --solver dense needs the symmetric basis of a hypersurface; {m.name} runs the "
-                         f"matrix-free path. Pass --solver matrix-free (or auto).")
     for what, bad in (("devices", getattr(method, "devices", None) is not None), ("workers", client is not None),
-                      ("warm_start", warm_start is not None), ("symmetry", symmetry is not None)):
+                      ("warm_start", warm_start is not None), ("symmetry", symmetry is not None),
+                      ("dense_chunk", bool(method.dense_chunk))):
         if bad:
             raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, cold "
-                             f"start, no symmetry); drop it for {m.name}.")
-    link = resolve_link(method.link)
+                             f"start, the detected group, Hessians held in memory); drop it for {m.name}.")
     factors = cicy_factors(m, method.k, method.kahler_class)
+    sym = cicy_symmetry(m) if method.symmetry == "auto" else basis_mod.no_symmetry(m.n_coords)
+    b = None
+    if method.solver != "matrix-free" and (not sym.trivial or method.solver == "dense"):
+        b = basis_mod.invariant_basis(m.n_coords, method.k, sym, exponents=factors.exponents())
+        solver, link, why = choose_solver(method, b.n_functions, config.data.n_train + config.data.n_test, m.dim,
+                                          sym.trivial)
+    else:
+        solver, link = "matrix-free", resolve_link(method.link)
+        why = "--solver matrix-free" if method.solver == "matrix-free" else "no symmetry: the full Hermitian H"
     t_class = np.asarray(factors.degrees, dtype=np.float64) / method.k
     t = time.perf_counter()
     ps = sample_cicy(m, config.data.n_train + config.data.n_test, seed=config.data.seed)
@@ -951,7 +974,14 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         f"Π_a u_a^(k t_a)), k={method.k}, Kähler class t = {t_class.tolist()}: degrees {list(factors.degrees)}")
     log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
         f"{t_sample:.1f} s")
-    setup = _setup_cicy(config, method, m, factors, link, train, test, log)
+    log(f"  symmetry: {sym.describe()}")
+    if solver == "dense":
+        log(f"  basis: {b.description}")
+        log(f"  solver: dense Levenberg–Marquardt on {b.n_functions} invariant multi-degree functions ({why})")
+        setup = _setup_dense(config, method, m, b, sym, train, test, log, factors=factors)
+    else:
+        log(f"  solver: matrix-free ({why})")
+        setup = _setup_cicy(config, method, m, factors, link, train, test, log)
     fs = {"sigma_train": sigma_weighted(cicy_fs_det(train, t_class) / train.omega_sq, train.weights),
           "sigma_test": sigma_weighted(cicy_fs_det(test, t_class) / test.omega_sq, test.weights)}
     log(f"  Fubini–Study (class t): σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")

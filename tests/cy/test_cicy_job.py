@@ -123,7 +123,7 @@ def test_cli_cy_on_a_random_bicubic_saves_loads_and_evaluates(tmp_path, capsys):
 
 
 def test_cli_refuses_what_cicys_do_not_run(tmp_path, capsys):
-    for args, word in ((["--manifold", "tetraquadric", "-k", "1", "--solver", "dense"], "solver"),
+    for args, word in ((["--manifold", "tetraquadric", "-k", "1", "--dense-chunk", "100"], "dense_chunk"),
                        (["--manifold", "tetraquadric", "-k", "1", "--method", "donaldson"], "method"),
                        (["--manifold", "fermat-quintic", "--cicy-seed", "2"], "cicy_seed"),
                        (["--cicy", str(tmp_path / "none.json")], "none.json"),
@@ -141,7 +141,7 @@ def test_cli_sample_and_cy_from_a_definition_file(tmp_path, capsys):
     assert len(ps) == 300 and ps.manifold.psi == 0.5
     runs = {}
     for name, opts in (("file", ["--cicy", path]), ("preset", ["--manifold", "p5-33", "--psi", "0.5"])):
-        assert main(["cy", *opts, "-k", "1", "--n-train", "800", "--n-test", "300", "--max-iter", "2",
+        assert main(["cy", *opts, "-k", "1", "--solver", "matrix-free", "--n-train", "800", "--n-test", "300", "--max-iter", "2",
                      "--n-curvature", "0", "-q", "-o", str(tmp_path / name)]) == 0
         runs[name] = json.loads((tmp_path / name / "metrics.json").read_text())
     assert runs["file"]["sigma_test"] == runs["preset"]["sigma_test"]
