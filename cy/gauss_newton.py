@@ -156,10 +156,11 @@ class MAProblem:
 
 
 def transform_basis(hess, tmat):
-    """(n, p, d²) Hessians in the basis f' = f T: (n, q, d²) (BLAS matmul, chunked)."""
+    """(n, p, d²) Hessians in the basis f' = f T: (n, q, d²) (BLAS GEMM, chunked)."""
     out = np.empty((hess.shape[0], tmat.shape[1], hess.shape[2]))
     for lo in range(0, hess.shape[0], 8192):
-        out[lo:lo + 8192] = np.swapaxes(np.swapaxes(hess[lo:lo + 8192], 1, 2) @ tmat, 1, 2)
+        # one GEMM per chunk (einsum → tensordot): np.matmul on the swapped view loops over points (≈ 70× slower)
+        out[lo:lo + 8192] = np.einsum("npd,pq->nqd", hess[lo:lo + 8192], tmat, optimize=True)
     return out
 
 
@@ -232,5 +233,5 @@ def whitened_hessians(basis, z, jac, tmat, *, chunk: int = 2048) -> np.ndarray:
     out = np.empty((n, tmat.shape[1], dim2))
     for lo in range(0, n, chunk):
         h = pair_hessians(basis, z[lo:lo + chunk], jac[lo:lo + chunk])
-        out[lo:lo + chunk] = np.swapaxes(np.swapaxes(h, 1, 2) @ tmat, 1, 2)
+        out[lo:lo + chunk] = np.einsum("npd,pq->nqd", h, tmat, optimize=True)  # one GEMM (see transform_basis)
     return out
