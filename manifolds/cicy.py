@@ -1086,12 +1086,66 @@ def cicy_mixture_weights(ps: CICYPointSet, components, fractions, *, chunk: int 
         raise ValueError(f"fractions: expected {len(comps)} positive numbers summing to 1, received {f.tolist()}.")
     chunk = positive_int("chunk", chunk)
     m = ps.manifold
-    rho = np.zeros(len(ps))
-    for lo in range(0, len(ps), chunk):
-        sl = slice(lo, lo + chunk)
-        for fj, c in zip(f, comps):
-            rho[sl] += fj * cicy_sampling_density(m, ps.points[sl], ps.jacobian[sl], c)
+    # per factor the metrics h_jr = (M M†)^{-1} (J, n_r+1, n_r+1); identity for the standard component
+    hs = [np.stack([np.eye(nr + 1, dtype=np.complex128) if c is None else np.linalg.inv(c[r] @ np.conj(c[r]).T)
+                    for c in comps]) for r, nr in enumerate(m.ambient)]
+    lattice = _density_lattice(m)
+    sub = max(1, chunk // max(1, len(comps)))  # points per vectorised block: (sub, J, dim, dim) arrays
+    rho = np.empty(len(ps))
+    for lo in range(0, len(ps), sub):
+        sl = slice(lo, lo + sub)
+        rho[sl] = _crofton_densities(m, ps.points[sl], ps.jacobian[sl], hs, lattice) @ f
     return sum(dc for _, _, dc in _splits(m)) * ps.omega_sq / rho
+
+
+def _density_lattice(manifold: CompleteIntersection):
+    """(β (L', m), a (L',)) with Σ_c (c!/dim!) D_c = Σ_l a_l det(Σ_r β_lr g_r): the lattice interpolation of
+    :func:`mixed_coefficients` contracted once with the split coefficients (zero rows dropped)."""
+    alphas = list(_multi_indices(manifold.dim, manifold.n_factors))
+    B = np.array(alphas, dtype=np.float64)  # (L, m)
+    V = np.prod(B[:, None, :] ** B[None, :, :], axis=2)  # (L, L): V[l, i] = β_l^{α_i}
+    k = np.zeros(len(alphas))
+    for _, c, _ in _splits(manifold):
+        k[alphas.index(c)] = math.prod(math.factorial(x) for x in c) / math.factorial(manifold.dim)
+    a = np.linalg.solve(V.T, k)  # coef = V^{-1} vals, so Σ_c k_c coef_c = (V^{-T} k) · vals
+    keep = np.abs(a) > 1e-12 * np.abs(a).max()
+    return B[keep], a[keep]
+
+
+def _det_hermitian(G):
+    """det of hermitian (…, d, d) matrices (real part); closed form for d ≤ 3."""
+    d = G.shape[-1]
+    if d == 1:
+        return G[..., 0, 0].real
+    if d == 2:
+        return (G[..., 0, 0] * G[..., 1, 1] - G[..., 0, 1] * G[..., 1, 0]).real
+    if d == 3:
+        return (G[..., 0, 0] * (G[..., 1, 1] * G[..., 2, 2] - G[..., 1, 2] * G[..., 2, 1])
+                - G[..., 0, 1] * (G[..., 1, 0] * G[..., 2, 2] - G[..., 1, 2] * G[..., 2, 0])
+                + G[..., 0, 2] * (G[..., 1, 0] * G[..., 2, 1] - G[..., 1, 1] * G[..., 2, 0])).real
+    return np.linalg.det(G).real
+
+
+def _crofton_densities(manifold, points, jacobian, hs, lattice) -> np.ndarray:
+    """ρ_{h_j} (M, J) of every point under every component (vectorised :func:`cicy_sampling_density`):
+    per factor g^h = (1/π)(P h P†/s − v v†/s²) with s = z†hz, v_a = z† h P_a (the FS form of M^{-1}z)."""
+    z = np.asarray(points)
+    P = np.asarray(jacobian)
+    M, dim, _ = P.shape
+    g = []
+    for b, h in zip(manifold.blocks, hs):
+        zb, Pb = z[:, b], P[:, :, b]  # (M, n+1), (M, dim, n+1)
+        hT = np.swapaxes(h, 1, 2)  # (J, n+1, n+1)
+        s = np.einsum("jmi,mi->jm", zb[None] @ hT, np.conj(zb)).real  # (J, M): z† h z  (h hermitian)
+        hP = (Pb.reshape(M * dim, -1)[None] @ hT).reshape(len(h), M, dim, -1)  # (J, M, dim, n+1): h P_a
+        A = hP @ np.conj(np.swapaxes(Pb, 1, 2))[None]  # (J, M, dim, dim): P_b† h P_a
+        v = (hP @ np.conj(zb)[None, :, :, None])[..., 0]  # (J, M, dim): z† h P_a
+        g.append((A / s[..., None, None] - v[..., :, None] * np.conj(v)[..., None, :] / (s * s)[..., None, None]) / np.pi)
+    beta, a = lattice
+    rho = 0.0
+    for bl, al in zip(beta, a):
+        rho = rho + al * _det_hermitian(sum(w * gr for w, gr in zip(bl, g) if w != 0))
+    return rho.T  # (M, J)
 
 
 def sample_cicy_mixture(manifold: CompleteIntersection, counts, components, seed: int = 0, *,

@@ -122,9 +122,25 @@ def test_mixture_is_unbiased_with_the_stratified_error():
         y = ps.weights * cicy_fs_det(ps, t) / ps.omega_sq
         se = math.sqrt(sum((c / n) ** 2 * y[cid == j].var(ddof=1) / c for j, c in enumerate(counts)))
         assert abs(y.mean() - kahler_volume(m.ambient, m.configuration, t)) <= 4 * se, (t, y.mean(), se)
-    # the weights are those of the mixture density: recompute them from the parts
-    again = cicy_mixture_weights(ps, comps, np.array(counts) / n, chunk=4000)
+    # the (vectorised) mixture weights against the per-component reference cicy_sampling_density
+    rho = sum(c / n * cicy_sampling_density(m, ps.points, ps.jacobian, maps) for c, maps in zip(counts, comps))
+    d_total = sum(v for v in intersection_numbers(m.ambient, m.configuration).values() if v > 0)
+    assert np.allclose(ps.weights, d_total * ps.omega_sq / rho, rtol=1e-11, atol=0)
+    again = cicy_mixture_weights(ps, comps, np.array(counts) / n, chunk=7)
     assert np.allclose(again, ps.weights, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name,kw", [("tetraquadric", {"psi": 0.5}), ("p5-33", {"seed": 2})])
+def test_mixture_weights_equal_the_reference_density(name, kw):
+    """The vectorised mixture density (closed-form determinants, lattice contracted once) equals the sum of
+    the per-component cicy_sampling_density on every point (four factors; one factor with two equations)."""
+    m = cicy_preset(name, **kw)
+    ps = sample_cicy(m, 500, seed=2)
+    comps = [None, _random_maps(m, 4.0, seed=1), _random_maps(m, 40.0, seed=2)]
+    f = np.array([0.5, 0.3, 0.2])
+    rho = sum(fj * cicy_sampling_density(m, ps.points, ps.jacobian, c) for fj, c in zip(f, comps))
+    d_total = sum(v for v in intersection_numbers(m.ambient, m.configuration).values() if v > 0)
+    assert np.allclose(cicy_mixture_weights(ps, comps, f), d_total * ps.omega_sq / rho, rtol=1e-11, atol=0)
 
 
 def test_bad_frame_maps_and_fractions_raise():
