@@ -247,6 +247,50 @@ def weights_recomputed(ps) -> np.ndarray:
     return sum(d[c] for c in splits) * other.omega_sq / rho
 
 
+def mixture_weights_recomputed(ps, components, fractions) -> np.ndarray:
+    """The importance-sampling weights (Σ_c d_c)|Ω|²/Σ_j f_j ρ_{h_j} recomputed independently: in another chart
+    (second-best eliminated coordinates: another Ω and Jacobian) with the per-component reference density
+    ``cicy_sampling_density`` (the sampler's weights use the vectorised closed-form kernel)."""
+    from ntkflow.manifolds.cicy import cicy_pointset_from_points, cicy_sampling_density, intersection_numbers
+
+    m = ps.manifold
+    K, N = m.n_equations, m.n_coords
+    combos = np.array(list(itertools.combinations(range(N), K)))  # (C, K)
+    dq = m.dQ(ps.points)  # (M, K, N)
+    minors = np.abs(np.linalg.det(np.moveaxis(dq[:, :, combos], 2, 1)))  # (M, C)
+    is_patch = np.zeros((len(ps), N), dtype=bool)
+    is_patch[np.arange(len(ps))[:, None], ps.patch] = True
+    minors[np.any(is_patch[:, combos], axis=2)] = -1.0
+    elim2 = combos[np.argsort(minors, axis=1)[:, -2]]
+    other = cicy_pointset_from_points(m, ps.points, weights=ps.weights, patch=ps.patch, elim=elim2)
+    rho = sum(f * cicy_sampling_density(m, other.points, other.jacobian, c) for f, c in zip(fractions, components))
+    d = intersection_numbers(m.ambient, m.configuration)
+    return sum(v for v in d.values() if v > 0) * other.omega_sq / rho
+
+
+def importance_components(m, pilot_points, pilot_values, n_centres: int, lam: float, min_angle: float = 0.25):
+    """Mixture components for χ: the standard sampler (None) and, at up to ``n_centres`` pilot points with the
+    largest |c_3/vol| (greedy, pairwise FS angle > ``min_angle`` in some factor), the deformed samplers with
+    ``crofton_frame_map(p_r, lam)`` in every factor r (concentrated near the point at scale 1/√(1+lam))."""
+    from ntkflow.manifolds.cicy import crofton_frame_map
+
+    unit = np.concatenate([pilot_points[:, b] / np.linalg.norm(pilot_points[:, b], axis=1, keepdims=True) for b in m.blocks], axis=1)
+    chosen = []
+    for i in np.argsort(-np.abs(pilot_values)):
+        if len(chosen) == n_centres:
+            break
+        if chosen:
+            ang = np.zeros(len(chosen))
+            for b in m.blocks:
+                c = np.abs(unit[chosen][:, b] @ np.conj(unit[i, b]))
+                ang = np.maximum(ang, np.arccos(np.minimum(c, 1.0)))
+            if ang.min() <= min_angle:
+                continue
+        chosen.append(int(i))
+    comps = [None] + [[crofton_frame_map(pilot_points[i, b], lam) for b in m.blocks] for i in chosen]
+    return comps, chosen
+
+
 def _hill(x) -> dict:
     """Hill estimates α of the tail P(|x| > u) ~ u^{-α} from the top 0.1 % and 1 % of |x| (α ≤ 2: infinite
     variance at the scales sampled, so the batch-means standard error is not a reliable error bar)."""
@@ -295,7 +339,7 @@ def parse_preset(text: str):
 def run_preset(spec: str, args) -> dict:
     from ntkflow.manifolds import mean_stderr
     from ntkflow.manifolds.cicy import (CICY_EULER_CHARACTERISTIC, cicy_fs_det, cicy_preset,
-                                        euler_characteristic_topological, sample_cicy)
+                                        euler_characteristic_topological, sample_cicy, sample_cicy_mixture)
 
     name, kw, label = parse_preset(spec)
     m = cicy_preset(name, **kw)
@@ -304,7 +348,19 @@ def run_preset(spec: str, args) -> dict:
     ts = [tuple(float(x) for x in t.split(",")) for t in (args.t or [])]
     ts = [t for t in ts if len(t) == m.n_factors]
     ts = [tuple([1.0] * m.n_factors)] + [t for t in ts if t != tuple([1.0] * m.n_factors)]
-    curv = make_fs_curvature_closed_form(m, ts, chunk=args.curv_chunk)
+    curv = make_fs_curvature_closed_form(m, ts, chunk=args.curv_chunk, backend=args.backend)
+    comps, importance, fractions, cids = None, None, None, []
+    if args.importance:
+        t0 = time.perf_counter()
+        pilot = sample_cicy(m, args.importance, seed=10**6 + args.seed, progress=False)  # not used in the estimate
+        xp = pilot.weights / pilot.omega_sq / math.factorial(m.dim) * curv(pilot)[0]["chern_top"]
+        comps, chosen = importance_components(m, pilot.points, xp, args.is_centres, args.is_lambda)
+        importance = {"pilot_n": args.importance, "pilot_seed": 10**6 + args.seed, "centres": len(chosen),
+                      "lambda": args.is_lambda, "defensive_fraction": args.is_defensive,
+                      "pilot_euler": float(xp.mean()), "pilot_tail_index_hill": _hill(xp),
+                      "pilot_centre_values": [float(xp[i]) for i in chosen[:20]], "seconds_pilot": time.perf_counter() - t0}
+        print(f"  {label}: pilot {args.importance} points, χ = {xp.mean():.2f}, {len(chosen)} centres, "
+              f"λ = {args.is_lambda} ({importance['seconds_pilot']:.0f} s)", flush=True)
     chi_int = {t: [] for t in ts}
     vol_int = {t: [] for t in ts}
     eta1, w_all = [], []
@@ -329,6 +385,11 @@ def run_preset(spec: str, args) -> dict:
                      "volume": vol, "volume_stderr": vol_se, "volume_exact": m.kahler_volume(t),
                      "tail_index_hill": _hill(x),
                      "batch_means_1000": [float(v) for v in x[: len(x) // 1000 * 1000].reshape(1000, -1).mean(axis=1)] if len(x) >= 1000 else None}
+            if cids:  # stratified: Var = Σ_j f_j² Var_j / n_j (fixed allocation per chunk, same fractions)
+                cid = np.concatenate(cids)
+                var = sum((np.sum(cid == j) / len(x)) ** 2 * x[cid == j].var(ddof=1) / np.sum(cid == j)
+                          for j in range(len(comps)) if np.sum(cid == j) > 1)
+                entry["euler_stderr_stratified"] = float(math.sqrt(var))
             if t != ts[0]:
                 d, d_se = mean_stderr(x - np.concatenate(chi_int[ts[0]]))
                 entry["difference_to_t1"], entry["difference_to_t1_stderr"] = d, d_se
@@ -338,18 +399,29 @@ def run_preset(spec: str, args) -> dict:
         res["points_per_second_curvature"] = done * len(ts) / max(t_curv, 1e-9)
 
         res["complete"] = final
+        if importance is not None:
+            res["importance"] = importance
         return res
     cpu0 = time.process_time()
     while done < args.n and time.process_time() - cpu0 < args.budget and not _past(args.stop_at):
         n_i = min(args.chunk, args.n - done)
         t0 = time.perf_counter()
-        ps = sample_cicy(m, n_i, seed=args.seed + i, progress=False)
+        if comps is None:
+            ps = sample_cicy(m, n_i, seed=args.seed + i, progress=False)
+        else:  # fixed allocation: (1 − ε) n_i split evenly over the deformed components, the rest standard
+            nh = int(n_i * (1 - args.is_defensive) / (len(comps) - 1))
+            counts = [n_i - nh * (len(comps) - 1)] + [nh] * (len(comps) - 1)
+            fractions = np.array(counts) / n_i
+            ps, cid = sample_cicy_mixture(m, counts, comps, seed=args.seed + i)
+            perm = np.random.default_rng(np.random.SeedSequence([args.seed, i])).permutation(len(ps))
+            ps, cid = ps[perm], cid[perm]  # interleave the components: contiguous batches are exchangeable
+            cids.append(cid)
         t_sample += time.perf_counter() - t0
         rejected += ps.rejected_subspaces
         residual = max(residual, float(np.max(np.abs(m.Q(ps.points)) / m.term_scale(ps.points))))
         if weight_check is None:
             nc = min(args.n_check, len(ps))
-            w2 = weights_recomputed(ps[:nc])
+            w2 = weights_recomputed(ps[:nc]) if comps is None else mixture_weights_recomputed(ps[:nc], comps, fractions)
             weight_check = {"n": nc, "max_relative_difference": float(np.max(np.abs(w2 / ps.weights[:nc] - 1)))}
         t0 = time.perf_counter()
         fac = ps.weights / ps.omega_sq / math.factorial(m.dim)
@@ -414,8 +486,19 @@ def main(argv=None) -> int:
     p.add_argument("--budget", type=float, default=3600.0,
                    help="CPU seconds (all threads of this process) per preset at most; stops after the running chunk")
     p.add_argument("--stop-at", help="UTC HH:MM: stop sampling new chunks after this time (every preset)")
+    p.add_argument("--importance", type=int, default=0, metavar="PILOT_N",
+                   help="importance sampling: a pilot of PILOT_N standard points picks the centres of deformed "
+                        "Crofton samplers (0: plain Monte Carlo, the default)")
+    p.add_argument("--is-centres", type=int, default=200, help="deformed components at most (pilot points with the largest |c_3/vol|)")
+    p.add_argument("--is-lambda", type=float, default=30.0, help="concentration λ of the deformed components (scale 1/√(1+λ))")
+    p.add_argument("--is-defensive", type=float, default=0.3, help="fraction of the points from the standard sampler")
+    p.add_argument("--backend", choices=("jax", "numpy"), default="jax",
+                   help="closed-form curvature backend (numpy: slower, immune to the XLA CPU hang)")
     p.add_argument("--out", default=os.path.join("bench", "results", "cicy_euler"))
     args = p.parse_args(argv)
+    if args.importance < 0 or (args.importance and (args.is_centres < 1 or not 0 < args.is_defensive < 1 or args.is_lambda <= 0)):
+        raise SystemExit(f"--importance {args.importance}: needs --is-centres >= 1 (received {args.is_centres}), "
+                         f"0 < --is-defensive < 1 (received {args.is_defensive}) and --is-lambda > 0 (received {args.is_lambda}).")
 
     import jax
 
