@@ -24,7 +24,6 @@ from ntkflow.cy.spectrum import register_cli as register_spectrum
 from ntkflow.cy.sweep import check_psi_list, parse_psi_list, psi_label, run_sweep
 from ntkflow.manifolds import add_manifold_options, check_on_manifold, load_points
 from ntkflow.manifolds.cicy import load_cicy_points
-from ntkflow.manifolds.cicy_files import is_cicy_preset
 
 __all__ = ["register", "config_from_args"]
 
@@ -219,10 +218,10 @@ def _run_cy(args) -> int:
                          f"received {'a single --psi ' + psi_label(psis[0])[4:] if psis else 'no --psi'}. Give a "
                          f"comma list of --psi "
                          f"(e.g. --psi 0,0.1,0.2) or drop --sweep-start.")
-    if sweep and (getattr(args, "cicy", None) is not None or is_cicy_preset(args.manifold)):
-        raise ValueError(f"psi: --psi {','.join(psi_label(p)[4:] for p in psis)} is a moduli sweep; sweeps run on the "
-                         f"hypersurface families (--manifold dwork-quintic) for now, not on complete intersections. "
-                         f"Run one ψ per command (--manifold {args.manifold} --psi 0.5).")
+    if sweep and getattr(args, "cicy", None) is not None:
+        raise ValueError(f"psi: --psi {','.join(psi_label(p)[4:] for p in psis)} is a moduli sweep of a preset family "
+                         f"(--manifold dwork-quintic, p5-33, bicubic, tetraquadric); a --cicy file has no family "
+                         f"parameter. Drop --cicy or give one ψ.")
     if sweep:  # a list for something that is not a family, or a singular member: refused before anything runs
         check_psi_list(psis, manifold=args.manifold, hypersurface=args.hypersurface, random_quintic=args.random_quintic)
     cfg = config_from_args(args)

@@ -377,6 +377,14 @@ def _printer(quiet):
 
 
 @dataclass(frozen=True)
+class _CarriedPotential:
+    """A warm start of the dense path: the previous member's potential as a one-function pair basis."""
+
+    basis: object
+    manifold: object
+
+
+@dataclass(frozen=True)
 class _Setup:
     """A least-squares method ready to fit: problem, step solver, LM settings, σ of a θ."""
 
@@ -427,7 +435,10 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None, f
     if warm_start is not None:
         t_warm = time.perf_counter()
         c_prev, h_res = basis_coefficients(b, warm_start.basis)
-        c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
+        if factors is None:
+            c_prev, n_null = minimal_extension(b, c_prev, warm_start.manifold, seed=config.data.seed)
+        else:  # complete intersections: carried as fitted (the whitening kept no direction that vanishes on X)
+            n_null = 0
         if chunk is None:
             j0 = prob0.jacobian(np.zeros(prob0.n_params))[:, :-1]  # (n, p): tr(g_FS⁻¹ G_a) at every point
         j0_warm = (j0 @ c_prev, j0 @ tmat, h_res, n_null)
@@ -949,13 +960,15 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
                          f"--method {method.name}{' (dual form)' if isinstance(method, DualMethod) else ''}. Use --method "
                          f"bergman (the default) with --solver auto or matrix-free.")
     for what, bad in (("devices", getattr(method, "devices", None) is not None), ("workers", client is not None),
-                      ("warm_start", warm_start is not None), ("symmetry", symmetry is not None),
                       ("dense_chunk", bool(method.dense_chunk))):
         if bad:
-            raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, cold "
-                             f"start, the detected group, Hessians held in memory); drop it for {m.name}.")
+            raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, "
+                             f"Hessians held in memory); drop it for {m.name}.")
     factors = cicy_factors(m, method.k, method.kahler_class)
-    sym = cicy_symmetry(m) if method.symmetry == "auto" else basis_mod.no_symmetry(m.n_coords)
+    if method.symmetry != "auto":
+        sym = basis_mod.no_symmetry(m.n_coords)
+    else:  # a sweep passes the family's common group, the same for every ψ
+        sym = symmetry if symmetry is not None else cicy_symmetry(m)
     b = None
     if method.solver != "matrix-free" and (not sym.trivial or method.solver == "dense"):
         b = basis_mod.invariant_basis(m.n_coords, method.k, sym, exponents=factors.exponents())
@@ -974,14 +987,26 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         f"Π_a u_a^(k t_a)), k={method.k}, Kähler class t = {t_class.tolist()}: degrees {list(factors.degrees)}")
     log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
         f"{t_sample:.1f} s")
-    log(f"  symmetry: {sym.describe()}")
+    log(f"  symmetry: {sym.describe()}" + (" (given: the family's common group)" if symmetry is not None
+                                            and method.symmetry == "auto" else ""))
+    warm = None  # the previous member's potential, carried on the dense path (same k, degrees and link)
+    if (solver == "dense" and isinstance(warm_start, CICYSectionModel) and warm_start.link == "identity"
+            and warm_start.k == method.k and warm_start.factors == factors):
+        warm = _CarriedPotential(hermitian_basis(np.asarray(warm_start.H), factors.exponents(), method.k),
+                                 warm_start.manifold)
+    elif warm_start is not None:
+        log(f"  warm start: not available here (it needs the dense path and a dense CICY model of the same k, "
+            f"degrees and link); cold start")
     if solver == "dense":
         log(f"  basis: {b.description}")
         log(f"  solver: dense Levenberg–Marquardt on {b.n_functions} invariant multi-degree functions ({why})")
-        setup = _setup_dense(config, method, m, b, sym, train, test, log, factors=factors)
+        setup = _setup_dense(config, method, m, b, sym, train, test, log, warm_start=warm, factors=factors)
     else:
         log(f"  solver: matrix-free ({why})")
         setup = _setup_cicy(config, method, m, factors, link, train, test, log)
+    if symmetry is not None and method.symmetry == "auto":
+        # the basis depends on the group: a checkpoint of another group must not be resumed
+        setup = replace(setup, fingerprint=f"{config.fingerprint()}-group-{symmetry_fingerprint(sym)}")
     fs = {"sigma_train": sigma_weighted(cicy_fs_det(train, t_class) / train.omega_sq, train.weights),
           "sigma_test": sigma_weighted(cicy_fs_det(test, t_class) / test.omega_sq, test.weights)}
     log(f"  Fubini–Study (class t): σ train {fs['sigma_train']:.4f}, held-out {fs['sigma_test']:.4f}")

@@ -33,11 +33,12 @@ import numpy as np
 
 from ntkflow.cy.basis import Symmetry, detect_symmetry, no_symmetry
 from ntkflow.cy.config import CYConfig, DataConfig
-from ntkflow.cy.job import jsonable, make_manifold, run_cy, symmetry_fingerprint
+from ntkflow.cy.job import cicy_symmetry, jsonable, make_manifold, run_cy, symmetry_fingerprint
 from ntkflow.cy.model import load
+from ntkflow.manifolds.cicy import CompleteIntersection
 from ntkflow.io import atomic_json, atomic_text, atomic_write
 
-__all__ = ["SweepResult", "parse_psi_list", "check_psi_list", "common_symmetry", "psi_label", "run_sweep",
+__all__ = ["SweepResult", "parse_psi_list", "check_psi_list", "common_symmetry", "family_symmetry", "psi_label", "run_sweep",
            "sweep_markdown", "SWEEP_FORMAT"]
 
 SWEEP_FORMAT = "ntkflow-cy-sweep"
@@ -148,7 +149,15 @@ def common_symmetry(groups) -> Symmetry:
         have = {tuple(p) for p in g.perms.tolist()}
         perms = [p for p in perms if p in have]
     return Symmetry(phases=phases, modulus=int(modulus), perms=np.asarray(perms, dtype=np.int64).reshape(-1, n),
-                    conjugation=all(g.conjugation for g in groups))
+                    conjugation=all(g.conjugation for g in groups), sizes=first.sizes)
+
+
+def family_symmetry(manifold):
+    """The detected group of one member: :func:`detect_symmetry` of a hypersurface, the product group
+    (:func:`ntkflow.cy.job.cicy_symmetry`) of a complete intersection."""
+    if isinstance(manifold, CompleteIntersection):
+        return cicy_symmetry(manifold)
+    return detect_symmetry(manifold.exponents, manifold.coefficients)
 
 
 def sweep_markdown(rows) -> str:
@@ -233,8 +242,7 @@ def run_sweep(config: CYConfig, psis, out_dir: str | None, *, warm: bool = True,
     method = config.method
     sym = None
     if getattr(method, "symmetry", "none") == "auto":
-        sym = common_symmetry(detect_symmetry(m.exponents, m.coefficients)
-                              for m in (make_manifold_for(config.data.manifold, p) for p in psis))
+        sym = common_symmetry(family_symmetry(make_manifold_for(config.data.manifold, p)) for p in psis)
     fp = _fingerprint(config, psis, warm, sym)
     rows = [{"psi": psi_label(p)[4:], "psi_real": p.real, "psi_imag": p.imag, "dir": psi_label(p), "done": False}
             for p in psis]

@@ -127,7 +127,7 @@ def test_cli_refuses_what_cicys_do_not_run(tmp_path, capsys):
                        (["--manifold", "tetraquadric", "-k", "1", "--method", "donaldson"], "method"),
                        (["--manifold", "fermat-quintic", "--cicy-seed", "2"], "cicy_seed"),
                        (["--cicy", str(tmp_path / "none.json")], "none.json"),
-                       (["--manifold", "p5-33", "--psi", "0.3,0.5", "-k", "1"], "sweep")):
+                       (["--cicy", str(tmp_path / "none.json"), "--psi", "0.3,0.5", "-k", "1"], "family")):
         assert main(["cy", *args, "-q", "-o", str(tmp_path / "o")]) != 0
         assert word in capsys.readouterr().err
 
