@@ -268,27 +268,37 @@ def mixture_weights_recomputed(ps, components, fractions) -> np.ndarray:
     return sum(v for v in d.values() if v > 0) * other.omega_sq / rho
 
 
-def importance_components(m, pilot_points, pilot_values, n_centres: int, lam: float, min_angle: float = 0.25):
-    """Mixture components for χ: the standard sampler (None) and, at up to ``n_centres`` pilot points with the
-    largest |c_3/vol| (greedy, pairwise FS angle > ``min_angle`` in some factor), the deformed samplers with
-    ``crofton_frame_map(p_r, lam)`` in every factor r (concentrated near the point at scale 1/√(1+lam))."""
-    from ntkflow.manifolds.cicy import crofton_frame_map
+def importance_centres(m, pilot_points, pilot_values, n_centres: int, previous=None, min_angle: float = 0.25) -> np.ndarray:
+    """Up to ``n_centres`` pilot points (k, N) with the largest |value| (the weighted χ integrand: where the
+    current proposal is most deficient), greedy, each at FS angle > ``min_angle`` (in some factor) from the
+    others and from the ``previous`` centres (k', N)."""
+    def unit(z):
+        return np.concatenate([z[:, b] / np.linalg.norm(z[:, b], axis=1, keepdims=True) for b in m.blocks], axis=1)
 
-    unit = np.concatenate([pilot_points[:, b] / np.linalg.norm(pilot_points[:, b], axis=1, keepdims=True) for b in m.blocks], axis=1)
+    u = unit(pilot_points)
+    taken = [] if previous is None or len(previous) == 0 else list(unit(np.asarray(previous)))
     chosen = []
     for i in np.argsort(-np.abs(pilot_values)):
         if len(chosen) == n_centres:
             break
-        if chosen:
-            ang = np.zeros(len(chosen))
+        if taken:
+            T = np.array(taken)
+            ang = np.zeros(len(T))
             for b in m.blocks:
-                c = np.abs(unit[chosen][:, b] @ np.conj(unit[i, b]))
-                ang = np.maximum(ang, np.arccos(np.minimum(c, 1.0)))
+                ang = np.maximum(ang, np.arccos(np.minimum(np.abs(T[:, b] @ np.conj(u[i, b])), 1.0)))
             if ang.min() <= min_angle:
                 continue
         chosen.append(int(i))
-    comps = [None] + [[crofton_frame_map(pilot_points[i, b], lam) for b in m.blocks] for i in chosen]
-    return comps, chosen
+        taken.append(u[i])
+    return np.asarray(pilot_points)[chosen]
+
+
+def importance_components(m, centres, lam: float) -> list:
+    """Mixture components for χ: the standard sampler (None) and, at each centre p, the deformed sampler with
+    ``crofton_frame_map(p_r, lam)`` in every factor r (concentrated near p at the scale 1/√(1+lam))."""
+    from ntkflow.manifolds.cicy import crofton_frame_map
+
+    return [None] + [[crofton_frame_map(p[b], lam) for b in m.blocks] for p in centres]
 
 
 def _hill(x) -> dict:
@@ -352,15 +362,30 @@ def run_preset(spec: str, args) -> dict:
     comps, importance, fractions, cids = None, None, None, []
     if args.importance:
         t0 = time.perf_counter()
-        pilot = sample_cicy(m, args.importance, seed=10**6 + args.seed, progress=False)  # not used in the estimate
-        xp = pilot.weights / pilot.omega_sq / math.factorial(m.dim) * curv(pilot)[0]["chern_top"]
-        comps, chosen = importance_components(m, pilot.points, xp, args.is_centres, args.is_lambda)
-        importance = {"pilot_n": args.importance, "pilot_seed": 10**6 + args.seed, "centres": len(chosen),
-                      "lambda": args.is_lambda, "defensive_fraction": args.is_defensive,
-                      "pilot_euler": float(xp.mean()), "pilot_tail_index_hill": _hill(xp),
-                      "pilot_centre_values": [float(xp[i]) for i in chosen[:20]], "seconds_pilot": time.perf_counter() - t0}
-        print(f"  {label}: pilot {args.importance} points, χ = {xp.mean():.2f}, {len(chosen)} centres, "
-              f"λ = {args.is_lambda} ({importance['seconds_pilot']:.0f} s)", flush=True)
+        # pilots (seeds 10^6 + seed + round; never used in the estimate): round 0 standard points, later rounds
+        # the current mixture; each adds centres where |weighted integrand| is largest
+        centres, rounds = np.zeros((0, m.n_coords), dtype=np.complex128), []
+        for rnd in range(args.is_rounds):
+            comps = importance_components(m, centres, args.is_lambda)
+            if rnd == 0:
+                pilot = sample_cicy(m, args.importance, seed=10**6 + args.seed, progress=False)
+            else:
+                nh = int(args.importance * (1 - args.is_defensive) / (len(comps) - 1))
+                pilot, _ = sample_cicy_mixture(m, [args.importance - nh * (len(comps) - 1)] + [nh] * (len(comps) - 1),
+                                               comps, seed=10**6 + args.seed + rnd)
+            xp = pilot.weights / pilot.omega_sq / math.factorial(m.dim) * curv(pilot)[0]["chern_top"]
+            new = importance_centres(m, pilot.points, xp, args.is_centres, previous=centres)
+            centres = np.concatenate([centres, new])
+            rounds.append({"n": len(pilot), "components": len(comps), "euler": float(xp.mean()),
+                           "stderr_iid": float(xp.std(ddof=1) / math.sqrt(len(xp))), "tail_index_hill": _hill(xp),
+                           "new_centres": len(new), "seconds": time.perf_counter() - t0})
+            print(f"  {label}: pilot round {rnd}: {len(pilot)} points, {len(comps)} components, χ = {xp.mean():.2f} "
+                  f"± {rounds[-1]['stderr_iid']:.2f} (iid), Hill {_hill(xp)}, +{len(new)} centres "
+                  f"({rounds[-1]['seconds']:.0f} s)", flush=True)
+        comps = importance_components(m, centres, args.is_lambda)
+        importance = {"pilot_n": args.importance, "pilot_seed": 10**6 + args.seed, "centres": len(centres),
+                      "lambda": args.is_lambda, "defensive_fraction": args.is_defensive, "pilot_rounds": rounds,
+                      "seconds_pilot": time.perf_counter() - t0}
     chi_int = {t: [] for t in ts}
     vol_int = {t: [] for t in ts}
     eta1, w_all = [], []
@@ -489,14 +514,17 @@ def main(argv=None) -> int:
     p.add_argument("--importance", type=int, default=0, metavar="PILOT_N",
                    help="importance sampling: a pilot of PILOT_N standard points picks the centres of deformed "
                         "Crofton samplers (0: plain Monte Carlo, the default)")
-    p.add_argument("--is-centres", type=int, default=200, help="deformed components at most (pilot points with the largest |c_3/vol|)")
+    p.add_argument("--is-centres", type=int, default=200,
+                   help="deformed components added per pilot round at most (pilot points with the largest |c_3/vol|)")
+    p.add_argument("--is-rounds", type=int, default=1,
+                   help="pilot rounds: round 0 standard points, each later one the current mixture (adds centres where it falls short)")
     p.add_argument("--is-lambda", type=float, default=30.0, help="concentration λ of the deformed components (scale 1/√(1+λ))")
     p.add_argument("--is-defensive", type=float, default=0.3, help="fraction of the points from the standard sampler")
     p.add_argument("--backend", choices=("jax", "numpy"), default="jax",
                    help="closed-form curvature backend (numpy: slower, immune to the XLA CPU hang)")
     p.add_argument("--out", default=os.path.join("bench", "results", "cicy_euler"))
     args = p.parse_args(argv)
-    if args.importance < 0 or (args.importance and (args.is_centres < 1 or not 0 < args.is_defensive < 1 or args.is_lambda <= 0)):
+    if args.importance < 0 or (args.importance and (args.is_centres < 1 or args.is_rounds < 1 or not 0 < args.is_defensive < 1 or args.is_lambda <= 0)):
         raise SystemExit(f"--importance {args.importance}: needs --is-centres >= 1 (received {args.is_centres}), "
                          f"0 < --is-defensive < 1 (received {args.is_defensive}) and --is-lambda > 0 (received {args.is_lambda}).")
 
