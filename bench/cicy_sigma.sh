@@ -43,6 +43,9 @@ RUNS=(
   # (OPENBLAS_NUM_THREADS below) and float32 products; the loss stops moving after 2–3 iterations
   "p5-33_random0_k4_n80000|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 80000 --n-test 10000 --max-iter 4 --product-dtype float32"
   "bicubic_random0_k3_n90000|--manifold bicubic --cicy-seed 0 -k 3 --n-train 90000 --n-test 10000 --max-iter 4 --product-dtype float32"
+  # k + 1 where k stops short (bicubic k = 3 ≈ 0.024 at any n): as many points as fit 3 GB (peak ≈ 2.5 GB)
+  "bicubic_random0_k4_n75000|--manifold bicubic --cicy-seed 0 -k 4 --n-train 75000 --n-test 10000 --max-iter 4 --product-dtype float32"
+  "tetraquadric_random0_k3_n70000|--manifold tetraquadric --cicy-seed 0 -k 3 --n-train 70000 --n-test 10000 --max-iter 4 --product-dtype float32"
 )
 for line in "${RUNS[@]}"; do
   name=${line%%|*}; opts=${line#*|}
