@@ -43,6 +43,9 @@ __all__ = ["PrimalProblem", "LINKS", "PRODUCT_DTYPES", "resolve_link", "hermitia
 LINKS = ("identity", "log")
 #: above this many points the Jacobi diagonal is estimated on an evenly strided subset
 JACOBI_MAX_POINTS = 20_000
+#: complex entries (rows · d · N_k) of one host block of the features: caps ``PrimalProblem.block`` (measured: the
+#: tetraquadric at k = 3, N_k = 240, 70k points peaked at 2.97 GB with 32768-row blocks)
+HOST_BLOCK_ENTRIES = 1 << 23
 #: entries (chunk · R(R+1)/2 · N_k) of the factor matrices of one chunk of the Jacobi diagonal: bounds its
 #: temporaries (≈ 6 real arrays of this many float64) whatever N_k
 JACOBI_CHUNK_ENTRIES = 4_000_000
@@ -142,7 +145,7 @@ class PrimalProblem:
             raise ValueError(f"link: expected one of {LINKS}, received {link!r}.")
         self.backend = backend
         self.link = link
-        self.block = int(block)  # host products run over blocks of this many points (bounded temporaries)
+        self.block = int(block)  # host products run over blocks of at most this many points (bounded temporaries)
         self.k = int(k)
         if factors is not None:
             if not isinstance(factors, algebra.Factors):
@@ -229,6 +232,9 @@ class PrimalProblem:
         nk = self.S.shape[1]
         self.nk = nk
         self.n = n
+        # and of at most HOST_BLOCK_ENTRIES feature entries (rows · d · N_k): the temporaries of the metric, Ỹ and
+        # the products (each one block of X's size) then stay ≈ 130 MB whatever N_k
+        self.block = max(256, min(self.block, HOST_BLOCK_ENTRIES // (self.dim * nk)))
         iu = np.triu_indices(nk, 1)
         self.iu = iu
         self.n_params = nk * nk + 1
