@@ -49,6 +49,7 @@ RUNS=(
   "tetraquadric_random0_k3_n70000|--manifold tetraquadric --cicy-seed 0 -k 3 --n-train 70000 --n-test 10000 --max-iter 4 --product-dtype float32"
   # iteration 4 (60 CG iterations) raised the held-out σ of the k + 1 runs above: stop after 3
   "bicubic_random0_k4_n75000_it3|--manifold bicubic --cicy-seed 0 -k 4 --n-train 75000 --n-test 10000 --max-iter 3 --product-dtype float32"
+  "tetraquadric_random0_k3_n70000_it3|--manifold tetraquadric --cicy-seed 0 -k 3 --n-train 70000 --n-test 10000 --max-iter 3 --product-dtype float32"
   "p5-33_random0_k4_n100000_it3|--manifold p5-33 --cicy-seed 0 -k 4 --n-train 100000 --n-test 10000 --max-iter 3 --product-dtype float32"
 )
 for line in "${RUNS[@]}"; do
