@@ -46,12 +46,13 @@ import scipy.linalg
 import scipy.sparse.linalg
 
 from ntkflow._checks import positive_float, positive_int
-from ntkflow.cy.algebra import section_features
+from ntkflow.cy.algebra import Factors, section_features
 from ntkflow.cy.model import load
 from ntkflow.engine.operators import DenseOperator, LinearOperator
 from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (Hypersurface, PointSet, fs_pullback, monomial_exponents, monomials,
                                pointset_from_points, sample)
+from ntkflow.manifolds.cicy import CICYPointSet, CompleteIntersection, cicy_fs_pullback, sample_cicy
 
 __all__ = ["GalerkinSystem", "GalerkinOperator", "matrix_free_system", "solve_matrix_free", "Spectrum", "assemble",
            "solve", "laplacian_spectrum", "cluster", "basis_functions", "curve_flat_metric", "symmetrize", "hexagonal_torus_spectrum", "register_cli", "scaled_monomials",
@@ -65,11 +66,33 @@ def scaled_monomials(n_coords: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     return e, np.exp(0.5 * lf)
 
 
+def _product_factors(ps, e) -> Factors | None:
+    """The factors of a complete intersection's points (degrees read from the sections ``e``); None: a hypersurface."""
+    if not isinstance(ps, CICYPointSet):
+        return None
+    sizes = tuple(n + 1 for n in ps.manifold.ambient)
+    off = np.cumsum((0,) + sizes)
+    return Factors(sizes, tuple(int(e[0, off[a]:off[a + 1]].sum()) for a in range(len(sizes))))
+
+
+def _scaled_sections(ps, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`scaled_monomials` of the points' manifold; on a complete intersection the products of each factor's
+    degree-k scaled monomials (Σ_α |scale_α s_α|² = Π_a |z^{(a)}|^{2k})."""
+    if not isinstance(ps, CICYPointSet):
+        return scaled_monomials(ps.manifold.n_coords, k)
+    f = Factors(tuple(n + 1 for n in ps.manifold.ambient), (k,) * ps.manifold.n_factors)
+    e = f.exponents()
+    lf = np.array([sum(math.lgamma(k + 1) - sum(math.lgamma(int(i) + 1) for i in row[b]) for b in f.blocks) for row in e])
+    return e, np.exp(0.5 * lf)
+
+
 def _features(ps: PointSet, lo: int, hi: int, e, scale, A):
-    """t (b, r) complex = σ/|z|^{k'}, Y (b, d, r) complex = P(∇σ − k'σ z̄/|z|²)/|z|^{k'} for points lo:hi."""
+    """t (b, r) complex = σ/|z|^{k'}, Y (b, d, r) complex = P(∇σ − k'σ z̄/|z|²)/|z|^{k'} for points lo:hi; on a
+    complete intersection t = σ/Π_a|z^{(a)}|^{k'} and the shift is per factor (``section_features(factors=)``)."""
     k = int(e[0].sum())
-    s, x, h = section_features(ps.points[lo:hi], ps.jacobian[lo:hi], e, layout="nda")  # (b,N_k), (b,d,N_k), (b,)
-    hk = h ** (0.5 * k)
+    f = _product_factors(ps, e)
+    s, x, h = section_features(ps.points[lo:hi], ps.jacobian[lo:hi], e, layout="nda", factors=f)  # (b,N_k), (b,d,N_k)
+    hk = h ** (0.5 * k) if f is None else 1.0 / np.sqrt(f.weight(ps.points[lo:hi]))
     t = (s * scale) @ A / hk[:, None]  # (b, r)
     y = np.einsum("bda,ar->bdr", x * scale, A) / hk[:, None, None]  # (b, d, r)
     return t, y
@@ -90,7 +113,7 @@ def _real_functions(t, y, iu):
 def basis_functions(ps: PointSet, k_prime: int, A: np.ndarray | None = None):
     """(values (n, n_f), gradients (n, d, n_f)) of the real (k', k') basis at all points (small n: tests,
     references). ``A`` (N_k, r) maps scaled monomials to the section basis (identity when None)."""
-    e, scale = scaled_monomials(ps.manifold.n_coords, k_prime)
+    e, scale = _scaled_sections(ps, k_prime)
     A = np.eye(len(e)) if A is None else A
     t, y = _features(ps, 0, len(ps), e, scale, A)
     return _real_functions(t, y, np.triu_indices(A.shape[1]))
@@ -124,8 +147,9 @@ def _measure(ps: PointSet, g: np.ndarray) -> np.ndarray:
 def _prepare(ps, metric, k_prime, block, rtol):
     """μ (n,), L (n, d, d) with g^{-1} = L L^H, the scaled monomials (e, scale) and the orthonormal
     sections A (N_k, r) (null space of their Gram in L²(μ), the multiples of Q, dropped at rtol)."""
-    if not isinstance(ps, PointSet):
-        raise TypeError(f"ps: expected a PointSet (ntkflow.manifolds.sample), received {type(ps).__name__}.")
+    if not isinstance(ps, (PointSet, CICYPointSet)):
+        raise TypeError(f"ps: expected a PointSet (ntkflow.manifolds.sample) or a CICYPointSet (sample_cicy), "
+                        f"received {type(ps).__name__}.")
     g = metric(ps) if callable(metric) else np.asarray(metric)
     n, d = len(ps), ps.dim
     if g.shape != (n, d, d):
@@ -134,7 +158,7 @@ def _prepare(ps, metric, k_prime, block, rtol):
     ginv = np.linalg.inv(g)
     ginv = (ginv + np.conj(np.swapaxes(ginv, -1, -2))) / 2
     L = np.linalg.cholesky(ginv)  # g^{-1} = L L^H, |∂f|²_g = |L^H ∂f|²
-    e, scale = scaled_monomials(ps.manifold.n_coords, k_prime)
+    e, scale = _scaled_sections(ps, k_prime)
     # 1) orthonormal sections: Gram of the scaled monomials/|z|^{k'} in L²(μ)
     nk = len(e)
     gram = np.zeros((nk, nk), dtype=np.complex128)
@@ -575,6 +599,8 @@ def quadrature_points(manifold, n_points: int, *, quadrature: str = "mc", seed: 
     only; deterministic, ``seed`` unused; n_side² ≥ n_points points)."""
     n_points = positive_int("n_points", n_points)
     if quadrature == "mc":
+        if isinstance(manifold, CompleteIntersection):
+            return sample_cicy(manifold, n_points, seed=seed)
         return sample(manifold, n_points, seed=seed)
     if quadrature == "lattice":
         if not _is_fermat_cubic(manifold):
@@ -647,7 +673,10 @@ def _run_spectrum(args) -> int:
     _check_args(args)
     model = load(args.model)
     m = model.manifold
-    if args.fs:
+    if args.fs and isinstance(m, CompleteIntersection):  # FS of the model's class t = degrees / k
+        t_class = np.asarray(model.factors.degrees, dtype=np.float64) / model.k
+        metric, label = (lambda ps: cicy_fs_pullback(ps, t_class)), "fs"
+    elif args.fs:
         metric, label = fs_pullback, "fs"
     elif args.flat:
         if m.dim != 1:
