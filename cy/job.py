@@ -176,9 +176,23 @@ def default_k(manifold, config: CYConfig) -> tuple[int, str]:
     parameters than that fit the Monte-Carlo noise of the points, and k = 6 is the largest degree
     measured on 2 cores, docs/cy.md). Returns (k, reason or "")."""
     method, n_train = config.method, config.data.n_train
-    if isinstance(manifold, CompleteIntersection):  # no symmetry on the CICY path: the same rule over N_k = Π C(k+n_a, n_a)
+    if isinstance(manifold, CompleteIntersection):
         if not isinstance(method, BergmanMethod):
             return getattr(method, "k", 0), ""
+        sym = cicy_symmetry(manifold) if method.symmetry == "auto" else None
+        if sym is not None and not sym.trivial and method.solver != "matrix-free" and method.link != "log":
+            # the dense symmetric path: the largest k ≤ min(k, 8) whose basis Hessians (all points) fit 2 GB
+            # (measured: P⁵[3,3] k = 6 in 15-20 s, bicubic k = 6 in 32 s, tetraquadric k = 4 in 3 min, docs/cy.md)
+            n_pts, best = n_train + config.data.n_test, None
+            for k in range(1, min(method.k, 8) + 1):
+                f = cicy_factors(manifold, k, method.kahler_class)
+                nf = basis_mod.invariant_basis(manifold.n_coords, k, sym, exponents=f.exponents()).n_functions
+                if k > 1 and nf * n_pts * manifold.dim ** 2 * 8 > 2e9:
+                    break
+                best = (k, nf)
+            return best[0], (f"complete intersection with symmetry ({sym.describe()}): the largest k ≤ 8 whose "
+                             f"{best[1]} invariant functions' Hessians on {n_pts} points fit 2 GB")
+        # no symmetry: the full Hermitian H, the rule of the hypersurface over N_k = Π C(k+n_a, n_a)
         n_k = lambda k: math.prod(math.comb(k + n, n) for n in manifold.ambient)  # noqa: E731
         k = 1
         while k < min(method.k, 6) and n_k(k + 1) ** 2 <= n_train / 2:

@@ -71,6 +71,11 @@ def test_data_config_and_make_manifold(tmp_path):
     cfg = CYConfig(data=DataConfig(manifold="bicubic", cicy_seed=0, n_train=19_000))
     k, why = default_k(make_manifold(cfg.data), cfg)
     assert k == 2 and "complete intersection" in why  # N_2² = 36² ≤ 9500 < N_3² = 100²
+    # with a symmetry group: the dense symmetric path's rule (Hessians of the invariant basis on all points ≤ 2 GB);
+    # P⁵[3,3] ψ = 0.5 on 3·10⁴ points: 459 functions at k = 7 (0.99 GB), 1027 at k = 8 (2.2 GB)
+    cfg = CYConfig(data=DataConfig(manifold="p5-33", psi=0.5, n_train=20_000, n_test=10_000))
+    k, why = default_k(make_manifold(cfg.data), cfg)
+    assert k == 7 and "symmetry" in why, (k, why)
 
 
 def test_model_metric_equals_autodiff_of_its_potential():
