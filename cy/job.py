@@ -965,9 +965,11 @@ def _run_cy(config: CYConfig, out_dir, *, resume, quiet, hooks, client=None, clu
 
 def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log, hooks, t_start, client=None,
               warm_start=None, symmetry=None) -> CYResult:
-    """The job on a complete intersection: exact points (:func:`sample_cicy`), the matrix-free primal problem over
-    the multi-degree sections (:class:`PrimalProblem` with ``factors``, no symmetry), the same LM, hooks,
-    checkpoints and epilogue."""
+    """The job on a complete intersection: exact points (:func:`sample_cicy`), then either the dense path on the
+    invariant multi-degree basis of the member's group (:func:`cicy_symmetry`, or the family's common group
+    ``symmetry`` of a sweep, warm-started from ``warm_start``) or the matrix-free primal problem over all
+    multi-degree sections (:class:`PrimalProblem` with ``factors``: no symmetry, ``--symmetry none`` or
+    ``--solver matrix-free``); the same LM, hooks, checkpoints and epilogue."""
     method = config.method
     if not isinstance(method, BergmanMethod):
         raise ValueError(f"method: complete intersections ({m.name}) run the matrix-free primal Bergman method; received "
