@@ -39,6 +39,13 @@ on (x, y); then every point gets Gauss–Newton (minimal-norm) steps on Q in the
 |Q_j| ≤ 1e-12 Σ_m |c_m z^{e_m}|. A subspace whose solutions come out duplicated or off X (probability ~0,
 near-degenerate subspaces) is dropped whole and counted in ``CICYPointSet.rejected_subspaces``.
 K ≥ 3 is not implemented (NotImplementedError).
+
+Importance sampling (``frame_maps``): spanning the subspaces by M_r u instead of u gives the subspaces
+M_r L₀, so the points are M(M^{-1}X ∩ L₀) and have the Crofton density of the FS forms of the hermitian
+metrics h_r = (M_r M_r†)^{-1}, ω^{h_r} = (i/2π)∂∂̄ log(z_r† h_r z_r) — cohomologous to ω_r, so the same d_c
+normalise it (:func:`cicy_sampling_density`). Mixtures of such samplers (:func:`sample_cicy_mixture`,
+weights from the density of every point under every component, :func:`cicy_mixture_weights`) concentrate
+points where an integrand is large while the weights stay exact.
 """
 from __future__ import annotations
 
