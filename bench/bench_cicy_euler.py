@@ -231,10 +231,10 @@ def _leibniz_mixed(g, alpha) -> np.ndarray:
     return out
 
 
-def weights_recomputed(ps) -> np.ndarray:
-    """The sampler's weights (Σ_c d_c)|Ω|²/Σ_c (c!/dim!) D_c recomputed independently: in another chart (the
-    second-best eliminated coordinates, so another Ω and Jacobian) with D_c by the Leibniz expansion."""
-    from ntkflow.manifolds.cicy import cicy_fs_factor_pullbacks, cicy_pointset_from_points, intersection_numbers
+def _second_chart(ps):
+    """The points of ``ps`` in another chart: the second-best eliminated coordinates (largest |det ∂Q/∂z_E| but
+    one, no patch coordinate), so another Ω and Jacobian for the independent weight recomputations."""
+    from ntkflow.manifolds.cicy import cicy_pointset_from_points
 
     m = ps.manifold
     K, N = m.n_equations, m.n_coords
@@ -245,7 +245,16 @@ def weights_recomputed(ps) -> np.ndarray:
     is_patch[np.arange(len(ps))[:, None], ps.patch] = True
     minors[np.any(is_patch[:, combos], axis=2)] = -1.0
     elim2 = combos[np.argsort(minors, axis=1)[:, -2]]
-    other = cicy_pointset_from_points(m, ps.points, weights=ps.weights, patch=ps.patch, elim=elim2)
+    return cicy_pointset_from_points(m, ps.points, weights=ps.weights, patch=ps.patch, elim=elim2)
+
+
+def weights_recomputed(ps) -> np.ndarray:
+    """The sampler's weights (Σ_c d_c)|Ω|²/Σ_c (c!/dim!) D_c recomputed independently: in another chart (the
+    second-best eliminated coordinates, so another Ω and Jacobian) with D_c by the Leibniz expansion."""
+    from ntkflow.manifolds.cicy import cicy_fs_factor_pullbacks, intersection_numbers
+
+    m = ps.manifold
+    other = _second_chart(ps)
     g = cicy_fs_factor_pullbacks(m, other.points, other.jacobian)  # (M, m, dim, dim)
     d = intersection_numbers(m.ambient, m.configuration)
     splits = [c for c in d if d[c] > 0]
@@ -257,18 +266,10 @@ def mixture_weights_recomputed(ps, components, fractions) -> np.ndarray:
     """The importance-sampling weights (Σ_c d_c)|Ω|²/Σ_j f_j ρ_{h_j} recomputed independently: in another chart
     (second-best eliminated coordinates: another Ω and Jacobian) with the per-component reference density
     ``cicy_sampling_density`` (the sampler's weights use the vectorised closed-form kernel)."""
-    from ntkflow.manifolds.cicy import cicy_pointset_from_points, cicy_sampling_density, intersection_numbers
+    from ntkflow.manifolds.cicy import cicy_sampling_density, intersection_numbers
 
     m = ps.manifold
-    K, N = m.n_equations, m.n_coords
-    combos = np.array(list(itertools.combinations(range(N), K)))  # (C, K)
-    dq = m.dQ(ps.points)  # (M, K, N)
-    minors = np.abs(np.linalg.det(np.moveaxis(dq[:, :, combos], 2, 1)))  # (M, C)
-    is_patch = np.zeros((len(ps), N), dtype=bool)
-    is_patch[np.arange(len(ps))[:, None], ps.patch] = True
-    minors[np.any(is_patch[:, combos], axis=2)] = -1.0
-    elim2 = combos[np.argsort(minors, axis=1)[:, -2]]
-    other = cicy_pointset_from_points(m, ps.points, weights=ps.weights, patch=ps.patch, elim=elim2)
+    other = _second_chart(ps)
     rho = sum(f * cicy_sampling_density(m, other.points, other.jacobian, c) for f, c in zip(fractions, components))
     d = intersection_numbers(m.ambient, m.configuration)
     return sum(v for v in d.values() if v > 0) * other.omega_sq / rho
