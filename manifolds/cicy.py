@@ -489,15 +489,18 @@ def _random_cicy(ambient, configuration, seed: int, name: str) -> CompleteInters
 
 
 def _bicubic(psi) -> CompleteIntersection:
-    # Σ_{ij} (1 + δ_ij) x_i³ y_j³ − 3ψ x0x1x2 y0y1y2: smooth at ψ = 0 because every minor of the
-    # matrix A = 1 + I is non-zero (a singular point of Σ A_ij x_i³ y_j³ needs a vanishing minor of A)
+    # Σ_{ij} A_ij x_i³ y_j³ − 3ψ x0x1x2 y0y1y2 with A = 2J − 3I (−1 on the diagonal, 2 off it). Σ A_ij x_i³ y_j³ is
+    # smooth iff every minor of A is non-zero (a singular point needs a vanishing minor); A/3 is a Householder
+    # reflection, so its eigenvalues (3, −3, −3) have equal modulus: the member of the family J + λI (symmetric under
+    # S_3 × the swap) farthest from its singular members λ ∈ {0, −1, −2, −3}. The earlier A = J + I (λ = 1) is smooth
+    # but nearly degenerate (docs/manifolds.md: FS curvature heavy-tailed, σ(k) polynomial in k)
     e, c = [], []
     for i in range(3):
         for j in range(3):
             row = [0] * 6
             row[i], row[3 + j] = 3, 3
             e.append(row)
-            c.append(1.0 + (i == j))
+            c.append(2.0 - 3.0 * (i == j))
     if psi is not None and psi != 0:
         e.append([1] * 6)
         c.append(-3 * complex(psi))
@@ -505,16 +508,18 @@ def _bicubic(psi) -> CompleteIntersection:
 
 
 def _tetraquadric(psi) -> CompleteIntersection:
-    # Σ_{i ∈ {0,1}^4} (1 + [|i| = 2]) Π_r (z^r_{i_r})² − ψ Π_r z^r_0 z^r_1. Multilinear in X^r = (z^r)²;
-    # the tensor 1 + [|i| = 2] was chosen because a numerical singular-point search (Levenberg–Marquardt on
-    # Q = 0, ∇Q = 0 from random starts) finds none at ψ = 0 and ψ = 0.5, while 1 + [i constant] is singular
+    # Σ_{i ∈ {0,1}^4} (2 − 3[|i| = 2]) Π_r (z^r_{i_r})² − ψ Π_r z^r_0 z^r_1, multilinear in X^r = (z^r)². The same
+    # pattern as the bicubic (J + λP at λ = −3/2): among the S_4 × Z_2-symmetric tensors (a, b, c, b, a) (value by |i|)
+    # it maximises the 10⁻³ quantile of the normalised |∇Q|-weighted FS density (a grid search, docs/manifolds.md),
+    # i.e. it stays farthest from degenerate; a singular-point search (Levenberg–Marquardt on ∇Q = 0 from random
+    # starts) finds none at ψ = 0 and 0.5. The earlier 1 + [|i| = 2] is smooth but nearly degenerate
     e, c = [], []
     for idx in itertools.product(range(2), repeat=4):
         row = [0] * 8
         for r, i in enumerate(idx):
             row[2 * r + i] = 2
         e.append(row)
-        c.append(1.0 + (sum(idx) == 2))
+        c.append(2.0 - 3.0 * (sum(idx) == 2))
     if psi is not None and psi != 0:
         e.append([1] * 8)
         c.append(-complex(psi))
@@ -543,8 +548,8 @@ CICY_EULER_CHARACTERISTIC = {"bicubic": -162, "tetraquadric": -128, "p5-33": -14
 def cicy_preset(name: str, psi=None, seed=None) -> CompleteIntersection:
     """A named CICY: ``"bicubic"`` (P²×P²)[3,3], ``"tetraquadric"`` (P¹)⁴[2,2,2,2], ``"p5-33"`` P⁵[3,3].
 
-    - neither ``psi`` nor ``seed``: the Fermat-type member (bicubic Σ(1+δ_ij)x_i³y_j³; tetraquadric
-      Σ_{i∈{0,1}⁴} (1 + [|i| = 2]) Π_r (z^r_{i_r})²; P⁵[3,3] {Σ Z_i³, Σ e^{iπ i/3} Z_i³});
+    - neither ``psi`` nor ``seed``: the Fermat-type member (bicubic Σ(2 − 3δ_ij)x_i³y_j³; tetraquadric
+      Σ_{i∈{0,1}⁴} (2 − 3[|i| = 2]) Π_r (z^r_{i_r})²; P⁵[3,3] {Σ Z_i³, Σ e^{iπ i/3} Z_i³});
     - ``psi``: the Dwork-type deformation (bicubic − 3ψ Πx Πy; tetraquadric − ψ Π z^r_0 z^r_1;
       P⁵[3,3] {Z0³+Z1³+Z2³ − 3ψZ3Z4Z5, Z3³+Z4³+Z5³ − 3ψZ0Z1Z2}, singular at ψ = 0);
     - ``seed``: every monomial of the configuration with i.i.d. standard complex Gaussian coefficients
