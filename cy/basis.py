@@ -292,6 +292,20 @@ class PairBasis:
         np.add.at(h, (self.beta, self.alpha), np.conj(w))
         return h
 
+    def subset(self, functions) -> "PairBasis":
+        """The basis of the functions ``functions`` (increasing indices), renumbered 0, 1, …; pairs kept in order."""
+        idx = np.asarray(functions, dtype=np.int64)
+        if idx.ndim != 1 or np.any(np.diff(idx) <= 0) or (len(idx) and (idx[0] < 0 or idx[-1] >= self.n_functions)):
+            raise ValueError(f"functions: expected increasing indices in [0, {self.n_functions}), received "
+                             f"{idx.tolist()[:8]}{' …' if len(idx) > 8 else ''}.")
+        new = np.full(self.n_functions, -1, dtype=np.int64)
+        new[idx] = np.arange(len(idx))
+        keep = new[self.func] >= 0
+        labels = tuple(self.labels[i] for i in idx) if len(self.labels) == self.n_functions else ()
+        return PairBasis(k=self.k, exponents=self.exponents, alpha=self.alpha[keep], beta=self.beta[keep],
+                         weight=self.weight[keep], func=new[self.func[keep]], n_functions=int(len(idx)),
+                         labels=labels, description=f"{len(idx)} of {self.description}")
+
     def combined(self, coeffs) -> "PairBasis":
         """One-function basis for φ = Σ_a c_a f_a (same pairs, weights ω_p c_{a(p)})."""
         c = np.asarray(coeffs, dtype=np.float64)

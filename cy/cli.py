@@ -179,7 +179,9 @@ def config_from_args(args) -> CYConfig:
     # options given for another method (their value differs from the default) would be silently ignored
     used = {f.name for f in fields(mcls)} | {"n_train", "n_test", "seed", "n_curvature",
                                              "kernel", "solver"}  # kernel, solver: read by _method_class
-    if mcls in (BergmanMethod, DualMethod):
+    if mcls is BergmanMethod:
+        used |= {"max_iter", "time_budget", "loss", "irls_rounds"}
+    elif mcls is DualMethod:
         used |= {"max_iter", "time_budget"}
     elif mcls is NetworkMethod:
         used |= {"time_budget"}  # Donaldson's T-operator runs --donaldson-iter iterations, no LM
@@ -205,7 +207,8 @@ def config_from_args(args) -> CYConfig:
         kw.pop("k")
     method = mcls(**kw)
     cfg = CYConfig(data=data, method=method,
-                   lm=LMSettings(max_iter=args.max_iter, time_budget=args.time_budget),
+                   lm=LMSettings(max_iter=args.max_iter, time_budget=args.time_budget, loss=args.loss,
+                                 irls_rounds=args.irls_rounds),
                    output=OutputConfig(n_curvature=args.n_curvature))
     return cfg
 

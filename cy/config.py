@@ -247,8 +247,15 @@ class LMSettings:
     lam0: float = option(1e-3, "initial damping lambda", cli=False)
     gtol: float = option(1e-6, "stop when an accepted step lowers the loss by less than gtol (relative)", cli=False)
     time_budget: float = option(0.0, "stop after this many seconds on every path (0: none); --resume continues")
+    loss: str = option("l2", "l2: the Monge-Ampere least squares mean w (log eta - c)^2; sigma: then reweight toward "
+                             "the L1 norm mean w |log eta - c| (~ the sigma measure) by --irls-rounds rounds of "
+                             "iteratively reweighted least squares (dense solver only)", choices=("l2", "sigma"))
+    irls_rounds: int = option(6, "with --loss sigma: reweighting rounds (each a Levenberg-Marquardt run to gtol)")
 
     def __post_init__(self):
+        _choice("loss", self.loss, ("l2", "sigma"))
+        if _integer("irls_rounds", self.irls_rounds) < 1:
+            raise ValueError(f"irls_rounds: must be >= 1, received {self.irls_rounds}.")
         positive_int("max_iter", self.max_iter)
         positive_float("lam0", self.lam0)
         nonneg_float("gtol", self.gtol)
@@ -302,6 +309,9 @@ class CYConfig:
         d = self.to_json()
         d["lm"].pop("max_iter")
         d["lm"].pop("time_budget")
+        if d["lm"].get("loss") == "l2":  # the default keeps the fingerprints of earlier runs
+            d["lm"].pop("loss")
+            d["lm"].pop("irls_rounds")
         d["method"].pop("devices", None)  # where the products run, not what they compute (equal to 1e-10)
         if d["method"].get("dense_chunk") == 0:  # the default keeps the fingerprints of earlier runs
             d["method"].pop("dense_chunk")

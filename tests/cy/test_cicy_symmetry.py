@@ -235,3 +235,28 @@ def test_cicy_sweep_warm_equals_cold_and_starts_closer(tmp_path):
     assert info["warm_start"]["used"] and info["warm_start"]["loss_warm"] < 0.5 * info["warm_start"]["loss_cold"]
     for rw, rc in zip(rows["warm"], rows["cold"]):
         assert rw["sigma_test"] == pytest.approx(rc["sigma_test"], rel=1e-4)
+
+
+def test_functions_independent_on_x_are_h0_squared_and_span_the_dropped_ones():
+    """independent_on_points (the dense CICY path keeps only these): on P⁵[3,3] the real (3,3) functions s_α s̄_β
+    restricted to X span H⁰(X,O(3)) ⊗ conj H⁰(X,O(3)), of dimension (56 − 2)² = 2916 (the two cubics), so exactly
+    2916 of the 56² = 3136 functions are kept; on the bicubic at (2,2) nothing vanishes on X (36² of 36²). Every
+    dropped function equals a combination of the kept ones at fresh points of X (least squares, 1e-8 relative)."""
+    from ntkflow.cy.basis import no_symmetry
+    from ntkflow.cy.job import basis_values, independent_on_points
+
+    m = cicy_preset("p5-33", psi=0.5)
+    b = invariant_basis(m.n_coords, 3, no_symmetry(m.n_coords), exponents=Factors((6,), (3,)).exponents())
+    assert b.n_functions == 56 ** 2
+    kept_b, kept = independent_on_points(b, sample_cicy(m, 3500, seed=1).points)
+    assert kept_b.n_functions == 54 ** 2
+    fresh = sample_cicy(m, 3200, seed=2).points
+    v_all, v_kept = basis_values(b, fresh), basis_values(kept_b, fresh)
+    np.testing.assert_allclose(v_kept, v_all[:, kept], rtol=1e-12, atol=0)  # subset() keeps the same functions
+    dropped = np.setdiff1d(np.arange(b.n_functions), kept)
+    coef = np.linalg.lstsq(v_kept, v_all[:, dropped], rcond=None)[0]
+    resid = np.linalg.norm(v_kept @ coef - v_all[:, dropped], axis=0) / np.linalg.norm(v_all[:, dropped], axis=0)
+    assert resid.max() < 1e-8
+    m2 = cicy_preset("bicubic")
+    b2 = invariant_basis(m2.n_coords, 2, no_symmetry(m2.n_coords), exponents=Factors((3, 3), (2, 2)).exponents())
+    assert independent_on_points(b2, sample_cicy(m2, 1600, seed=3).points)[0].n_functions == 36 ** 2

@@ -281,7 +281,7 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
               "--symmetry", "--seed", "--s2", "--centers", "--centers-method", "--ridge", "--mixture-coeffs",
               "--donaldson-iter", "--width", "--depth", "--epochs", "--batch-size", "--learning-rate", "--whiten-rtol",
               "--workers", "--scheduler", "--devices", "--block-size", "--recompute-features", "--preconditioner",
-              "--precond-rank", "--sweep-start", "--dense-chunk", "--product-dtype"):
+              "--precond-rank", "--sweep-start", "--dense-chunk", "--product-dtype", "--loss", "--irls-rounds"):
         assert f in flags, f
     with pytest.raises(SystemExit):  # the manifold options exclude each other
         p.parse_args(["--manifold", "quartic-k3", "--random-quintic", "1"])
@@ -292,6 +292,13 @@ def test_cli_help_is_grouped_and_every_option_has_help_and_a_default():
         config_from_args(p.parse_args(["--method", "donaldson", "--max-iter", "3"]))
     with pytest.raises(ValueError, match="k: --k does not apply"):
         config_from_args(p.parse_args(["--method", "network", "-k", "3"]))
+    with pytest.raises(ValueError, match="loss: --loss does not apply.*dual"):
+        config_from_args(p.parse_args(["--solver", "dual", "--loss", "sigma"]))
+    got = config_from_args(p.parse_args(["--loss", "sigma", "--irls-rounds", "3"]))
+    assert got.lm.loss == "sigma" and got.lm.irls_rounds == 3 and got.fingerprint() != CYConfig().fingerprint()
+    assert CYConfig(lm=LMSettings(irls_rounds=3)).fingerprint() == CYConfig().fingerprint()  # ignored with loss l2
+    with pytest.raises(ValueError, match="loss: expected one of"):
+        LMSettings(loss="l1")
     got = config_from_args(p.parse_args(["--method", "network", "--time-budget", "5", "--width", "8"]))
     assert got.method == NetworkMethod(width=8) and got.lm.time_budget == 5.0
     got = config_from_args(p.parse_args(["--random-quintic", "2", "-k", "3", "--link", "log", "--n-train", "500"]))
@@ -322,3 +329,16 @@ def test_product_dtype_is_matrix_free_only_and_keeps_default_fingerprints():
         BergmanMethod(k=3, solver="dense", product_dtype="float32")
     with pytest.raises(ValueError, match="product_dtype"):
         BergmanMethod(k=3, product_dtype="float16")
+
+
+def test_sigma_loss_lowers_sigma_on_the_dense_path_and_is_refused_elsewhere(tmp_path):
+    """--loss sigma (reweighting toward the L1 norm after the L2 fit) lowers the training σ of the same dense problem
+    (σ is an L1 norm; the L2 fit does not minimise it), and the matrix-free solver refuses it, naming --loss."""
+    cfg = _PATHS["dense"](max_iter=10)
+    l2 = run_cy(cfg, None, quiet=True)
+    l1 = run_cy(cfg.with_(loss="sigma", irls_rounds=4), None, quiet=True)
+    assert l1.metrics["sigma_train"] < 0.97 * l2.metrics["sigma_train"]
+    assert l1.metrics["iterations"] > l2.metrics["iterations"]
+    with pytest.raises(ValueError, match="loss: 'sigma'.*matrix-free.*--loss l2"):
+        mf = _PATHS["matrix-free"](max_iter=2)
+        run_cy(mf.with_(loss="sigma"), None, quiet=True)

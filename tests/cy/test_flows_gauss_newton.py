@@ -108,3 +108,46 @@ def test_config_errors_name_the_argument():
         LMConfig(lam_down=2.0)
     with pytest.raises(ValueError, match="scaling"):
         LMConfig(scaling="diag")
+
+
+def test_reweighting_toward_l1_reaches_the_huber_minimiser(quintic_problem):
+    """--loss sigma (cy.job._reweight_toward_l1): iteratively reweighted least squares with w' = w/max(|r|, δ) has
+    as fixed point the minimiser of the Huber objective H(θ) = mean w ρ_δ(r(θ)), ρ_δ(r) = |r| − δ/2 (|r| ≥ δ),
+    r²/(2δ) (|r| < δ). Checked against scipy's L-BFGS on H (an independent solver, analytic gradient) at the
+    final δ: no larger objective (to 1e-6), a vanishing gradient of H, and the weighted L1 norm (≈ σ) below the L2
+    fit's."""
+    from scipy.optimize import minimize
+
+    from ntkflow.cy.job import _reweight_toward_l1
+    from ntkflow.solvers.least_squares import DenseSolve
+
+    p = quintic_problem
+    t = gn.whitening(p)
+    pw = gn.MAProblem(g0=p.g0, hess=np.einsum("npk,pq->nqk", p.hess, t), log_omega=p.log_omega,
+                      weights=p.weights, dim=3)
+    lm = LMConfig(max_iter=15, gtol=1e-12)
+    l2 = levenberg_marquardt(pw, lm)
+    irls = _reweight_toward_l1(pw, lm, l2, 60, solve=DenseSolve(), hooks=[], log=lambda s: None)
+    w = pw.weights
+
+    def l1(theta):
+        return float(np.mean(w * np.abs(pw.residual(theta)[0])))
+
+    delta = 0.05 * l1(irls.value)
+
+    def huber(theta):
+        r, inv = pw.residual(theta)
+        if r is None:
+            return np.inf, np.zeros_like(theta)
+        a = np.abs(r)
+        rho = np.where(a >= delta, a - delta / 2, r * r / (2 * delta))
+        d = r / np.maximum(a, delta)  # ρ'
+        return float(np.mean(w * rho)), pw.jacobian(theta, inv).T @ (w * d) / len(r)
+
+    ref = minimize(huber, l2.value, jac=True, method="L-BFGS-B", options={"maxiter": 5000, "gtol": 1e-13, "ftol": 1e-15})
+    h_irls, h_ref, h_l2 = huber(irls.value)[0], huber(ref.x)[0], huber(l2.value)[0]
+    assert h_irls <= h_ref * (1 + 1e-6)
+    assert h_irls < h_l2 * (1 - 1e-3)  # the reweighting moved: the L2 fit is not the Huber minimiser
+    # stationary for H (measured 3.5e-4 of the gradient at the L2 fit; weights 1/max(|r|, δ)^(1/2) give 0.58)
+    assert np.linalg.norm(huber(irls.value)[1]) < 1e-2 * np.linalg.norm(huber(l2.value)[1])
+    assert l1(irls.value) < l1(l2.value)
