@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Held-out σ against k on the CICY presets with a symmetry group, on the dense symmetric path (docs/cy.md,
 # "Complete intersections": symmetry on products). One run per line, sequential; each writes OUT/<name>/ and copies
-# metrics.json to bench/results/cicy_sym/<name>.json; the table is printed at the end.
+# metrics.json to bench/results/cicy_sym/<name>.json; the table is printed at the end. Options of a row come after the
+# defaults (--n-train 20000 ...), so a row's --n-train overrides them.
 # Usage: bench/cicy_sym.sh OUT [name-filter-regex]
 set -u
 OUT=${1:?output directory}
@@ -18,9 +19,15 @@ RUNS=(
   "p5-33_psi0.5_k8|--manifold p5-33 --psi 0.5 -k 8"
   "bicubic_fermat_k4|--manifold bicubic -k 4"
   "bicubic_fermat_k6|--manifold bicubic -k 6"
-  "bicubic_fermat_k8|--manifold bicubic -k 8"
+  "bicubic_fermat_k8|--manifold bicubic -k 8 --n-train 30000"
+  "tetraquadric_fermat_k2|--manifold tetraquadric -k 2"
   "tetraquadric_fermat_k4|--manifold tetraquadric -k 4"
-  # the Dwork-type members of the bicubic and the tetraquadric, for comparison with their slow Fermat-type ones
+  "tetraquadric_fermat_k5|--manifold tetraquadric -k 5"
+  "tetraquadric_fermat_k6|--manifold tetraquadric -k 6"
+  # --loss sigma: the L2 fit, then reweighting toward the L1 norm that σ is (docs/cy.md)
+  "bicubic_fermat_k8_sigma|--manifold bicubic -k 8 --n-train 30000 --loss sigma"
+  "tetraquadric_fermat_k6_sigma|--manifold tetraquadric -k 6 --loss sigma"
+  # the Dwork-type members of the bicubic and the tetraquadric
   "bicubic_psi0.5_k4|--manifold bicubic --psi 0.5 -k 4"
   "bicubic_psi0.5_k6|--manifold bicubic --psi 0.5 -k 6"
   "tetraquadric_psi0.5_k4|--manifold tetraquadric --psi 0.5 -k 4"
@@ -29,9 +36,9 @@ for line in "${RUNS[@]}"; do
   name=${line%%|*}; opts=${line#*|}
   [[ "$name" =~ $FILTER ]] || continue
   [ -f "$RES/$name.json" ] && { echo "skip $name (have $RES/$name.json)"; continue; }
-  echo "=== $name: ntkflow cy $opts --n-train 20000 --n-test 10000 --n-curvature 0 --seed 0 -o $OUT/$name  ($(date -u +%H:%M:%S))"
+  echo "=== $name: ntkflow cy --n-train 20000 --n-test 10000 --n-curvature 0 --seed 0 $opts -o $OUT/$name  ($(date -u +%H:%M:%S))"
   # shellcheck disable=SC2086
-  nice -n 5 ntkflow cy $opts --n-train 20000 --n-test 10000 --n-curvature 0 --seed 0 -o "$OUT/$name" > "$OUT/$name.log" 2>&1
+  nice -n 5 ntkflow cy --n-train 20000 --n-test 10000 --n-curvature 0 --seed 0 $opts -o "$OUT/$name" > "$OUT/$name.log" 2>&1
   rc=$?
   tail -n 1 "$OUT/$name.log"
   [ $rc -eq 0 ] && cp "$OUT/$name/metrics.json" "$RES/$name.json"
@@ -45,11 +52,14 @@ for f in sorted(glob.glob(os.path.join(sys.argv[1], "*.json"))):
     psi = s["data"].get("psi")  # None (Fermat type), a number, or [re, im]
     psi = complex(*psi) if isinstance(psi, list) else psi
     member = "Fermat type" if psi is None else f"ψ = {psi.real:g}" if complex(psi).imag == 0 else f"ψ = {psi}"
-    rows.append((d["manifold"], member, d["k"], i["n_functions"], i["n_kept"], s["data"]["n_train"],
+    nf = f'{i["n_functions"]} ({i["n_independent"]})' if "n_independent" in i else str(i["n_functions"])
+    loss = s.get("lm", {}).get("loss", "l2")
+    member += "" if loss == "l2" else f", --loss {loss}"
+    rows.append((d["manifold"], member, d["k"], nf, i["n_kept"], s["data"]["n_train"],
                  d["fs_baseline"]["sigma_test"], d["sigma_test"], d["sigma_train"], d["iterations"],
                  d["timings"]["total"], i["symmetry"]))
 rows.sort(key=lambda r: (r[0], r[1], r[2]))
-print("| manifold | member | k | invariant functions | kept | n_train | σ FS | σ held-out | σ train | iterations | wall s |")
+print("| manifold | member | k | invariant functions (independent on X) | kept | n_train | σ FS | σ held-out | σ train | iterations | wall s |")
 print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     print(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]} | {r[6]:.3f} | **{r[7]:.2e}** | {r[8]:.2e} | {r[9]} | {r[10]:.0f} |")

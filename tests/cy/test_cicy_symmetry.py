@@ -260,3 +260,23 @@ def test_functions_independent_on_x_are_h0_squared_and_span_the_dropped_ones():
     m2 = cicy_preset("bicubic")
     b2 = invariant_basis(m2.n_coords, 2, no_symmetry(m2.n_coords), exponents=Factors((3, 3), (2, 2)).exponents())
     assert independent_on_points(b2, sample_cicy(m2, 1600, seed=3).points)[0].n_functions == 36 ** 2
+
+
+def test_job_keeps_as_many_functions_as_the_whitening_of_the_full_basis_finds_on_the_tetraquadric():
+    """The job's selection (_independent_on_training_points, random training points) against an independent count:
+    the rank of the Laplacians tr(g_FS⁻¹ G_a) of the full invariant basis (the whitening of MAProblem) plus the
+    constant, whose Hessian is zero. Tetraquadric k = 5 (1587 invariant functions, 962 independent on X): its
+    sampler's points share all factors but one within a group, and taking the first points instead found 647."""
+    from ntkflow.cy.gauss_newton import MAProblem, whitening
+    from ntkflow.cy.job import _independent_on_training_points, cicy_factors, cicy_symmetry
+
+    m = cicy_preset("tetraquadric")
+    f = cicy_factors(m, 5, ())
+    b = invariant_basis(m.n_coords, 5, cicy_symmetry(m), exponents=f.exponents())
+    ps = sample_cicy(m, 4000, seed=4)
+    kept = _independent_on_training_points(b, ps.points)
+    h = pair_hessians(b, ps.points[:2500], ps.jacobian[:2500], factors=f)
+    g0 = pack(f.fs_sum(ps.points[:2500], ps.jacobian[:2500], np.ones(4)))
+    prob = MAProblem(g0=g0, hess=h, log_omega=np.log(ps.omega_sq[:2500]), weights=ps.weights[:2500], dim=3)
+    assert b.n_functions == 1587
+    assert kept.n_functions == whitening(prob).shape[1] + 1 == 962
