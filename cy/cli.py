@@ -259,7 +259,8 @@ def _run_eval(args) -> int:
     if isinstance(model, CICYSectionModel):  # points of the model's complete intersection (refused off it)
         ps = load_cicy_points(args.points, manifold=model.manifold)
         t = time.perf_counter()
-        res = evaluate_cicy_model(model, ps, n_curvature=args.n_curvature)
+        res = evaluate_cicy_model(model, ps, n_curvature=args.n_curvature,
+                                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
         res["seconds"] = time.perf_counter() - t
         return _print_eval(args, model, ps, res)
     ps = load_points(args.points)

@@ -304,7 +304,14 @@ def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, de
     if n_curvature:
         sub = ps[: min(n_curvature, len(ps))]
         t1 = time.perf_counter()
-        curv = cicy_curvature(sub, model.potential_jax(), batch=64)
+        # the 4th-order autodiff holds ≈ 9 N_k × N_k complex arrays per point (measured: 34.7 GB asked for 64 points
+        # of a bicubic k = 8 model, N_k = 2025): batches sized to ≈ 1.5 GB
+        n_k = int(np.asarray(model.H).shape[0])
+        batch = int(max(1, min(64, 1.5e9 // (9 * 16 * n_k ** 2))))
+        if log:
+            log(f"  curvature of the model on {len(sub)} points by 4th-order autodiff, {batch} per batch: about a minute "
+                f"to compile and ~1 s per point or more on 2 CPU cores (N_k = {n_k}); --n-curvature 0 skips it")
+        curv = cicy_curvature(sub, model.potential_jax(), batch=batch)
         chi, chi_err = cicy_euler_characteristic(sub, curv=curv)
         out.update({"n_curvature": len(sub), "ricci_measure": ricci_measure(sub, curv=curv),
                     "euler": chi, "euler_stderr": chi_err, "curvature_seconds": time.perf_counter() - t1})
