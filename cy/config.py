@@ -254,8 +254,7 @@ class LMSettings:
 
     def __post_init__(self):
         _choice("loss", self.loss, ("l2", "sigma"))
-        if _integer("irls_rounds", self.irls_rounds) < 1:
-            raise ValueError(f"irls_rounds: must be >= 1, received {self.irls_rounds}.")
+        positive_int("irls_rounds", self.irls_rounds)
         positive_int("max_iter", self.max_iter)
         positive_float("lam0", self.lam0)
         nonneg_float("gtol", self.gtol)

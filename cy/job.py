@@ -1079,7 +1079,9 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
     log(f"  points: {config.data.n_train} train + {config.data.n_test} held-out (seed {config.data.seed}), sampled in "
         f"{t_sample:.1f} s")
     pruned = False
-    if b is not None and warm_start is None and b.n_functions > 1 and (solver == "dense" or why.startswith("dense Hessian")):
+    n_pts = config.data.n_train + config.data.n_test
+    if (b is not None and warm_start is None and b.n_functions > 1
+            and choose_solver(method, 1, n_pts, m.dim, sym.trivial)[0] == "dense"):  # dense unless memory forbids it
         # the functions that are combinations of others on X add nothing but Hessian cost (P⁵[3,3] k = 8: 704 of 2320
         # independent); not on a sweep's warm start, whose carried potential is written in the full basis
         t = time.perf_counter()
@@ -1087,8 +1089,7 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         pruned = True
         log(f"  independent on X: {b.n_functions} of {n_before} invariant functions (values at "
             f"{min(n_before + 1000, len(train))} training points, pivoted QR), {time.perf_counter() - t:.1f} s")
-        solver, link, why = choose_solver(method, b.n_functions, config.data.n_train + config.data.n_test, m.dim,
-                                          sym.trivial)
+        solver, link, why = choose_solver(method, b.n_functions, n_pts, m.dim, sym.trivial)
     log(f"  symmetry: {sym.describe()}" + (" (given: the family's common group)" if symmetry is not None
                                             and method.symmetry == "auto" else ""))
     warm = None  # the previous member's potential, carried on the dense path (same k, degrees and link)
