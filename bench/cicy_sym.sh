@@ -27,6 +27,8 @@ RUNS=(
   # --loss sigma: the L2 fit, then reweighting toward the L1 norm that σ is (docs/cy.md)
   "bicubic_fermat_k8_sigma|--manifold bicubic -k 8 --n-train 30000 --loss sigma"
   "tetraquadric_fermat_k6_sigma|--manifold tetraquadric -k 6 --loss sigma"
+  # k = 9: 3056 independent functions, 8.8 GB of Hessians (above the 8 GB auto threshold: --solver dense), peak RSS 19 GB
+  "bicubic_fermat_k9_sigma|--manifold bicubic -k 9 --n-train 30000 --solver dense --loss sigma"
   # the Dwork-type members of the bicubic and the tetraquadric
   "bicubic_psi0.5_k4|--manifold bicubic --psi 0.5 -k 4"
   "bicubic_psi0.5_k6|--manifold bicubic --psi 0.5 -k 6"

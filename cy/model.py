@@ -321,6 +321,11 @@ class CICYSectionModel(Model):
     link: str = "log"
     log_kappa: float = 0.0
     info: dict = field(default_factory=dict, repr=False)
+    _sparse: object = field(init=False, default=None, repr=False, compare=False)
+
+    #: H is used as a sparse matrix when at most this fraction of its entries are non-zero (a symmetric model's H
+    #: has non-zeros only on its invariant pairs: bicubic k = 9, 70 608 of 9.2·10⁶)
+    SPARSE_DENSITY = 0.05
 
     def __post_init__(self):
         if not isinstance(self.manifold, CompleteIntersection):
@@ -339,18 +344,30 @@ class CICYSectionModel(Model):
         H.setflags(write=False)
         object.__setattr__(self, "H", H)
         object.__setattr__(self, "k", int(self.k))
+        if np.count_nonzero(H) <= self.SPARSE_DENSITY * H.size:
+            # the products with H cost nnz instead of N_k² per point (bicubic k = 9: 130× fewer; metric 5.6× faster)
+            import scipy.sparse
+
+            object.__setattr__(self, "_sparse", scipy.sparse.csc_matrix(H))
+
+    def _times_h(self, a):
+        """a @ H for a (..., N_k) (sparse when H is)."""
+        if self._sparse is None:
+            return a @ self.H
+        flat = a.reshape(-1, a.shape[-1])
+        return np.asarray((self._sparse.T @ flat.T).T).reshape(a.shape)
 
     def _metric_ps(self, ps, chunk: int = 2048):
-        f, k, H = self.factors, self.k, self.H
+        f, k = self.factors, self.k
         exps = f.exponents()
         deg = np.asarray(f.degrees, dtype=np.float64)
         out = np.empty((len(ps), ps.dim, ps.dim), dtype=np.complex128)
         for lo in range(0, len(ps), chunk):
             z, jac = ps.points[lo:lo + chunk], ps.jacobian[lo:lo + chunk]
             s, x, _ = algebra.section_features(z, jac, exps, layout="nda", factors=f)  # (c, N_k), (c, d, N_k)
-            xh = x @ H  # (c, d, N_k)
+            xh = self._times_h(x)  # (c, d, N_k)
             xhx = xh @ np.conj(np.swapaxes(x, 1, 2))  # X H X†
-            v = np.real(np.sum((s @ H) * np.conj(s), axis=1))  # sᵀHs̄
+            v = np.real(np.sum(self._times_h(s) * np.conj(s), axis=1))  # sᵀHs̄
             if self.link == "log":
                 a = (xh @ np.conj(s)[:, :, None])[:, :, 0]  # X H s̄ (c, d)
                 g = (xhx - a[:, :, None] * np.conj(a)[:, None, :] / v[:, None, None]) / (k * np.pi * v[:, None, None])
