@@ -51,55 +51,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import machine, peak_rss_gb  # noqa: E402
 
+from ntkflow.manifolds.cicy_jets import embedding_derivatives, q_hessian  # noqa: E402,F401  (q_hessian: re-exported)
+
 
 # ---- closed-form curvature of the pulled-back FS metric ----------------------------------------------
-
-
-def q_hessian(manifold, z) -> np.ndarray:
-    """∂_I∂_J Q_j (M, K, N, N) complex at z (M, N), from the monomials: ∂_I∂_J z^e = e_I(e_J − δ_IJ) z^{e−e_I−e_J}
-    (integer powers from a table of repeated products, exact at 0)."""
-    M, N = z.shape
-    kmax = max(int(e.max()) for e, _ in manifold.polynomials)
-    table = [np.ones_like(z), z]
-    for _ in range(2, kmax + 1):
-        table.append(table[-1] * z)
-    table = np.stack(table[: kmax + 1], axis=1)  # (M, kmax+1, N): z_n^k
-    cols = np.arange(N)
-    out = np.zeros((M, manifold.n_equations, N, N), dtype=np.complex128)
-    for j, (e, c) in enumerate(manifold.polynomials):
-        for I in range(N):
-            for J in range(I, N):
-                coef = c * e[:, I] * (e[:, J] - (I == J))  # (n_mon,)
-                keep = coef != 0
-                if not np.any(keep):
-                    continue
-                ee = e[keep].copy()
-                ee[:, I] -= 1
-                ee[:, J] -= 1
-                vals = np.prod(table[:, ee, cols], axis=2) @ coef[keep]  # (M,)
-                out[:, j, I, J] = vals
-                out[:, j, J, I] = vals
-    return out
-
-
-def embedding_derivatives(ps):
-    """(Z1 (M, dim, N), Z2 (M, dim, dim, N)): ∂_a z_I and ∂_a∂_c z_I of the chart embedding x ↦ z(x).
-
-    Z1 is the pullback Jacobian; differentiating Q(z(x)) = 0 twice gives on the eliminated coordinates E
-    B Z2[c, a, E] = −Σ_IJ ∂_I∂_J Q Z1[a, I] Z1[c, J] (B = ∂Q/∂z_E), and Z2 = 0 elsewhere."""
-    m = ps.manifold
-    Z1 = np.asarray(ps.jacobian)
-    M, dim, N = Z1.shape
-    H = q_hessian(m, ps.points)  # (M, K, N, N)
-    dq = m.dQ(ps.points)  # (M, K, N)
-    B = np.take_along_axis(dq, ps.elim[:, None, :], axis=2)  # (M, K, K)
-    rhs = np.einsum("mkij,mai,mcj->mcak", H, Z1, Z1)  # (M, dim, dim, K)
-    sol = -np.linalg.solve(B[:, None, None], rhs[..., None])[..., 0]  # (M, dim, dim, K)
-    Z2 = np.zeros((M, dim, dim, N), dtype=np.complex128)
-    rows = np.arange(M)
-    for k in range(m.n_equations):
-        Z2[rows, :, :, ps.elim[:, k]] = sol[:, :, :, k]
-    return Z1, Z2
 
 
 def _factor_terms(xp, z, Z1, Z2):

@@ -50,7 +50,7 @@ from ntkflow.io import atomic_json, atomic_write
 from ntkflow.manifolds import (PointSet, build_manifold, curvature, euler_characteristic, fs_det, kappa,
                                load_hypersurface_file, monomials, random_quintic, ricci_measure, sample, sigma,
                                sigma_weighted, volume_kahler)
-from ntkflow.manifolds.cicy import (CompleteIntersection, cicy_curvature, cicy_euler_characteristic, cicy_fs_det,
+from ntkflow.manifolds.cicy import (CompleteIntersection, cicy_euler_characteristic, cicy_fs_det,
                                     sample_cicy)
 from ntkflow.manifolds.cicy_files import build_cicy, is_cicy_preset
 from ntkflow.solvers.least_squares import (CGSolve, CheckpointHook, DenseSolve, LMConfig, LMState, LMStatus,
@@ -290,8 +290,8 @@ def cicy_symmetry(manifold: CompleteIntersection):
 
 
 def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, det_g=None, log=None) -> dict:
-    """σ, κ, Vol_K (and with ``n_curvature`` > 0 the Ricci measure and Euler characteristic by autodiff of the
-    model's potential, :func:`ntkflow.manifolds.cicy.cicy_curvature`) on a CICYPointSet: the keys of
+    """σ, κ, Vol_K (and with ``n_curvature`` > 0 the Ricci measure and Euler characteristic from the 2-jets of the
+    model's sections, :meth:`CICYSectionModel.curvature`; equal to autodiff of its potential, the tests) on a CICYPointSet: the keys of
     :func:`evaluate_model`. σ = Σ w |1 − η/⟨η⟩_w| / Σ w with η = det g/|Ω|² (:func:`sigma_weighted`)."""
     t0 = time.perf_counter()
     if det_g is None:
@@ -304,19 +304,15 @@ def evaluate_cicy_model(model: CICYSectionModel, ps, *, n_curvature: int = 0, de
     if n_curvature:
         sub = ps[: min(n_curvature, len(ps))]
         t1 = time.perf_counter()
-        # the 4th-order autodiff holds ≈ 9 N_k × N_k complex arrays per point (measured: 34.7 GB asked for 64 points
-        # of a bicubic k = 8 model, N_k = 2025): batches sized to ≈ 1.5 GB
-        n_k = int(np.asarray(model.H).shape[0])
-        batch = int(max(1, min(64, 1.5e9 // (9 * 16 * n_k ** 2))))
         if log:
-            log(f"  curvature of the model on {len(sub)} points by 4th-order autodiff, {batch} per batch: about a minute "
-                f"to compile and ~1 s per point or more on 2 CPU cores (N_k = {n_k}); --n-curvature 0 skips it")
-        curv = cicy_curvature(sub, model.potential_jax(), batch=batch)
+            log(f"  curvature of the model on {len(sub)} points from the 2-jets of the sections "
+                f"(ntkflow.manifolds.cicy_jets; N_k = {int(np.asarray(model.H).shape[0])}); --n-curvature 0 skips it")
+        curv = model.curvature(sub)
         chi, chi_err = cicy_euler_characteristic(sub, curv=curv)
         out.update({"n_curvature": len(sub), "ricci_measure": ricci_measure(sub, curv=curv),
                     "euler": chi, "euler_stderr": chi_err, "curvature_seconds": time.perf_counter() - t1})
         rel = np.abs(curv.det_g - det_g[: len(sub)]) / np.abs(det_g[: len(sub)])
-        out["det_consistency"] = float(rel.max())  # closed form against autodiff of the potential
+        out["det_consistency"] = float(rel.max())  # closed-form metric against the jets' metric
         if log:
             log(f"  curvature on {len(sub)} held-out points: Ricci measure {out['ricci_measure']:.4g}, "
                 f"Euler characteristic {chi:.2f} ± {chi_err:.2f} ({out['curvature_seconds']:.1f} s)")

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ntkflow._checks import positive_int
 from ntkflow.cy import algebra
 from ntkflow.cy.basis import PairBasis
 from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
@@ -376,6 +377,41 @@ class CICYSectionModel(Model):
                 g = f.fs_sum(z, jac, deg / k) + hk[:, None, None] * (xhx / np.pi - v[:, None, None] * f.fs_sum(z, jac, deg))
             out[lo:lo + chunk] = g
         return out
+
+    def curvature(self, ps, *, chunk: int = 512):
+        """Metric, Ricci form, Ricci scalar and top Chern density (a :class:`ntkflow.manifolds.Curvature`) of the
+        model at the points of ``ps`` (a CICYPointSet of this manifold), from the 2-jets of the sections and of
+        the embedding (:mod:`ntkflow.manifolds.cicy_jets`): one product with H per point for a 10 × 10 Gram
+        (d = 3), then autodiff of a small polynomial. Equal to autodiff of :meth:`potential_jax` through the
+        implicit embedding (``cicy_curvature``; tests) at a fraction of its cost (bicubic k = 9: ms, not
+        seconds, a point). Compiles once per call."""
+        import jax.numpy as jnp
+
+        from ntkflow.manifolds.cicy_jets import (embedding_derivatives, jet_grams, make_jet_curvature, section_jets,
+                                                 taylor_vectors)
+
+        chunk = positive_int("chunk", chunk)
+        f, k = self.factors, self.k
+        exps = f.exponents()
+        if self.link == "log":
+            def potential(v):
+                return jnp.log(v[0]) / (k * jnp.pi)
+        else:
+            def potential(v):  # v = [sᵀHs̄, |z^(1)|², …]
+                psi = sum(ka * jnp.log(x) for ka, x in zip(f.degrees, v[1:]))
+                return (psi / k + v[0] * jnp.exp(-psi)) / jnp.pi
+        run = make_jet_curvature(ps.dim, potential, batch=chunk)
+        parts = []
+        for lo in range(0, len(ps), chunk):
+            sub = ps[lo:lo + chunk]
+            Z1, Z2 = embedding_derivatives(sub)
+            s, S1, S2 = section_jets(sub.points, Z1, Z2, exps)
+            grams = [jet_grams(taylor_vectors(s, S1, S2), self.H, self._sparse)]
+            if self.link == "identity":
+                grams += [jet_grams(taylor_vectors(sub.points[:, b], Z1[:, :, b], Z2[:, :, :, b])) for b in f.blocks]
+            parts.append(run(grams))
+        return type(parts[0])(*[np.concatenate([getattr(p, name) for p in parts])
+                                for name in ("g", "det_g", "ricci", "ricci_scalar", "chern_top")])
 
     def potential_jax(self):
         """Real JAX K(z) of one point's homogeneous coordinates (N,) (for ``cicy_metric_jax``, ``cicy_curvature``)."""
