@@ -1082,9 +1082,10 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         # independent); not on a sweep's warm start, whose carried potential is written in the full basis
         t = time.perf_counter()
         m_rows = min(b.n_functions + 1000, len(train))
-        # pivoted QR ≈ 2Mp² − 2p³/3 flops at ≈ 6.5 GFlop/s on 2 cores (measured on the bicubic: k = 9, 6732 × 5732,
-        # 49 s; k = 10, 12526 × 11526, 361 s)
-        est = max(2.0 * m_rows * b.n_functions**2 - 2.0 * min(m_rows, b.n_functions)**3 / 3.0, 0.0) / 6.5e9
+        # values: ≈ 57 ns per (point, pair); pivoted QR ≈ 2Mp² − 2p³/3 flops at ≈ 6.5 GFlop/s on 2 cores (measured:
+        # bicubic k = 9, 6732 × 5732, 49 s; k = 10, 12526 × 11526, 361 s; tetraquadric k = 6, 196 513 pairs, 113 s)
+        est = (max(2.0 * m_rows * b.n_functions**2 - 2.0 * min(m_rows, b.n_functions)**3 / 3.0, 0.0) / 6.5e9
+               + 5.7e-8 * m_rows * len(b.alpha))
         log(f"  independence on X: pivoted QR of {b.n_functions} invariant functions at {m_rows} training points "
             f"(about {est:.0f} s on 2 cores)")
         b, n_before = _independent_on_training_points(b, train.points), b.n_functions
