@@ -34,6 +34,7 @@ from ntkflow.cy.curvature import bergman_gfun, donaldson_gfun
 from ntkflow.io import NtkflowFileError, atomic_json, atomic_savez, read_json, read_npz, sha256_file
 from ntkflow.manifolds import Hypersurface, PointSet, check_on_manifold, monomial_sections, monomials, pointset_from_points
 from ntkflow.manifolds.cicy import CICYPointSet, CompleteIntersection, cicy_pointset_from_points
+from ntkflow.manifolds.cicy_jets import embedding_derivatives, jet_grams, make_jet_curvature, section_jets, taylor_vectors
 
 __all__ = ["Model", "BergmanModel", "DonaldsonModel", "CICYSectionModel", "register", "MODELS", "load", "as_pointset", "MODEL_FORMAT",
            "check_pair_arrays"]
@@ -386,9 +387,6 @@ class CICYSectionModel(Model):
         implicit embedding (``cicy_curvature``; tests) at a fraction of its cost (bicubic k = 9: ms, not
         seconds, a point). Compiles once per call."""
         import jax.numpy as jnp
-
-        from ntkflow.manifolds.cicy_jets import (embedding_derivatives, jet_grams, make_jet_curvature, section_jets,
-                                                 taylor_vectors)
 
         chunk = positive_int("chunk", chunk)
         f, k = self.factors, self.k

@@ -188,7 +188,10 @@ def test_ricci_cli_ctrl_c_keeps_last_state_and_resumes(tmp_path):
     out = str(tmp_path / "c")
     cmd = [sys.executable, "-m", "ntkflow.cli", "ricci", "bumpy-t2", "--no-collocation", "--resolution", "64",
            "--t-end", "2.0", "--rtol", "1e-11", "--atol", "1e-13", "-o", out]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # SIGINT back to its default in the child: a harness started in the background of a non-interactive shell
+    # ignores SIGINT, the child would inherit that and never see the Ctrl-C (observed: exit 0 after the full run)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ck = os.path.join(out, "checkpoint.npz")
     deadline = time.time() + 120
     while time.time() < deadline and not os.path.exists(ck) and proc.poll() is None:
