@@ -33,16 +33,20 @@ __all__ = ["q_hessian", "embedding_derivatives", "taylor_vectors", "section_jets
            "make_jet_curvature"]
 
 
+def _power_table(z, kmax: int) -> np.ndarray:
+    """(M, kmax+1, N): z_n^p for p = 0 … kmax by repeated products (integer powers, exact at 0)."""
+    table = [np.ones_like(z), z]
+    for _ in range(2, kmax + 1):
+        table.append(table[-1] * z)
+    return np.stack(table[: kmax + 1], axis=1)
+
+
 def q_hessian(manifold, z) -> np.ndarray:
     """∂_I∂_J Q_j (M, K, N, N) complex at z (M, N), from the monomials: ∂_I∂_J z^e = e_I(e_J − δ_IJ) z^{e−e_I−e_J}
     (integer powers from a table of repeated products, exact at 0)."""
     z = np.asarray(z, dtype=np.complex128)
     M, N = z.shape
-    kmax = max(int(e.max()) for e, _ in manifold.polynomials)
-    table = [np.ones_like(z), z]
-    for _ in range(2, kmax + 1):
-        table.append(table[-1] * z)
-    table = np.stack(table[: kmax + 1], axis=1)  # (M, kmax+1, N): z_n^k
+    table = _power_table(z, max(int(e.max()) for e, _ in manifold.polynomials))  # (M, kmax+1, N)
     cols = np.arange(N)
     out = np.zeros((M, manifold.n_equations, N, N), dtype=np.complex128)
     for j, (e, c) in enumerate(manifold.polynomials):
@@ -105,11 +109,7 @@ def section_jets(z, Z1, Z2, exponents):
     S1 = np.einsum("mai,mli->mal", Z1, ds)
     S2 = np.einsum("mcai,mli->mcal", Z2, ds)
     M, N = z.shape
-    kmax = int(e.max()) if e.size else 0
-    table = [np.ones_like(z), z]
-    for _ in range(2, kmax + 1):
-        table.append(table[-1] * z)
-    table = np.stack(table[: max(kmax, 1) + 1], axis=1)  # (M, kmax+1, N): z_n^p
+    table = _power_table(z, max(int(e.max()) if e.size else 0, 1))  # (M, kmax+1, N): z_n^p
     cols = np.arange(N)
     P0 = table[:, e, cols]  # (M, L, N): z_n^{e_ln}
     P1 = table[:, np.maximum(e - 1, 0), cols]
