@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import ntkflow  # noqa: F401
+from _helpers import fs_closed_form
 from ntkflow.manifolds import mean_stderr
 from ntkflow.manifolds.cicy import (
     CICY_EULER_CHARACTERISTIC, CompleteIntersection, cicy_chart_data, cicy_euler_characteristic,
@@ -269,16 +270,8 @@ def test_save_load_round_trip(tmp_path, fmt):
 
 
 def _closed_form():
-    """The closed-form FS curvature of bench/bench_cicy_euler.py (bench/ is not installed: repository root)."""
-    import sys
-    from pathlib import Path
-
-    root = str(Path(__file__).resolve().parents[2])
-    if root not in sys.path:
-        sys.path.insert(0, root)
-    from bench.bench_cicy_euler import fs_curvature_closed_form, make_fs_curvature_closed_form
-
-    return fs_curvature_closed_form, make_fs_curvature_closed_form
+    """The closed-form FS curvature of bench/bench_cicy_euler.py (shared helper)."""
+    return fs_closed_form()
 
 
 @pytest.fixture(scope="module")
