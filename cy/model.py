@@ -21,6 +21,8 @@ Files: ``model.json`` (kind, manifold, scalars) + ``model.npz`` (arrays), no pic
 """
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 from dataclasses import dataclass, field
@@ -304,6 +306,23 @@ class DonaldsonModel(Model):
         return cls(manifold=manifold, basis=pair_basis_from_payload(meta, arrays, "G"), info=meta.get("info", {}))
 
 
+@functools.lru_cache(maxsize=16)
+def _jet_curvature_runner(dim: int, link: str, k: int, degrees: tuple, chunk: int):
+    """The compiled jet curvature (``make_jet_curvature``) of a section model's potential as a function of the Gram
+    values v = [sᵀHs̄, |z^(1)|², …]: log link Φ = log(v_0)/(kπ); identity link Φ = (ψ/k + v_0 e^{−ψ})/π with
+    ψ = Σ_a d_a log v_a. Cached: the potential depends only on these arguments, not on H."""
+    import jax.numpy as jnp
+
+    if link == "log":
+        def potential(v):
+            return jnp.log(v[0]) / (k * jnp.pi)
+    else:
+        def potential(v):
+            psi = sum(ka * jnp.log(x) for ka, x in zip(degrees, v[1:]))
+            return (psi / k + v[0] * jnp.exp(-psi)) / jnp.pi
+    return make_jet_curvature(dim, potential, batch=chunk)
+
+
 @register("cicy-sections")
 @dataclass(frozen=True, eq=False)
 class CICYSectionModel(Model):
@@ -385,20 +404,11 @@ class CICYSectionModel(Model):
         the embedding (:mod:`ntkflow.manifolds.cicy_jets`): one product with H per point for a 10 × 10 Gram
         (d = 3), then autodiff of a small polynomial. Equal to autodiff of :meth:`potential_jax` through the
         implicit embedding (``cicy_curvature``; tests) at a fraction of its cost (bicubic k = 9: ms, not
-        seconds, a point). Compiles once per call."""
-        import jax.numpy as jnp
-
+        seconds, a point). Compiled once per (dim, link, k, degrees, chunk) and cached for the process."""
         chunk = positive_int("chunk", chunk)
-        f, k = self.factors, self.k
+        f = self.factors
         exps = f.exponents()
-        if self.link == "log":
-            def potential(v):
-                return jnp.log(v[0]) / (k * jnp.pi)
-        else:
-            def potential(v):  # v = [sᵀHs̄, |z^(1)|², …]
-                psi = sum(ka * jnp.log(x) for ka, x in zip(f.degrees, v[1:]))
-                return (psi / k + v[0] * jnp.exp(-psi)) / jnp.pi
-        run = make_jet_curvature(ps.dim, potential, batch=chunk)
+        run = _jet_curvature_runner(ps.dim, self.link, self.k, tuple(int(d) for d in f.degrees), chunk)
         parts = []
         for lo in range(0, len(ps), chunk):
             sub = ps[lo:lo + chunk]
