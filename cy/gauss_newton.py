@@ -183,20 +183,25 @@ def whitening(problem: MAProblem, *, rtol: float = 1e-10) -> np.ndarray:
     return (vt[keep].T / sv[keep][None, :]) / sc[:, None]
 
 
-def jacobian0_rows(basis, z, jac, *, chunk: int = 2048, on_chunk=None) -> np.ndarray:
+def jacobian0_rows(basis, z, jac, *, chunk: int = 2048, on_chunk=None, factors=None, kahler_class=None) -> np.ndarray:
     """(n, p) J₀ = ∂r/∂c at θ = 0: tr(g_FS⁻¹ G_a) at every point, the pulled-back Hessians G_a of ``basis``
     computed ``chunk`` points at a time and contracted at once (memory O(n·p + chunk·p·d²)).
-    ``on_chunk(lo, hess)`` (optional) receives each chunk's raw Hessians (c, p, d²), e.g. to keep them on disk."""
+    ``on_chunk(lo, hess)`` (optional) receives each chunk's raw Hessians (c, p, d²), e.g. to keep them on disk.
+    ``factors`` (a complete intersection's :class:`ntkflow.cy.algebra.Factors`, with ``kahler_class`` (m,)): the
+    multi-degree functions and the reference g_FS = Σ_a t_a P_a g^{FS}_a P_a† (``Factors.fs_sum``)."""
     z = np.asarray(z)
     n = len(z)
+    if (factors is None) != (kahler_class is None):
+        raise ValueError("factors, kahler_class: pass both (a complete intersection) or neither (a hypersurface).")
     out = np.empty((n, basis.n_functions))
     for lo in range(0, n, chunk):
         zc, jc = z[lo:lo + chunk], jac[lo:lo + chunk]
-        h = pair_hessians(basis, zc, jc)  # (c, p, d²)
+        h = pair_hessians(basis, zc, jc, factors=factors)  # (c, p, d²)
         if on_chunk is not None:
             on_chunk(lo, h)
         dim = jc.shape[1]
-        gi = pack(np.linalg.inv(fs_pulled(zc, jc))) * trace_weights(dim)[None, :]
+        g_ref = fs_pulled(zc, jc) if factors is None else factors.fs_sum(zc, jc, kahler_class)
+        gi = pack(np.linalg.inv(g_ref)) * trace_weights(dim)[None, :]
         out[lo:lo + chunk] = np.matmul(h, gi[:, :, None])[:, :, 0]
     return out
 
@@ -224,14 +229,15 @@ def whitening_qr(j0, weights, *, rtol: float = 1e-10):
     return (vt[keep].T / sv[keep][None, :]) / sc[:, None], sv / sv[0]
 
 
-def whitened_hessians(basis, z, jac, tmat, *, chunk: int = 2048) -> np.ndarray:
+def whitened_hessians(basis, z, jac, tmat, *, chunk: int = 2048, factors=None) -> np.ndarray:
     """(n, q, d²) pulled-back Hessians of the whitened functions f T (T = ``tmat`` (p, q)), the raw (c, p, d²)
-    Hessians computed ``chunk`` points at a time and transformed at once (never all n of them)."""
+    Hessians computed ``chunk`` points at a time and transformed at once (never all n of them). ``factors``: the
+    multi-degree functions of a complete intersection (as in :func:`jacobian0_rows`)."""
     z = np.asarray(z)
     n = len(z)
     dim2 = jac.shape[1] ** 2
     out = np.empty((n, tmat.shape[1], dim2))
     for lo in range(0, n, chunk):
-        h = pair_hessians(basis, z[lo:lo + chunk], jac[lo:lo + chunk])
+        h = pair_hessians(basis, z[lo:lo + chunk], jac[lo:lo + chunk], factors=factors)
         out[lo:lo + chunk] = np.einsum("npd,pq->nqd", h, tmat, optimize=True)  # one GEMM (see transform_basis)
     return out

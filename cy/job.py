@@ -421,7 +421,7 @@ class _Setup:
 def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None, factors: Factors | None = None) -> _Setup:
     """The dense path: LM on the whitened symmetric basis ``b``. ``factors``: a complete intersection, whose
     basis functions are the multi-degree ones of ``factors`` and whose reference metric is FS of the class
-    Σ_a (k_a/k) J_a (the identity link of :class:`CICYSectionModel`); no streaming, no warm start there."""
+    Σ_a (k_a/k) J_a (the identity link of :class:`CICYSectionModel`); ``--dense-chunk`` streams its Hessians there too."""
     timings = {}
     chunk = method.dense_chunk or None  # --dense-chunk N: the raw Hessians streamed over N points, never all held
     t = time.perf_counter()
@@ -431,7 +431,9 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None, f
         timings["hessians"] = time.perf_counter() - t
         log(f"  pulled-back Hessians of the basis: {timings['hessians']:.1f} s")
     else:
-        j0 = jacobian0_rows(b, train.points, train.jacobian, chunk=chunk)  # (n, p): tr(g_FS⁻¹ G_a) at every point
+        t_cls = None if factors is None else np.asarray(factors.degrees, dtype=np.float64) / method.k
+        j0 = jacobian0_rows(b, train.points, train.jacobian, chunk=chunk, factors=factors,
+                            kahler_class=t_cls)  # (n, p): tr(g_FS⁻¹ G_a) at every point
         timings["jacobian0"] = time.perf_counter() - t
         log(f"  Laplacians of the basis, streamed over {chunk}-point chunks: {timings['jacobian0']:.1f} s")
     if factors is None:
@@ -464,8 +466,8 @@ def _setup_dense(config, method, m, b, sym, train, test, log, warm_start=None, f
     if chunk is None:
         h_train, h_test = transform_basis(h_train, tmat), transform_basis(h_test, tmat)
     else:  # (n, q, d²) straight into the kept basis
-        h_train = whitened_hessians(b, train.points, train.jacobian, tmat, chunk=chunk)
-        h_test = whitened_hessians(b, test.points, test.jacobian, tmat, chunk=chunk)
+        h_train = whitened_hessians(b, train.points, train.jacobian, tmat, chunk=chunk, factors=factors)
+        h_test = whitened_hessians(b, test.points, test.jacobian, tmat, chunk=chunk, factors=factors)
     timings["whitening"] = time.perf_counter() - t
     log(f"  orthogonalised basis: {tmat.shape[1]} of {tmat.shape[0]} directions kept (rtol {method.whiten_rtol:g}), "
         f"{timings['whitening']:.1f} s" + ("" if chunk is None else
@@ -1046,11 +1048,10 @@ def _run_cicy(config: CYConfig, m: CompleteIntersection, out_dir, *, resume, log
         raise ValueError(f"method: complete intersections ({m.name}) run the matrix-free primal Bergman method; received "
                          f"--method {method.name}{' (dual form)' if isinstance(method, DualMethod) else ''}. Use --method "
                          f"bergman (the default) with --solver auto or matrix-free.")
-    for what, bad in (("devices", getattr(method, "devices", None) is not None), ("workers", client is not None),
-                      ("dense_chunk", bool(method.dense_chunk))):
+    for what, bad in (("devices", getattr(method, "devices", None) is not None), ("workers", client is not None)):
         if bad:
-            raise ValueError(f"{what}: not available on complete intersections yet (one process, one device, "
-                             f"Hessians held in memory); drop it for {m.name}.")
+            raise ValueError(f"{what}: not available on complete intersections yet (one process, one device); "
+                             f"drop it for {m.name}.")
     factors = cicy_factors(m, method.k, method.kahler_class)
     if method.symmetry != "auto":
         sym = basis_mod.no_symmetry(m.n_coords)

@@ -129,3 +129,39 @@ def test_the_job_with_dense_chunk_fits_the_same_metric_as_the_default_dense_path
         BergmanMethod(dense_chunk=-1)
     with pytest.raises(ValueError, match="dense_chunk: .*matrix-free"):
         BergmanMethod(dense_chunk=64, solver="matrix-free")
+
+
+def test_streamed_dense_path_on_a_complete_intersection_equals_the_in_memory_one(tmp_path):
+    """``ntkflow cy --manifold bicubic --psi 0.5 -k 3 --dense-chunk 256`` (multi-degree functions, reference FS of the
+    class Σ (k_a/k) J_a) against the same job without streaming: the same directions kept and the same held-out σ
+    (the streamed J₀ and whitened Hessians equal the in-memory ones; QR instead of SVD whitening). A hypersurface
+    reference metric (fs_pulled of all coordinates) in the streamed J₀ would change J₀ and fail this."""
+    import json
+
+    from ntkflow.cli import main
+    from ntkflow.cy.algebra import Factors
+    from ntkflow.manifolds.cicy import cicy_preset, sample_cicy
+
+    common = ["cy", "--manifold", "bicubic", "--psi", "0.5", "-k", "3", "--n-train", "1500", "--n-test", "800",
+              "--solver", "dense", "--n-curvature", "0", "-q"]
+    assert main(common + ["-o", str(tmp_path / "a")]) == 0
+    assert main(common + ["--dense-chunk", "256", "-o", str(tmp_path / "b")]) == 0
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in "ab")
+    assert b["solver"] == "dense" and b["sigma_test"] < 0.2 * b["fs_baseline"]["sigma_test"]
+    assert abs(b["sigma_test"] - a["sigma_test"]) <= 1e-6 * a["sigma_test"] + 1e-9
+    # the streamed J₀ with factors equals tr(g⁻¹ G_a) from all Hessians at once, with g = FS of the class (k_a/k)
+    m = cicy_preset("bicubic", psi=0.5)
+    ps = sample_cicy(m, 300, seed=3)
+    f = Factors((3, 3), (1, 1))
+    bas = basis.invariant_basis(m.n_coords, 2, basis.no_symmetry(m.n_coords), exponents=f.exponents())
+    t_cls = np.array([0.5, 0.5])
+    j0 = gn.jacobian0_rows(bas, ps.points, ps.jacobian, chunk=128, factors=f, kahler_class=t_cls)
+    hess = algebra.pair_hessians(bas, ps.points, ps.jacobian, factors=f)
+    prob = gn.MAProblem(g0=algebra.pack(f.fs_sum(ps.points, ps.jacobian, t_cls)), hess=hess,
+                        log_omega=np.log(ps.omega_sq), weights=ps.weights, dim=3)
+    ref = prob.jacobian(np.zeros(prob.n_params))[:, :-1]
+    np.testing.assert_allclose(j0, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+    w = gn.whitened_hessians(bas, ps.points, ps.jacobian, np.eye(bas.n_functions)[:, :5], chunk=100, factors=f)
+    np.testing.assert_allclose(w, hess[:, :5], rtol=0, atol=1e-14 * np.abs(hess).max())
+    with pytest.raises(ValueError, match="factors, kahler_class: pass both"):
+        gn.jacobian0_rows(bas, ps.points, ps.jacobian, factors=f)
