@@ -537,7 +537,7 @@ def markdown_table(results: list) -> str:
         cv = e.get("control_variates")
         hill = e.get("tail_index_hill", {}).get("top_0.001")
         base = (f"| `{r['preset']}` | {fmt_n(r['n_points'])} | {r['euler_topological']} | {e['euler']:.2f} ± {e['euler_stderr']:.2f} | "
-                f"{hill:.1f} |" if hill is not None else "— |")
+                + (f"{hill:.1f} |" if hill is not None else "— |"))
         if cv is None:
             rows.append(base + " — | — | — | — | — | — |")
             continue
@@ -584,6 +584,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if not args.preset and not args.table_only:
         p.error("--preset is required (or --table-only)")
+    if args.control_variates and args.cv_pilot < 1000:
+        p.error(f"--cv-pilot: expected at least 1000 pilot points (several per control), received {args.cv_pilot}")
     if args.importance < 0 or (args.importance and (args.is_centres < 1 or args.is_rounds < 1 or not 0 < args.is_defensive < 1 or args.is_lambda <= 0)):
         raise SystemExit(f"--importance {args.importance}: needs --is-centres >= 1 (received {args.is_centres}), "
                          f"0 < --is-defensive < 1 (received {args.is_defensive}) and --is-lambda > 0 (received {args.is_lambda}).")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkflow._checks import finite_array
-from ntkflow.manifolds.cicy import cicy_fs_factor_pullbacks
+from ntkflow.manifolds.cicy import _ring_mul, cicy_fs_factor_pullbacks
 from ntkflow.manifolds.cicy_jets import q_hessian
 from ntkflow.manifolds.geometry import mean_stderr
 
@@ -137,15 +137,6 @@ def _mixed(mats) -> np.ndarray:
     return out / math.factorial(d)
 
 
-def _poly_mul(a: dict, b: dict) -> dict:
-    out = {}
-    for ka, va in a.items():
-        for kb, vb in b.items():
-            k = tuple(x + y for x, y in zip(ka, kb))
-            out[k] = out.get(k, 0.0) + va * vb
-    return out
-
-
 @dataclass(frozen=True)
 class ControlVariates:
     """Y (M, p): w·(density of each top-degree product)/|Ω|² (so mean(Y) → ∫_X of the product); exact (p,): the
@@ -179,8 +170,8 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
             c1_class[unit(r)] = -float(D[r].sum())
     c2_class = {}
     for i, j in itertools.combinations(range(K), 2):
-        prod = _poly_mul({unit(r): D[r, i] for r in range(m.n_factors) if D[r, i]},
-                         {unit(r): D[r, j] for r in range(m.n_factors) if D[r, j]})
+        prod = _ring_mul({unit(r): D[r, i] for r in range(m.n_factors) if D[r, i]},
+                         {unit(r): D[r, j] for r in range(m.n_factors) if D[r, j]}, m.ambient)
         for k, v in prod.items():
             c2_class[k] = c2_class.get(k, 0.0) + v
     parts = _gram_parts(m, ps.points, ps.jacobian)
@@ -196,21 +187,32 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
     def integral(poly):
         return float(sum(v * d_alpha.get(k, 0) for k, v in poly.items()))
 
-    vals, exact, names = [], [], []
-    for combo in itertools.combinations_with_replacement(range(len(ones)), dim):
+    combos = list(itertools.combinations_with_replacement(range(len(ones)), dim))
+    dens = np.empty((M, len(combos)))
+    if dim == 3:  # one adjugate per pair (b, c), shared by the products a ≤ b ≤ c
+        col = {cb: i for i, cb in enumerate(combos)}
+        for b, c in itertools.combinations_with_replacement(range(len(ones)), 2):
+            adj = _adjugate_pair(ones[b][1], ones[c][1])
+            for a in range(b + 1):
+                dens[:, col[(a, b, c)]] = (np.einsum("mad,mad->m", ones[a][1], adj) / 6).real
+    else:
+        for i, combo in enumerate(combos):
+            dens[:, i] = _mixed([ones[c][1] for c in combo]).real
+    vals = list((fac[:, None] * dens).T)
+    exact, names = [], []
+    for combo in combos:
         poly = {(0,) * m.n_factors: 1.0}
         for c in combo:
-            poly = _poly_mul(poly, ones[c][0])
-        vals.append(fac * _mixed([ones[c][1] for c in combo]).real)
+            poly = _ring_mul(poly, ones[c][0], m.ambient)
         exact.append(integral(poly))
         names.append(".".join(ones[c][2] for c in combo))
     if twos and dim != 3:
         raise NotImplementedError(f"ps: c_2 products are implemented for threefolds, received dim = {dim}.")
     for cls2, pairs, name2 in twos:
         for cls1, form, name1 in ones:
-            dens = sum(_mixed([a, b, form]) - _mixed([c, d, form]) for a, b, c, d in pairs)
-            vals.append(fac * dens.real)
-            exact.append(integral(_poly_mul(cls2, cls1)))
+            d2 = sum(_mixed([a, b, form]) - _mixed([c, d, form]) for a, b, c, d in pairs)
+            vals.append(fac * d2.real)
+            exact.append(integral(_ring_mul(cls2, cls1, m.ambient)))
             names.append(f"{name2}.{name1}")
     return ControlVariates(np.stack(vals, axis=1) if vals else np.zeros((M, 0)), np.asarray(exact), tuple(names))
 
