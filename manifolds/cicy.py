@@ -73,6 +73,7 @@ __all__ = [
     "euler_characteristic_topological", "fs_potential_t", "cicy_metric_jax", "cicy_curvature", "make_cicy_curvature_fn",
     "save_cicy_points", "load_cicy_points", "CICY_FORMAT_TAG", "cicy_euler_characteristic",
     "crofton_frame_map", "cicy_sampling_density", "cicy_mixture_weights", "sample_cicy_mixture",
+    "cohomology_ring_mul",
 ]
 
 _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 1e-10)
@@ -81,8 +82,12 @@ _RESIDUAL_TOL = 1e-12  # relative |Q_j| accepted after polishing (tests ask for 
 # ---- polynomial ring of the ambient cohomology -------------------------------------------------
 
 
-def _ring_mul(a: dict, b: dict, ambient: tuple) -> dict:
-    """Product of polynomials in J_1..J_m (dicts exponent-tuple → int) modulo J_r^{n_r+1}."""
+def cohomology_ring_mul(a: dict, b: dict, ambient: tuple) -> dict:
+    """Product in H*(P^{n_1}×…×P^{n_m}) = Z[J_1..J_m]/(J_r^{n_r+1}); classes are dicts exponent-tuple → int.
+
+    >>> cohomology_ring_mul({(1, 0): 3}, {(1, 0): 1, (0, 1): 2}, ambient=(1, 1))  # 3J_1·(J_1 + 2J_2) = 6J_1J_2
+    {(1, 1): 6}
+    """
     out: dict = {}
     for ea, ca in a.items():
         for eb, cb in b.items():
@@ -114,10 +119,10 @@ def intersection_numbers(ambient, configuration) -> dict:
     prod = {(0,) * m: 1}
     for j in range(q.shape[1]):
         lin = {tuple(int(r == s) for s in range(m)): int(q[r, j]) for r in range(m) if q[r, j]}
-        prod = _ring_mul(prod, lin, amb)
+        prod = cohomology_ring_mul(prod, lin, amb)
     out = {}
     for alpha in _multi_indices(dim, m):
-        val = _ring_mul(prod, {alpha: 1}, amb).get(amb, 0)
+        val = cohomology_ring_mul(prod, {alpha: 1}, amb).get(amb, 0)
         out[alpha] = int(val)
     return out
 
@@ -145,21 +150,21 @@ def euler_characteristic_topological(ambient, configuration) -> int:
     for r in range(m):
         lin = {(0,) * m: 1, tuple(int(s == r) for s in range(m)): 1}
         for _ in range(amb[r] + 1):
-            c = _ring_mul(c, lin, amb)
+            c = cohomology_ring_mul(c, lin, amb)
     for j in range(K):
         L = {tuple(int(s == r) for s in range(m)): -int(q[r, j]) for r in range(m) if q[r, j]}
         inv, power = dict(one), dict(one)  # (1 + L)^{-1} = Σ_k (−L)^k, truncated at degree dim
         for _ in range(dim):
-            power = _ring_mul(power, L, amb)
+            power = cohomology_ring_mul(power, L, amb)
             for e, v in power.items():
                 inv[e] = inv.get(e, 0) + v
-        c = _ring_mul(c, inv, amb)
+        c = cohomology_ring_mul(c, inv, amb)
     top = {e: v for e, v in c.items() if sum(e) == dim}
     normal = dict(one)
     for j in range(K):
         lin = {tuple(int(s == r) for s in range(m)): int(q[r, j]) for r in range(m) if q[r, j]}
-        normal = _ring_mul(normal, lin, amb)
-    return int(_ring_mul(top, normal, amb).get(amb, 0))
+        normal = cohomology_ring_mul(normal, lin, amb)
+    return int(cohomology_ring_mul(top, normal, amb).get(amb, 0))
 
 
 # ---- the manifold ---------------------------------------------------------------------------

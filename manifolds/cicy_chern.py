@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ntkflow._checks import finite_array
-from ntkflow.manifolds.cicy import _ring_mul, cicy_fs_factor_pullbacks
+from ntkflow.manifolds.cicy import cohomology_ring_mul, cicy_fs_factor_pullbacks
 from ntkflow.manifolds.cicy_jets import q_hessian
 from ntkflow.manifolds.geometry import mean_stderr
 
@@ -170,7 +170,7 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
             c1_class[unit(r)] = -float(D[r].sum())
     c2_class = {}
     for i, j in itertools.combinations(range(K), 2):
-        prod = _ring_mul({unit(r): D[r, i] for r in range(m.n_factors) if D[r, i]},
+        prod = cohomology_ring_mul({unit(r): D[r, i] for r in range(m.n_factors) if D[r, i]},
                          {unit(r): D[r, j] for r in range(m.n_factors) if D[r, j]}, m.ambient)
         for k, v in prod.items():
             c2_class[k] = c2_class.get(k, 0.0) + v
@@ -203,7 +203,7 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
     for combo in combos:
         poly = {(0,) * m.n_factors: 1.0}
         for c in combo:
-            poly = _ring_mul(poly, ones[c][0], m.ambient)
+            poly = cohomology_ring_mul(poly, ones[c][0], m.ambient)
         exact.append(integral(poly))
         names.append(".".join(ones[c][2] for c in combo))
     if twos and dim != 3:
@@ -212,7 +212,7 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
         for cls1, form, name1 in ones:
             d2 = sum(_mixed([a, b, form]) - _mixed([c, d, form]) for a, b, c, d in pairs)
             vals.append(fac * d2.real)
-            exact.append(integral(_ring_mul(cls2, cls1, m.ambient)))
+            exact.append(integral(cohomology_ring_mul(cls2, cls1, m.ambient)))
             names.append(f"{name2}.{name1}")
     return ControlVariates(np.stack(vals, axis=1) if vals else np.zeros((M, 0)), np.asarray(exact), tuple(names))
 

@@ -289,9 +289,15 @@ def test_callback_reports_every_iteration_with_the_recorded_relative_residual():
     assert CGSolve(rtol=1e-3, progress=print) == CGSolve(rtol=1e-3)
 
 
-def test_per_column_atol_stops_each_column_at_its_own_tolerance():
+@pytest.mark.parametrize("cond", [10.0, 1e3])
+def test_per_column_atol_stops_each_column_at_its_own_tolerance(cond):
+    """Column j stops at the first iteration whose recorded residual is <= atol[j] (exact at any κ). At κ = 10
+    the finite-precision recursion tracks exact arithmetic (histories of the 3-column and the 1-column runs
+    agree to 1e-14), so the stop equals that of a one-column solve with a scalar atol. At κ = 1e3 it does
+    not: rounding is amplified from iteration ~35 (measured: 1e-15 relative perturbations of b move the
+    1e-10 stop between 160 and 165), so there only the recorded-residual rule is asserted."""
     rng = np.random.default_rng(12)
-    A = _spd(150, 1e3, rng)
+    A = _spd(150, cond, rng)
     B = rng.normal(size=(150, 3))
     atol = np.array([1e-2, 1e-6, 1e-10]) * np.linalg.norm(B, axis=0)
     res = cg(A, B, rtol=0.0, atol=atol)
@@ -299,8 +305,13 @@ def test_per_column_atol_stops_each_column_at_its_own_tolerance():
     np.testing.assert_allclose(res.tolerance, atol)
     for j in range(3):
         assert np.linalg.norm(B[:, j] - A @ res.value[:, j]) <= atol[j]
-        one = cg(A, B[:, j], rtol=0.0, atol=float(atol[j]))  # the same stop as one column with a scalar atol
-        assert abs(res.column_iterations[j] - one.iterations) <= 1
+        h = res.history[:, j]
+        assert h[res.column_iterations[j]] <= atol[j] < np.min(h[:res.column_iterations[j]])
+        assert np.all(np.isnan(h[res.column_iterations[j] + 1:]))
+        if cond <= 10:
+            one = cg(A, B[:, j], rtol=0.0, atol=float(atol[j]))  # the same stop as one column with a scalar atol
+            assert res.column_iterations[j] == one.iterations
+            np.testing.assert_allclose(h[:one.iterations + 1], one.history, rtol=1e-12)
     assert res.column_iterations[0] < res.column_iterations[1] < res.column_iterations[2]
     with pytest.raises(ValueError, match=r"atol: expected a number or one tolerance per column of b, shape \(3,\)"):
         cg(A, B, atol=np.ones(2))
