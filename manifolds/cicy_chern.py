@@ -171,7 +171,7 @@ def chern_control_variates(ps, lams=None) -> ControlVariates:
     c2_class = {}
     for i, j in itertools.combinations(range(K), 2):
         prod = cohomology_ring_mul({unit(r): D[r, i] for r in range(m.n_factors) if D[r, i]},
-                         {unit(r): D[r, j] for r in range(m.n_factors) if D[r, j]}, m.ambient)
+                                   {unit(r): D[r, j] for r in range(m.n_factors) if D[r, j]}, m.ambient)
         for k, v in prod.items():
             c2_class[k] = c2_class.get(k, 0.0) + v
     parts = _gram_parts(m, ps.points, ps.jacobian)
